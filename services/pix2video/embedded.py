@@ -1,0 +1,77 @@
+"""Every stage in one process: the engine behind ``pix2video edit`` and notebooks."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .engine.caption import Captioner
+from .engine.depth import DepthEstimator
+from .engine.editor import EditedFrame, Pix2VideoEditor
+from .engine.inversion import Inverter
+from .engine.settings import EditSettings
+from .jobs import InversionResult, InversionSettings, invert_video, prepare_frames
+from .models import ModelSet, load_model_set
+from .settings import RuntimeSettings
+from .store import LocalDiskStore, ObjectStore, StoredVideo
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class EmbeddedPix2Video:
+    """Depth, caption, inversion and editing on one device, with a latent store.
+
+    Args:
+        models: a loaded model set (see :meth:`from_settings`).
+        store: where inverted videos are kept (local disk by default).
+    """
+
+    def __init__(self, models: ModelSet, store: ObjectStore, inversion_batch: int = 8, depth_batch: int = 16):
+        self.models = models
+        self.store = store
+        self.depth = DepthEstimator(models, batch_size=depth_batch)
+        self.captioner = Captioner(models)
+        self.inverter = Inverter(models, batch_size=inversion_batch)
+        self.editor = Pix2VideoEditor(models)
+
+    @classmethod
+    def from_settings(cls, settings: RuntimeSettings) -> "EmbeddedPix2Video":
+        models = load_model_set(
+            settings.model, device=settings.resolved_device, dtype=settings.torch_dtype,
+            caption_model=settings.caption_model, cache_dir=settings.home,
+        )
+        return cls(models, LocalDiskStore(settings.store_dir))
+
+    def model_identity(self) -> dict:
+        m = self.models
+        return {"model": m.fingerprint, "caption_model": m.caption_model, "dtype": str(m.dtype).removeprefix("torch.")}
+
+    def invert(
+        self, frames: list[np.ndarray], settings: InversionSettings, fps: float = 25.0, progress: Progress | None = None
+    ) -> InversionResult:
+        """Prepares and inverts decoded frames (a cache hit when already stored)."""
+        prepared = prepare_frames(frames, settings)
+        n = len(prepared)
+        report = progress or (lambda stage, done, total: None)
+
+        def counter(stage: str, total: int):
+            done = [0]
+
+            def step(k: int):
+                done[0] += k
+                report(stage, done[0], total)
+
+            return step
+
+        return invert_video(
+            prepared, settings, store=self.store, model_identity=self.model_identity(),
+            depth_fn=lambda f: self.depth(f, progress=counter("depth", n)),
+            caption_fn=self.captioner,
+            invert_fn=lambda f, d, p, s: self.inverter(f, d, p, s, progress=counter("inversion", n)),
+            fps=fps,
+        )
+
+    def edit(self, video_id: str, settings: EditSettings) -> Iterator[EditedFrame]:
+        """Edits a stored video, yielding frames in order as each finishes."""
+        return self.editor.edit(StoredVideo(self.store, video_id), settings)

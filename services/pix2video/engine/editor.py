@@ -1,0 +1,347 @@
+"""The Pix2Video editor, run as a scheduler over (session, frame, step) work items.
+
+Every edited frame is denoised from its inverted ``x_T`` with the target
+prompt. Frame i at step k needs only its own latent after step k-1 and its
+reference frames' features (and the previous frame's predicted ``x0``) at the
+same step k. So the scheduler keeps a set of frames in flight, and each tick
+advances every work item whose dependencies are met by one denoising step, in
+one batched UNet call that holds both guidance branches of every item, of
+every session. With one frame in flight this is the paper's frame-by-frame
+method; with more it is the wavefront (frame i one step behind frame i-1);
+the arithmetic per item is the same either way.
+
+Memory per session stays bounded: a frame's features at step k are dropped as
+soon as the last frame that references them has done step k, and x_T and depth
+are read from the source only when a frame enters the flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInput
+from .attention import InjectionContext, SampleRoute, injection_installed
+from .ddim import DDIMSchedule, ddim_move, predict_eps_x0
+from .settings import EditSettings
+from .text import encode_prompts
+from .vae import decode_latents
+
+UNCOND, COND = 0, 1
+
+
+class FrameSource(Protocol):
+    """An inverted video, read frame by frame (a store record implements it)."""
+
+    num_frames: int
+    num_steps: int
+
+    def latent(self, index: int) -> torch.Tensor:  # (4, h, w) x_T
+        ...
+
+    def depth(self, index: int) -> torch.Tensor:  # (1, h, w) in [-1, 1]
+        ...
+
+
+@dataclass
+class EditedFrame:
+    index: int
+    image: np.ndarray  # (H, W, 3) uint8
+
+
+def reference_frames(settings: EditSettings, num_frames: int) -> list[tuple[int, ...]]:
+    """Reference frames of every frame (empty for the anchor, frame 0).
+
+    Drawn up front (seeded) so the scheduler knows how long each frame's
+    features must be kept.
+    """
+    rng = np.random.default_rng(settings.seed)
+    refs: list[tuple[int, ...]] = [()]
+    for i in range(1, num_frames):
+        if settings.reference == "anchor+previous":
+            refs.append((0, i - 1))
+        elif settings.reference == "anchor":
+            refs.append((0,))
+        elif settings.reference == "previous":
+            refs.append((i - 1,))
+        else:  # anchor+random: the anchor and a random earlier frame other than it
+            refs.append((0, int(rng.integers(1, i)) if i > 1 else 0))
+    return refs
+
+
+@dataclass
+class _Flight:
+    latent: torch.Tensor  # (4, h, w), float32 or wider
+    depth: torch.Tensor  # (1, h, w)
+    step: int = 0
+
+
+@dataclass
+class EditSession:
+    """State of one edit: frames in flight, features and x0 kept for later frames."""
+
+    id: int
+    video: FrameSource
+    settings: EditSettings
+    embeds: dict[int, torch.Tensor]  # branch -> (1, tokens, dim)
+    refs: list[tuple[int, ...]]
+    consumers: list[int]  # per frame: how many later frames reference it
+    progress: list[int]  # per frame: denoising steps done
+    next_frame: int = 0  # next frame to admit into the flight
+    next_out: int = 0  # next frame to hand out, in order
+    flight: dict[int, _Flight] = field(default_factory=dict)
+    pending: dict[tuple[int, int], int] = field(default_factory=dict)  # (frame, step) -> consumers left
+    x0: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)  # kept for the next frame's update
+    finished: dict[int, torch.Tensor] = field(default_factory=dict)  # clean latents awaiting in-order output
+
+    @property
+    def num_frames(self) -> int:
+        return self.video.num_frames
+
+    @property
+    def done(self) -> bool:
+        return self.next_out >= self.num_frames
+
+    def window(self) -> int:
+        # Narrow until the first frame is out (its latency is what a user
+        # waits for), then as wide as the settings allow.
+        return 1 if self.next_out == 0 else self.settings.frames_in_flight
+
+    def deps(self, frame: int) -> set[int]:
+        d = set(self.refs[frame]) if self.settings.inject_layers != "none" else set()
+        if frame > 0 and self.settings.latent_update != "off":
+            d.add(frame - 1)
+        return d
+
+    def ready(self, frame: int) -> bool:
+        step = self.flight[frame].step
+        return all(self.progress[r] > step for r in self.deps(frame))
+
+
+class Pix2VideoEditor:
+    """Edits inverted videos; many sessions can share its UNet calls.
+
+    Args:
+        models: the loaded :class:`~pix2video.models.ModelSet`.
+        max_batch_items: most work items (frames) in one UNet call; each item
+            is two samples with classifier-free guidance.
+    """
+
+    def __init__(self, models, max_batch_items: int = 64):
+        self.models = models
+        self.max_batch_items = max_batch_items
+        self.context = InjectionContext()
+        self.sessions: dict[int, EditSession] = {}
+        self._ids = itertools.count(1)
+        self._schedules: dict[int, DDIMSchedule] = {}
+        self.latent_dtype = torch.promote_types(models.dtype, torch.float32)
+
+    # -- sessions -----------------------------------------------------------
+
+    def open_session(self, video: FrameSource, settings: EditSettings) -> EditSession:
+        """Checks the inputs and registers a session; no GPU work until :meth:`tick`."""
+        if video.num_frames < 1:
+            raise InvalidInput(f"video: has no frames (num_frames={video.num_frames})")
+        if settings.num_steps != video.num_steps:
+            raise InvalidInput(
+                f"num_steps: must equal the inversion's step count {video.num_steps}, got {settings.num_steps}"
+            )
+        prompts = [settings.prompt] + ([settings.negative_prompt] if settings.guided else [])
+        emb = encode_prompts(self.models, prompts)
+        embeds = {COND: emb[:1]}
+        if settings.guided:
+            embeds[UNCOND] = emb[1:]
+        refs = reference_frames(settings, video.num_frames)
+        consumers = [0] * video.num_frames
+        for i, r in enumerate(refs):
+            for j in set(r):
+                consumers[j] += 1
+        session = EditSession(
+            id=next(self._ids), video=video, settings=settings, embeds=embeds, refs=refs,
+            consumers=consumers, progress=[0] * video.num_frames,
+        )
+        self.sessions[session.id] = session
+        return session
+
+    def close_session(self, session_id: int) -> None:
+        """Stops a session's work and frees everything it holds, at once."""
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return
+        for key in [k for k in self.context.bank if k[0] == session_id]:
+            del self.context.bank[key]
+        session.flight.clear()
+        session.x0.clear()
+        session.finished.clear()
+        session.pending.clear()
+
+    def session_bytes(self, session_id: int) -> int:
+        """Device memory held by a session's kept features, x0 and frames in flight."""
+        s = self.sessions[session_id]
+        feats = sum(
+            t.numel() * t.element_size() for k, layers in self.context.bank.items() if k[0] == session_id for t in layers.values()
+        )
+        tensors = [f.latent for f in s.flight.values()] + [f.depth for f in s.flight.values()]
+        tensors += list(s.x0.values()) + list(s.finished.values())
+        return feats + sum(t.numel() * t.element_size() for t in tensors)
+
+    def edit(self, video: FrameSource, settings: EditSettings) -> Iterator[EditedFrame]:
+        """Edits a whole video, yielding each frame as soon as it is done, in order."""
+        session = self.open_session(video, settings)
+        try:
+            while not session.done:
+                for sid, frame in self.tick():
+                    if sid == session.id:
+                        yield frame
+        finally:
+            self.close_session(session.id)
+
+    # -- the scheduler ------------------------------------------------------
+
+    def _schedule(self, num_steps: int) -> DDIMSchedule:
+        if num_steps not in self._schedules:
+            self._schedules[num_steps] = DDIMSchedule.from_config(self.models.scheduler_config, num_steps)
+        return self._schedules[num_steps]
+
+    def _admit(self, s: EditSession) -> None:
+        dev = self.models.device
+        while s.next_frame < s.num_frames and len(s.flight) < s.window():
+            i = s.next_frame
+            s.flight[i] = _Flight(
+                latent=s.video.latent(i).to(dev, self.latent_dtype),
+                depth=s.video.depth(i).to(dev, self.latent_dtype),
+            )
+            s.next_frame += 1
+
+    def ready_items(self) -> list[tuple[EditSession, int]]:
+        """Work items (session, frame) that can advance one step now, oldest first."""
+        items = []
+        for s in self.sessions.values():
+            self._admit(s)
+            items += [(s, i) for i in sorted(s.flight) if s.ready(i)]
+        return items[: self.max_batch_items]
+
+    @torch.no_grad()
+    def tick(self) -> list[tuple[int, EditedFrame]]:
+        """Advances every ready work item by one denoising step (one UNet call)
+        and returns the frames that became available, as (session id, frame)."""
+        items = self.ready_items()
+        if not items:
+            return []
+        with injection_installed(self.models.unet, self.context, "all"):
+            latents = torch.stack([s.flight[i].latent for s, i in items])
+            xt_items = [n for n, (s, i) in enumerate(items) if s.settings.latent_update == "xt" and self._updates(s, i)]
+            if xt_items:
+                latents = latents.clone()
+                latents[xt_items] = self._xt_update([items[n] for n in xt_items], latents[xt_items])
+            eps, x0 = self._predict(items, latents, record=True)
+            self._advance(items, latents, eps, x0)
+        return self._collect()
+
+    def _updates(self, s: EditSession, i: int) -> bool:
+        return i > 0 and s.settings.updates_at(s.flight[i].step)
+
+    def _predict(self, items, latents: torch.Tensor, record: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batched UNet call for ``items`` -> guided (eps, x0) per item."""
+        m = self.models
+        samples = [(n, b) for b in (UNCOND, COND) for n, (s, _) in enumerate(items) if b in s.embeds]
+        routes, t, emb, inp = [], [], [], []
+        for n, b in samples:
+            s, i = items[n]
+            f = s.flight[i]
+            step = f.step
+            inject = s.settings.inject_layers != "none"
+            rec = (s.id, i, step, b) if record and inject and s.consumers[i] > 0 else None
+            refs = tuple((s.id, r, step, b) for r in s.refs[i]) if inject else ()
+            routes.append(SampleRoute(record=rec, refs=refs, scope=s.settings.inject_layers))
+            t.append(self._schedule(s.settings.num_steps).timesteps[step])
+            emb.append(s.embeds[b])
+            inp.append(torch.cat([latents[n], f.depth]))
+        self.context.routes = routes
+        try:
+            out = m.unet(
+                torch.stack(inp).to(m.dtype), torch.stack(t).to(m.device), encoder_hidden_states=torch.cat(emb)
+            ).sample.to(latents.dtype)
+        finally:
+            self.context.routes = []
+        cond = {n: out[j] for j, (n, b) in enumerate(samples) if b == COND}
+        uncond = {n: out[j] for j, (n, b) in enumerate(samples) if b == UNCOND}
+        guided = torch.stack(
+            [
+                uncond[n] + s.settings.guidance_scale * (cond[n] - uncond[n]) if n in uncond else cond[n]
+                for n, (s, _) in enumerate(items)
+            ]
+        )
+        alpha = torch.stack([self._alpha(s, s.flight[i].step) for s, i in items])
+        pred_types = {self._schedule(s.settings.num_steps).prediction_type for s, _ in items}
+        (ptype,) = pred_types  # one model, one prediction type
+        return predict_eps_x0(guided, latents, alpha, ptype)
+
+    def _alpha(self, s: EditSession, step: int, prev: bool = False) -> torch.Tensor:
+        sched = self._schedule(s.settings.num_steps)
+        return sched.alpha((sched.prev_timesteps if prev else sched.timesteps)[step : step + 1])[0]
+
+    def _xt_update(self, items, latents: torch.Tensor) -> torch.Tensor:
+        """Paper eq. (1): x_t -= delta * grad_{x_t} mse(x0(x_t), x0_prev), through the UNet."""
+        with torch.enable_grad():
+            x = latents.detach().requires_grad_(True)
+            _, x0 = self._predict(items, x, record=False)
+            loss = sum(
+                torch.nn.functional.mse_loss(x0[n], s.x0[(i - 1, s.flight[i].step)]) for n, (s, i) in enumerate(items)
+            )
+            (grad,) = torch.autograd.grad(loss, x)
+        delta = torch.tensor([s.settings.update_strength for s, _ in items], device=x.device, dtype=x.dtype)
+        return (x - delta.view(-1, 1, 1, 1) * grad).detach()
+
+    def _advance(self, items, latents, eps, x0) -> None:
+        alpha_prev = torch.stack([self._alpha(s, s.flight[i].step, prev=True) for s, i in items])
+        x_prev = ddim_move(x0, eps, alpha_prev)
+        for n, (s, i) in enumerate(items):
+            f = s.flight[i]
+            step = f.step
+            x = x_prev[n]
+            if s.settings.latent_update == "x0" and self._updates(s, i):
+                # Authors' closed form: gradient of delta * mse(x0, x0_prev)
+                # w.r.t. x0 (mean over the latent), applied to x_{t-1}.
+                x = x - s.settings.update_strength * 2 * (x0[n] - s.x0[(i - 1, step)]) / x0[n].numel()
+            f.latent, f.step = x, step + 1
+            s.progress[i] = step + 1
+            if s.settings.latent_update != "off" and i + 1 < s.num_frames and s.settings.updates_at(step):
+                s.x0[(i, step)] = x0[n]
+            s.x0.pop((i - 1, step), None)
+            if s.settings.inject_layers != "none":
+                if s.consumers[i] > 0:
+                    s.pending[(i, step)] = s.consumers[i]
+                self._release(s, i, step)
+            if f.step == s.settings.num_steps:
+                s.finished[i] = f.latent
+                del s.flight[i]
+
+    def _release(self, s: EditSession, frame: int, step: int) -> None:
+        """Frame ``frame`` is past ``step``: its references' features at that
+        step have one consumer fewer; drop those nobody needs any more."""
+        for r in set(s.refs[frame]):
+            left = s.pending[(r, step)] - 1
+            if left:
+                s.pending[(r, step)] = left
+            else:
+                del s.pending[(r, step)]
+                for b in (UNCOND, COND):
+                    self.context.bank.pop((s.id, r, step, b), None)
+
+    def _collect(self) -> list[tuple[int, EditedFrame]]:
+        """Decodes finished frames (batched) and hands them out in frame order."""
+        out = []
+        for s in self.sessions.values():
+            ready = []
+            while s.next_out in s.finished:
+                ready.append(s.next_out)
+                s.next_out += 1
+            if ready:
+                images = decode_latents(self.models, torch.stack([s.finished.pop(i) for i in ready]))
+                out += [(s.id, EditedFrame(index=i, image=img)) for i, img in zip(ready, images)]
+        return out

@@ -1,0 +1,80 @@
+"""DDIM inversion of every frame of a video, batched across frames.
+
+Each frame is VAE-encoded, then taken through ``num_steps`` inverse DDIM steps
+with the source prompt at guidance 1 and its depth map concatenated to the
+latent, giving the ``x_T`` that the editor starts from. Frames are
+independent here, so they share UNet calls.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInput
+from .ddim import DDIMSchedule, ddim_invert
+from .text import encode_prompts
+from .vae import encode_frames
+
+MIN_STEPS, MAX_STEPS = 1, 1000
+
+
+def check_num_steps(num_steps: object, name: str = "num_steps") -> int:
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or not MIN_STEPS <= num_steps <= MAX_STEPS:
+        raise InvalidInput(f"{name}: must be an integer in [{MIN_STEPS}, {MAX_STEPS}], got {num_steps!r}")
+    return num_steps
+
+
+class Inverter:
+    """Batched DDIM inversion with the depth-conditioned UNet."""
+
+    def __init__(self, models, batch_size: int = 8):
+        self.models = models
+        self.batch_size = batch_size
+
+    def unet_noise_predictor(self, depth: torch.Tensor, prompt_embeds: torch.Tensor) -> Callable:
+        """``predict_noise(x, t)`` for a batch of frames with their depth maps."""
+        m = self.models
+
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            inp = torch.cat([x, depth.to(x.dtype)], dim=1).to(m.dtype)
+            emb = prompt_embeds.expand(x.shape[0], -1, -1)
+            return m.unet(inp, t.to(m.device), encoder_hidden_states=emb).sample.to(x.dtype)
+
+        return predict
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        frames: np.ndarray,
+        depth: torch.Tensor,
+        prompt: str,
+        num_steps: int = 50,
+        progress: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """Inverts frames to ``x_T``.
+
+        Args:
+            frames: (N, H, W, 3) uint8 at the working resolution.
+            depth: (N, 1, H/8, W/8) depth in [-1, 1] (see :mod:`.depth`).
+            prompt: source prompt (caption), used at guidance 1.
+            num_steps: inverse DDIM steps (the editor must use the same number).
+            progress: called with the number of frames finished after each batch.
+        Returns:
+            (N, 4, H/8, W/8) float32 latents ``x_T``, on the CPU.
+        """
+        check_num_steps(num_steps)
+        m = self.models
+        schedule = DDIMSchedule.from_config(m.scheduler_config, num_steps)
+        emb = encode_prompts(m, [prompt])
+        latent_dtype = torch.promote_types(m.dtype, torch.float32)
+        out = []
+        for i in range(0, len(frames), self.batch_size):
+            x0 = encode_frames(m, frames[i : i + self.batch_size], self.batch_size).to(latent_dtype)
+            d = depth[i : i + self.batch_size].to(m.device, latent_dtype)
+            out.append(ddim_invert(x0, self.unet_noise_predictor(d, emb), schedule).float().cpu())
+            if progress:
+                progress(len(x0))
+        return torch.cat(out)

@@ -1,0 +1,102 @@
+"""Method settings of an edit: the paper's defaults and every ablation switch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import InvalidInput
+from .attention import INJECT_LAYERS
+from .inversion import check_num_steps
+from .text import check_prompt
+
+REFERENCES = ("anchor+previous", "anchor", "previous", "anchor+random")
+LATENT_UPDATES = ("x0", "xt", "off")
+MAX_UPDATE_STRENGTH = 1e4
+MAX_GUIDANCE = 50.0
+MAX_FRAMES_IN_FLIGHT = 256
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """How to edit one inverted video.
+
+    Args:
+        prompt: the target prompt P'.
+        negative_prompt: prompt of the unconditional guidance branch ("" as in the paper).
+        guidance_scale: classifier-free guidance weight (7.5); 1 runs the conditional branch only.
+        num_steps: DDIM steps; must equal the inversion's step count (50).
+        seed: seeds every random choice (the ``anchor+random`` reference frame).
+        reference: frames whose features give the self-attention keys/values of
+            frame i > 0: ``anchor+previous`` (paper), ``anchor``, ``previous``,
+            or ``anchor+random`` (the anchor and a random earlier frame).
+        inject_layers: ``decoder`` (paper: the up blocks), ``all``, or ``none``.
+        latent_update: guided latent update toward the previous frame's
+            predicted clean latent: ``x0`` (authors' code: gradient w.r.t. x0,
+            closed form, applied after the DDIM step), ``xt`` (paper eq. 1:
+            gradient w.r.t. x_t through the UNet, before the step), or ``off``.
+        update_strength: the step size delta (100).
+        update_start, update_end: the update runs on steps k with
+            ``update_start * num_steps <= k < update_end * num_steps``
+            (default: the first half, steps 0..24 of 50).
+        frames_in_flight: wavefront width: at most this many frames of the
+            session are denoised together, frame i one step behind frame i-1,
+            sharing each UNet call. Results equal one-after-another processing.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    guidance_scale: float = 7.5
+    num_steps: int = 50
+    seed: int = 0
+    reference: str = "anchor+previous"
+    inject_layers: str = "decoder"
+    latent_update: str = "x0"
+    update_strength: float = 100.0
+    update_start: float = 0.0
+    update_end: float = 0.5
+    frames_in_flight: int = 1
+
+    def __post_init__(self):
+        check_prompt(self.prompt, "prompt")
+        if not isinstance(self.negative_prompt, str):
+            raise InvalidInput(f"negative_prompt: must be a string, got {self.negative_prompt!r}")
+        check_num_steps(self.num_steps)
+        _check_choice("reference", self.reference, REFERENCES)
+        _check_choice("inject_layers", self.inject_layers, INJECT_LAYERS)
+        _check_choice("latent_update", self.latent_update, LATENT_UPDATES)
+        _check_range("guidance_scale", self.guidance_scale, 1.0, MAX_GUIDANCE)
+        _check_range("update_strength", self.update_strength, 0.0, MAX_UPDATE_STRENGTH)
+        _check_range("update_start", self.update_start, 0.0, 1.0)
+        _check_range("update_end", self.update_end, self.update_start, 1.0)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise InvalidInput(f"seed: must be an integer in [0, 2^63), got {self.seed!r}")
+        if not isinstance(self.frames_in_flight, int) or not 1 <= self.frames_in_flight <= MAX_FRAMES_IN_FLIGHT:
+            raise InvalidInput(
+                f"frames_in_flight: must be an integer in [1, {MAX_FRAMES_IN_FLIGHT}], got {self.frames_in_flight!r}"
+            )
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    def updates_at(self, step: int) -> bool:
+        """Whether the latent update runs at denoising step ``step``."""
+        return (
+            self.latent_update != "off"
+            and self.update_strength > 0
+            and self.update_start * self.num_steps <= step < self.update_end * self.num_steps
+        )
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InvalidInput(f"{name}: must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_range(name: str, value: object, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise InvalidInput(f"{name}: must be a number in [{lo:g}, {hi:g}], got {value!r}")

@@ -1,0 +1,30 @@
+"""Domain errors raised by the engine and stores.
+
+They carry a message that names the offending argument and the value received,
+so that the CLI can print one line and the gRPC edge can map each kind to a
+status code (InvalidInput -> INVALID_ARGUMENT, NotFound -> NOT_FOUND, ...)
+without the engine knowing about either.
+"""
+
+
+class Pix2VideoError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class InvalidInput(Pix2VideoError, ValueError):
+    """An argument was malformed or out of range."""
+
+
+class NotFound(Pix2VideoError, KeyError):
+    """A referenced object (video id, model folder, file) does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelLoadError(Pix2VideoError):
+    """A model folder or hub id could not be loaded (missing component, bad config)."""
+
+
+class CorruptObject(Pix2VideoError):
+    """A stored object failed its checksum or could not be decoded."""

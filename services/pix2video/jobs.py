@@ -1,0 +1,137 @@
+"""The per-video job: frames -> depth, caption, DDIM inversion -> latent store.
+
+Stages are passed in as callables, so the embedded CLI plugs in the local
+engine and the inversion service plugs in gRPC clients of the depth and
+caption services; both share this orchestration, the video-id rule and the
+store layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .engine.images import RESIZE_MODES, check_resolution, fit_frame
+from .engine.inversion import check_num_steps
+from .engine.text import check_prompt
+from .errors import InvalidInput
+from .store import Manifest, ObjectStore, read_manifest, write_video_record
+
+MAX_FRAMES = 10_000
+
+
+@dataclass(frozen=True)
+class InversionSettings:
+    """How a video is prepared and inverted; part of its identity.
+
+    Args:
+        width, height: working resolution, multiples of 64 (512 x 512 for SD2).
+        resize: ``crop`` (cover, then centre-crop) or ``pad`` (fit, then pad); see
+            :mod:`pix2video.engine.images`.
+        num_steps: inverse DDIM steps (50); edits must use the same number.
+        source_prompt: the prompt inversion uses; None captions the first frame.
+    """
+
+    width: int = 512
+    height: int = 512
+    resize: str = "crop"
+    num_steps: int = 50
+    source_prompt: str | None = None
+
+    def __post_init__(self):
+        check_resolution(self.width, self.height)
+        if self.resize not in RESIZE_MODES:
+            raise InvalidInput(f"resize: must be one of {', '.join(RESIZE_MODES)}; got {self.resize!r}")
+        check_num_steps(self.num_steps)
+        if self.source_prompt is not None:
+            check_prompt(self.source_prompt, "source_prompt")
+
+
+def prepare_frames(frames: list[np.ndarray], settings: InversionSettings) -> np.ndarray:
+    """Brings decoded frames to the working resolution: (N, H, W, 3) uint8."""
+    if not frames:
+        raise InvalidInput("frames: the video has no frames")
+    if len(frames) > MAX_FRAMES:
+        raise InvalidInput(f"frames: at most {MAX_FRAMES} frames per video, got {len(frames)}")
+    return np.stack([fit_frame(f, settings.width, settings.height, settings.resize) for f in frames])
+
+
+def video_id_for(frames: np.ndarray, settings: InversionSettings, model_identity: dict) -> str:
+    """Content hash of the prepared frames, the models and the inversion settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"settings": asdict(settings), "model": model_identity}, sort_keys=True).encode())
+    h.update(str(frames.shape).encode())
+    h.update(np.ascontiguousarray(frames).tobytes())
+    return h.hexdigest()[:40]
+
+
+@dataclass
+class InversionResult:
+    video_id: str
+    manifest: Manifest
+    cached: bool  # True when the store already held this video
+
+
+# One lock per video id, so concurrent requests for the same video do the work once.
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _video_lock(video_id: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(video_id, threading.Lock())
+
+
+def invert_video(
+    frames: np.ndarray,
+    settings: InversionSettings,
+    *,
+    store: ObjectStore,
+    model_identity: dict,
+    depth_fn: Callable[[np.ndarray], torch.Tensor],
+    caption_fn: Callable[[np.ndarray], list[str]],
+    invert_fn: Callable[..., torch.Tensor],
+    fps: float = 25.0,
+    on_stage: Callable[[str], None] | None = None,
+) -> InversionResult:
+    """Inverts prepared frames into ``store`` unless it already holds them.
+
+    Args:
+        frames: (N, H, W, 3) uint8 from :func:`prepare_frames`.
+        model_identity: what names the models (fingerprints); part of the id.
+        depth_fn: frames -> (N, 1, H/8, W/8) depth in [-1, 1].
+        caption_fn: frames -> captions (called on the first frame only).
+        invert_fn: ``(frames, depth, prompt, num_steps) -> x_T``.
+        on_stage: called with ``depth``, ``caption``, ``inversion``, ``store``
+            as each stage starts (progress reporting).
+    """
+    video_id = video_id_for(frames, settings, model_identity)
+    with _video_lock(video_id):
+        manifest = read_manifest(store, video_id)
+        if manifest is not None:
+            return InversionResult(video_id, manifest, cached=True)
+        stage = on_stage or (lambda _name: None)
+        stage("depth")
+        depth = depth_fn(frames)
+        prompt = settings.source_prompt
+        if prompt is None:
+            stage("caption")
+            prompt = caption_fn(frames[:1])[0]
+        stage("inversion")
+        latents = invert_fn(frames, depth, prompt, settings.num_steps)
+        stage("store")
+        manifest = Manifest(
+            video_id=video_id, num_frames=len(frames), width=settings.width, height=settings.height,
+            num_steps=settings.num_steps, source_prompt=prompt, model=json.dumps(model_identity, sort_keys=True),
+            fps=fps, settings=asdict(settings),
+        )
+        # Clear leftovers of an earlier attempt that died before its manifest.
+        store.delete_prefix(f"videos/{video_id}/")
+        write_video_record(store, manifest, latents, depth)
+        return InversionResult(video_id, manifest, cached=False)

@@ -1,0 +1,168 @@
+"""A tiny, randomly initialised model set with the real architectures.
+
+No weights can be downloaded where tests and the demo run, so this builds every
+component from a small config (seeded random weights), writes it with
+``save_pretrained`` in the layout of ``stabilityai/stable-diffusion-2-depth``
+(plus a ``captioner/`` folder holding a BLIP model), and the caller loads it
+back through the same ``from_pretrained`` code as real weights.
+
+The structure mirrors SD2-depth where it matters to the method: a UNet with a
+5-channel input (latent + depth), linear projections in its transformers,
+cross-attention down blocks and cross-attention up (decoder) blocks, a VAE
+with scale factor 8, a CLIP text encoder, DPT depth and BLIP captioning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TINY_SEED = 0
+# Bump when the tiny configs change, so cached copies are rebuilt.
+TINY_VERSION = 1
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # The byte -> unicode table that CLIP's byte-level BPE uses (same as GPT-2).
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def _write_clip_tokenizer(folder: Path) -> int:
+    """Writes a character-level CLIP BPE vocabulary (every byte, with and without
+    the end-of-word marker, plus a few merges) and returns its size."""
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    merges = ["t h", "e </w>", "th e</w>", "a n", "o n", "i n"]
+    tokens = chars + [c + "</w>" for c in chars]
+    for m in merges:
+        a, b = m.split(" ")
+        tokens.append(a + b)
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tok = CLIPTokenizer(
+        vocab_file=str(folder / "vocab.json"),
+        merges_file=str(folder / "merges.txt"),
+        model_max_length=77,
+        pad_token="<|endoftext|>",
+    )
+    tok.save_pretrained(folder)
+    return len(vocab)
+
+
+_BLIP_WORDS = (
+    "a an the of on in with and at swan lake dog cat man woman car street tree sky water "
+    "red blue green white black small large photo painting crochet river boat bird road"
+).split()
+
+
+def _write_blip(folder: Path) -> None:
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    vocab = specials + _BLIP_WORDS
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizer(str(vocab_file), bos_token="[DEC]")
+    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    config = BlipConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=37, max_position_embeddings=64, encoder_hidden_size=32,
+            bos_token_id=vocab.index("[DEC]"), sep_token_id=vocab.index("[SEP]"),
+            pad_token_id=0, eos_token_id=vocab.index("[SEP]"),
+        ),
+        vision_config=dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            image_size=32, patch_size=8,
+        ),
+    )
+    torch.manual_seed(TINY_SEED)
+    BlipForConditionalGeneration(config).eval().save_pretrained(folder)
+
+
+def build_tiny_model_set(folder: str | Path) -> Path:
+    """Builds the tiny model set into ``folder`` and returns its path."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(TINY_SEED)
+
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=5,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    vocab_size = _write_clip_tokenizer(folder / "tokenizer")
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+            bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+        )
+    )
+    depth = DPTForDepthEstimation(
+        DPTConfig(
+            hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
+            image_size=32, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, is_hybrid=False,
+            reassemble_factors=[4, 2, 1, 0.5],
+        )
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    )
+    for name, module in [("unet", unet), ("vae", vae), ("text_encoder", text_encoder), ("depth_estimator", depth)]:
+        module.eval().save_pretrained(folder / name)
+    scheduler.save_pretrained(folder / "scheduler")
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(
+        folder / "feature_extractor"
+    )
+    _write_blip(folder / "captioner")
+    (folder / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionDepth2ImgPipeline", "_pix2video_tiny_version": TINY_VERSION})
+    )
+    return folder
