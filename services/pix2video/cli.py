@@ -143,7 +143,6 @@ def _runtime(args):
 
 def _invert(args, bars):
     """Checks every input, then loads the models and inverts (or finds) the clip."""
-    from .embedded import EmbeddedPix2Video
     from .jobs import InversionSettings
     from .video import read_video
 
@@ -156,9 +155,11 @@ def _invert(args, bars):
     runtime = _runtime(args)
     edit_settings = _edit_settings(args) if args.command == "edit" else None
     frames, info = read_video(args.input, max_frames=args.max_frames)
+    from .embedded import EmbeddedPix2Video  # diffusers and transformers: only once the inputs are good
+
     engine = EmbeddedPix2Video.from_settings(runtime)
     result = engine.invert(frames, inv, fps=info.fps, progress=bars)
-    return engine, result, edit_settings
+    return engine, result, edit_settings, info
 
 
 def _edit_settings(args):
@@ -178,9 +179,11 @@ def cmd_edit(args) -> int:
     if not args.output.lower().endswith((".mp4", ".m4v", ".mov")):
         raise InvalidInput(f"output: must end in .mp4, .m4v or .mov, got {args.output!r}")
     AtomicOutput(args.output).discard()  # fail now, not after inverting, if the folder is missing
+    if args.frames_dir and Path(args.frames_dir).exists() and not Path(args.frames_dir).is_dir():
+        raise InvalidInput(f"frames_dir: {args.frames_dir!r} exists and is not a folder")
     bars = _Bars(not args.quiet)
     try:
-        engine, result, settings = _invert(args, bars)
+        engine, result, settings, info = _invert(args, bars)
         status = "reused stored inversion" if result.cached else "inverted"
         print(f"{status} {result.video_id} ({result.manifest.num_frames} frames)", file=sys.stderr)
         n = result.manifest.num_frames
@@ -193,7 +196,9 @@ def cmd_edit(args) -> int:
         stream = frames()
         if args.frames_dir:
             stream = tee_frames_to_dir(stream, args.frames_dir)
-        written = write_video(args.output, stream, fps=result.manifest.fps)
+        # The input's own rate: a stored inversion found by content may have
+        # been made from a clip with the same frames at another rate.
+        written = write_video(args.output, stream, fps=info.fps)
     finally:
         bars.close()
     print(f"wrote {written} frames to {args.output}", file=sys.stderr)
@@ -203,7 +208,7 @@ def cmd_edit(args) -> int:
 def cmd_invert(args) -> int:
     bars = _Bars(not args.quiet)
     try:
-        _, result, _ = _invert(args, bars)
+        _, result, _, _ = _invert(args, bars)
     finally:
         bars.close()
     print(result.video_id)
@@ -215,8 +220,14 @@ def cmd_invert(args) -> int:
 def cmd_sample(args) -> int:
     from .video import make_sample_frames, write_video
 
-    if args.frames < 1:
-        raise InvalidInput(f"frames: must be at least 1, got {args.frames}")
+    if not 1 <= args.frames <= 10_000:
+        raise InvalidInput(f"frames: must be in [1, 10000], got {args.frames}")
+    for name in ("width", "height"):
+        v = getattr(args, name)
+        if not 2 <= v <= 4096 or v % 2:
+            raise InvalidInput(f"{name}: must be an even number in [2, 4096], got {v}")
+    if not 0 < args.fps <= 1000:
+        raise InvalidInput(f"fps: must be in (0, 1000], got {args.fps}")
     n = write_video(args.output, make_sample_frames(args.frames, args.width, args.height), fps=args.fps)
     print(f"wrote {n} frames to {args.output}", file=sys.stderr)
     return 0
@@ -247,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         code, msg = EXIT_UNEXPECTED, str(exc)
     except KeyboardInterrupt:
         code, msg = 130, "interrupted"
+    except Exception as exc:  # noqa: BLE001 - one line, as promised above, not a traceback
+        if os.environ.get("PIX2VIDEO_DEBUG"):
+            raise
+        code, msg = EXIT_UNEXPECTED, f"{type(exc).__name__}: {exc}"
+    msg = " ".join(msg.split()) or "unknown error"  # exactly one line
     print(f"pix2video: error: {msg}", file=sys.stderr)
     return code
 

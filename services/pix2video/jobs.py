@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -78,14 +79,26 @@ class InversionResult:
     cached: bool  # True when the store already held this video
 
 
-# One lock per video id, so concurrent requests for the same video do the work once.
-_locks: dict[str, threading.Lock] = {}
+# One lock per video id, so concurrent requests for the same video do the work
+# once. Entries are counted and dropped when the last holder leaves, so a
+# long-running service does not keep one lock per video it ever saw.
+_locks: dict[str, list] = {}  # video id -> [lock, holders and waiters]
 _locks_guard = threading.Lock()
 
 
-def _video_lock(video_id: str) -> threading.Lock:
+@contextmanager
+def _video_lock(video_id: str) -> Iterator[None]:
     with _locks_guard:
-        return _locks.setdefault(video_id, threading.Lock())
+        entry = _locks.setdefault(video_id, [threading.Lock(), 0])
+        entry[1] += 1
+    try:
+        with entry[0]:
+            yield
+    finally:
+        with _locks_guard:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _locks[video_id]
 
 
 def invert_video(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -59,9 +60,17 @@ class AtomicOutput:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise NotFound(f"output: folder {str(self.path.parent)!r} does not exist")
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=self.path.suffix)
+        # Created with os.open rather than mkstemp, so the finished file gets the
+        # usual permissions (0666 less the umask), not mkstemp's private 0600.
+        while True:
+            tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(4)}{self.path.suffix}"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            break
         os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = tmp
 
     def commit(self) -> None:
         os.replace(self.tmp, self.path)
@@ -75,6 +84,12 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     The file appears at ``path`` only when complete."""
     import av
 
+    try:
+        fps_ok = math.isfinite(float(fps)) and float(fps) > 0
+    except (TypeError, ValueError):
+        fps_ok = False
+    if not fps_ok:
+        raise InvalidInput(f"fps: must be a positive number, got {fps!r}")
     out = AtomicOutput(path)
     n = 0
     try:
@@ -82,6 +97,9 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
             stream = None
             for frame in frames:
                 if stream is None:
+                    h, w = frame.shape[:2]
+                    if h % 2 or w % 2:  # yuv420p halves the chroma planes
+                        raise InvalidInput(f"output: width and height must be even for H.264, got {w}x{h}")
                     stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                     stream.height, stream.width = frame.shape[:2]
                     stream.pix_fmt = "yuv420p"

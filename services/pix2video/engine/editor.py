@@ -51,6 +51,7 @@ class FrameSource(Protocol):
 class EditedFrame:
     index: int
     image: np.ndarray  # (H, W, 3) uint8
+    latent: torch.Tensor  # (4, h, w) clean latent the image was decoded from
 
 
 def reference_frames(settings: EditSettings, num_frames: int) -> list[tuple[int, ...]]:
@@ -342,6 +343,10 @@ class Pix2VideoEditor:
                 ready.append(s.next_out)
                 s.next_out += 1
             if ready:
-                images = decode_latents(self.models, torch.stack([s.finished.pop(i) for i in ready]))
-                out += [(s.id, EditedFrame(index=i, image=img)) for i, img in zip(ready, images)]
+                latents = torch.stack([s.finished.pop(i) for i in ready])
+                images = decode_latents(self.models, latents)
+                out += [
+                    (s.id, EditedFrame(index=i, image=img, latent=lat))
+                    for i, img, lat in zip(ready, images, latents)
+                ]
         return out

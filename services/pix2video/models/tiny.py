@@ -21,7 +21,7 @@ import torch
 
 TINY_SEED = 0
 # Bump when the tiny configs change, so cached copies are rebuilt.
-TINY_VERSION = 1
+TINY_VERSION = 2
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -44,7 +44,7 @@ def _write_clip_tokenizer(folder: Path) -> int:
 
     folder.mkdir(parents=True, exist_ok=True)
     chars = list(_bytes_to_unicode().values())
-    merges = ["t h", "e </w>", "th e</w>", "a n", "o n", "i n"]
+    merges = ["t h", "th e</w>", "a n", "o n", "i n"]
     tokens = chars + [c + "</w>" for c in chars]
     for m in merges:
         a, b = m.split(" ")
@@ -53,12 +53,14 @@ def _write_clip_tokenizer(folder: Path) -> int:
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tok = CLIPTokenizer(
-        vocab_file=str(folder / "vocab.json"),
-        merges_file=str(folder / "merges.txt"),
-        model_max_length=77,
-        pad_token="<|endoftext|>",
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"model_max_length": 77, "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"})
     )
+    # Loading the plain files through from_pretrained works across transformers
+    # versions (their constructors differ); saving again adds tokenizer.json.
+    tok = CLIPTokenizer.from_pretrained(folder)
+    if len(set(tok("a photo of the swan").input_ids)) < 4:
+        raise RuntimeError("tiny tokenizer maps text to unknown tokens")
     tok.save_pretrained(folder)
     return len(vocab)
 
@@ -102,13 +104,11 @@ def _write_blip(folder: Path) -> None:
     BlipForConditionalGeneration(config).eval().save_pretrained(folder)
 
 
-def build_tiny_model_set(folder: str | Path) -> Path:
-    """Builds the tiny model set into ``folder`` and returns its path."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+def tiny_modules(vocab_size: int) -> dict[str, torch.nn.Module]:
+    """The tiny UNet, VAE, text encoder and DPT, in memory, seeded."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, DPTConfig, DPTForDepthEstimation
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(TINY_SEED)
 
     unet = UNet2DConditionModel(
@@ -135,7 +135,6 @@ def build_tiny_model_set(folder: str | Path) -> Path:
         norm_num_groups=8,
         sample_size=64,
     )
-    vocab_size = _write_clip_tokenizer(folder / "tokenizer")
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
@@ -151,11 +150,23 @@ def build_tiny_model_set(folder: str | Path) -> Path:
             reassemble_factors=[4, 2, 1, 0.5],
         )
     )
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "depth_estimator": depth}
+
+
+def build_tiny_model_set(folder: str | Path) -> Path:
+    """Builds the tiny model set into ``folder`` and returns its path."""
+    from diffusers import DDIMScheduler
+    from transformers import DPTImageProcessor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_size = _write_clip_tokenizer(folder / "tokenizer")
+    modules = tiny_modules(vocab_size)
     scheduler = DDIMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
     )
-    for name, module in [("unet", unet), ("vae", vae), ("text_encoder", text_encoder), ("depth_estimator", depth)]:
+    for name, module in modules.items():
         module.eval().save_pretrained(folder / name)
     scheduler.save_pretrained(folder / "scheduler")
     DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(

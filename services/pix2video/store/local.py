@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import InvalidInput, NotFound
@@ -28,7 +28,15 @@ class LocalDiskStore(ObjectStore):
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        # os.open rather than mkstemp: objects get the usual permissions (0666
+        # less the umask), not mkstemp's private 0600.
+        while True:
+            tmp = path.parent / f".tmp-{secrets.token_hex(6)}"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            break
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -42,7 +50,7 @@ class LocalDiskStore(ObjectStore):
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"object {key!r} not found in {str(self.root)!r}") from None
 
     def exists(self, key: str) -> bool:

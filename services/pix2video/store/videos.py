@@ -56,6 +56,8 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes) -> "Manifest":
         d = json.loads(data)
+        if not isinstance(d, dict):
+            raise CorruptObject(f"manifest: expected a JSON object, got {type(d).__name__}")
         if d.get("format_version") != FORMAT_VERSION:
             raise CorruptObject(f"manifest: unsupported format_version {d.get('format_version')!r}")
         return cls(**d)
@@ -68,9 +70,12 @@ def read_manifest(store: ObjectStore, video_id: str) -> Manifest | None:
     except NotFound:
         return None
     try:
-        return Manifest.from_json(data)
+        manifest = Manifest.from_json(data)
     except (ValueError, TypeError) as exc:
         raise CorruptObject(f"manifest of video {video_id!r} is unreadable: {exc}") from exc
+    if manifest.video_id != video_id:
+        raise CorruptObject(f"manifest of video {video_id!r} names another video {manifest.video_id!r}")
+    return manifest
 
 
 def write_video_record(
@@ -110,7 +115,10 @@ class StoredVideo:
             raise IndexError(f"frame index {index} out of range [0, {self.num_frames})")
         if self._cached is None or self._cached[0] != index:
             key = frame_key(self.manifest.video_id, index)
-            data = self.store.get(key)
+            try:
+                data = self.store.get(key)
+            except NotFound:
+                raise CorruptObject(f"object {key!r} listed in the manifest is missing from the store") from None
             if hashlib.sha256(data).hexdigest() != self.manifest.checksums.get(key):
                 raise CorruptObject(f"object {key!r} does not match its checksum in the manifest")
             self._cached = (index, st_load(data))
