@@ -40,6 +40,11 @@ def test_missing_component_is_named(tiny_dir, tmp_path):
         load_model_set(str(broken))
 
 
+def test_nonexistent_folder_is_named_not_looked_up_on_the_hub(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model_set(str(tmp_path / "nowhere"))
+
+
 def test_corrupt_weights_fail_with_one_line(tiny_dir, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dir, broken)

@@ -25,10 +25,15 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # e.g. "Retrying in 1s" when the hub is unreachable
     import warnings
 
     warnings.filterwarnings("ignore")
     logging.getLogger().setLevel(logging.ERROR)
+    # The variables above only act when a library is first imported; these
+    # loggers may exist already (a notebook, a test run), so set them too.
+    for name in ("transformers", "diffusers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as tlog
 

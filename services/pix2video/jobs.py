@@ -144,7 +144,5 @@ def invert_video(
             num_steps=settings.num_steps, source_prompt=prompt, model=json.dumps(model_identity, sort_keys=True),
             fps=fps, settings=asdict(settings),
         )
-        # Clear leftovers of an earlier attempt that died before its manifest.
-        store.delete_prefix(f"videos/{video_id}/")
         write_video_record(store, manifest, latents, depth)
         return InversionResult(video_id, manifest, cached=False)

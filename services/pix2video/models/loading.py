@@ -71,8 +71,9 @@ def _check_local_folder(path: Path) -> None:
             )
 
 
-def _looks_local(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or os.path.sep in model and Path(model).exists() or Path(model).exists()
+def _is_path(model: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else names a folder.
+    return Path(model).exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
 
 
 def fingerprint_model(model: str) -> str:
@@ -158,8 +159,9 @@ def load_model_set(
     from transformers import CLIPTextModel, CLIPTokenizer, DPTForDepthEstimation, DPTImageProcessor
 
     path = resolve_model_path(model, cache_dir)
-    local = Path(path).exists()
+    local = _is_path(path)
     if local:
+        path = str(Path(path).expanduser())
         _check_local_folder(Path(path))
     device = torch.device(device)
     try:

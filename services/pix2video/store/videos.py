@@ -1,17 +1,24 @@
 """Layout of an inverted video in an object store.
 
-    videos/<video_id>/frames/<index:06d>.safetensors   x_T (4, h, w) and depth (1, h, w)
-    videos/<video_id>/manifest.json                    written last
+    videos/<video_id>/<attempt>/frames/<index:06d>.safetensors   x_T (4, h, w) and depth (1, h, w)
+    videos/<video_id>/manifest.json                              written last
 
 The manifest lists every object with its SHA-256; it is written only after all
 objects are in place, so a video without a manifest does not exist for
 readers, and each object is verified against it when read.
+
+Each write goes under a fresh ``attempt`` prefix: two writers of the same
+video (two processes or replicas racing on a new clip) never touch each
+other's objects, and a reader holding one manifest keeps reading valid objects
+whichever manifest lands last. Objects of attempts that died before their
+manifest stay unreferenced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -32,8 +39,8 @@ def manifest_key(video_id: str) -> str:
     return video_prefix(video_id) + "manifest.json"
 
 
-def frame_key(video_id: str, index: int) -> str:
-    return video_prefix(video_id) + f"frames/{index:06d}.safetensors"
+def frame_key(video_id: str, index: int, attempt: str) -> str:
+    return video_prefix(video_id) + f"{attempt}/frames/{index:06d}.safetensors"
 
 
 @dataclass
@@ -48,6 +55,7 @@ class Manifest:
     fps: float
     settings: dict = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)  # object key -> sha256
+    attempt: str = ""  # prefix of this write's objects
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> bytes:
@@ -83,9 +91,10 @@ def write_video_record(
 ) -> Manifest:
     """Writes every frame object, then the manifest (with checksums) last."""
     checksums = {}
+    manifest.attempt = uuid.uuid4().hex[:12]
     for i in range(manifest.num_frames):
         data = st_save({"latent": latents[i].contiguous().cpu(), "depth": depth[i].float().contiguous().cpu()})
-        key = frame_key(manifest.video_id, i)
+        key = frame_key(manifest.video_id, i, manifest.attempt)
         store.put(key, data)
         checksums[key] = hashlib.sha256(data).hexdigest()
     manifest.checksums = checksums
@@ -114,7 +123,7 @@ class StoredVideo:
         if not 0 <= index < self.num_frames:
             raise IndexError(f"frame index {index} out of range [0, {self.num_frames})")
         if self._cached is None or self._cached[0] != index:
-            key = frame_key(self.manifest.video_id, index)
+            key = frame_key(self.manifest.video_id, index, self.manifest.attempt)
             try:
                 data = self.store.get(key)
             except NotFound:
