@@ -28,3 +28,16 @@ class ModelLoadError(Pix2VideoError):
 
 class CorruptObject(Pix2VideoError):
     """A stored object failed its checksum or could not be decoded."""
+
+
+class Busy(Pix2VideoError):
+    """Out of capacity (full queue, too many sessions, out of GPU memory)."""
+
+
+class FailedPrecondition(Pix2VideoError):
+    """The request is valid but cannot be served in the current state
+    (e.g. resuming at a frame that is no longer buffered)."""
+
+
+class Unavailable(Pix2VideoError):
+    """A dependency (another service, the object store) cannot be reached."""

@@ -1,0 +1,121 @@
+"""A grpc.aio server with what every pix2video service needs: the standard
+health service (NOT_SERVING until warm), reflection, explicit message-size
+limits, the error interceptor, and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .errors import ErrorInterceptor
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+# add_servicers(server) registers the service's servicers and returns their full names.
+AddServicers = Callable[[grpc.aio.Server], list[str]]
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: list[str]
+    settings: ServerSettings
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self) -> None:
+        """Reports NOT_SERVING (load balancers drain), then lets calls finish."""
+        await self.set_serving(False)
+        await self.server.stop(self.settings.grace_seconds)
+        for cb in self.on_stop:
+            await cb()
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+async def start_server(
+    settings: ServerSettings, add_servicers: AddServicers, warmup: Callable[[], Awaitable[None]] | None = None
+) -> RunningServer:
+    """Starts listening at once (health answers NOT_SERVING), runs ``warmup``,
+    then reports SERVING."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=channel_options(settings.max_message_bytes))
+    names = add_servicers(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(settings.address)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.address}")
+    running = RunningServer(server, port, health_servicer, names, settings)
+    await running.set_serving(False)
+    await server.start()
+    if warmup is not None:
+        await warmup()
+    await running.set_serving(True)
+    log.info("serving %s on port %d", ", ".join(names), port)
+    return running
+
+
+async def serve_forever(servers: list[RunningServer]) -> None:
+    """Runs until SIGTERM or SIGINT, then stops every server gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping (grace %.0f s)", max(s.settings.grace_seconds for s in servers))
+    await asyncio.gather(*(s.stop() for s in servers))
+
+
+class ServerThread:
+    """Runs servers on an event loop in a background thread (tests, notebooks).
+
+    ``start(coro_factory)`` runs ``await coro_factory()`` on that loop, which
+    should return a list of RunningServer; ``stop()`` stops them.
+    """
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.servers: list[RunningServer] = []
+
+    def run(self, coro, timeout: float | None = 300):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self, factory) -> list[RunningServer]:
+        self.servers += self.run(factory())
+        return self.servers
+
+    def stop(self) -> None:
+        try:
+            self.run(asyncio.gather(*(s.stop() for s in self.servers)), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

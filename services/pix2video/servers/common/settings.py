@@ -1,0 +1,113 @@
+"""Typed service settings, read once at start from flags and the environment.
+
+Every field of a settings dataclass is a flag ``--field-name`` and an
+environment variable ``PIX2VIDEO_FIELD_NAME``; a flag wins over the
+environment, which wins over the default. Nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Mapping, Sequence, TypeVar
+
+from ...errors import InvalidInput
+
+T = TypeVar("T")
+ENV_PREFIX = "PIX2VIDEO_"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every service shares.
+
+    host: interface to listen on. port: gRPC port (0 picks a free one).
+    max_message_bytes: largest gRPC message accepted or sent.
+    grace_seconds: how long a stopping server lets calls finish (SIGTERM).
+    """
+
+    host: str = "0.0.0.0"
+    port: int = 50051
+    max_message_bytes: int = 64 * 1024 * 1024
+    grace_seconds: float = 30.0
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise InvalidInput(f"port: must be in [0, 65535], got {self.port}")
+        if not 1024 <= self.max_message_bytes <= 2**31 - 1:
+            raise InvalidInput(f"max_message_bytes: must be in [1024, 2^31), got {self.max_message_bytes}")
+        if self.grace_seconds < 0:
+            raise InvalidInput(f"grace_seconds: must be >= 0, got {self.grace_seconds}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ModelServerSettings(ServerSettings):
+    """Services that run models.
+
+    model: SD2-depth hub id, folder, or ``tiny``. device/dtype: as the CLI's.
+    home: cache folder (tiny models).
+    """
+
+    model: str = "stabilityai/stable-diffusion-2-depth"
+    caption_model: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    home: str = ""
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _convert(field: dataclasses.Field, text: str):
+    kind = type(field.default) if field.default is not dataclasses.MISSING else str
+    if kind is bool:
+        return _parse_bool(text)
+    return kind(text)
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def load_settings(cls: type[T], argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, prog: str | None = None) -> T:
+    """Builds ``cls`` from flags (``argv``) over environment (``env``) over defaults."""
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    for f in fields:
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, help=f"env {env_name(f.name)}")
+    args = parser.parse_args(list(argv) if argv is not None else [])
+    values = {}
+    for f in fields:
+        raw = getattr(args, f.name)
+        source = f"--{f.name.replace('_', '-')}"
+        if raw is None and env_name(f.name) in env:
+            raw, source = env[env_name(f.name)], env_name(f.name)
+        if raw is None:
+            continue
+        try:
+            values[f.name] = _convert(f, raw)
+        except ValueError:
+            raise InvalidInput(f"{f.name}: invalid value {raw!r} (from {source})") from None
+    return cls(**values)
+
+
+def to_env(settings) -> dict[str, str]:
+    """The environment that :func:`load_settings` reads back as ``settings``."""
+    out = {}
+    for f in dataclasses.fields(settings):
+        v = getattr(settings, f.name)
+        out[env_name(f.name)] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return out
