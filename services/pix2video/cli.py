@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--fps", type=float, default=8.0)
 
+    p = sub.add_parser("serve", help="run a gRPC service (depth, caption, inversion, editor) or --all of them")
+    p.add_argument("service", nargs="?", choices=["depth", "caption", "inversion", "editor"])
+    p.add_argument("--all", action="store_true", help="the whole suite in one process, each service on its own port")
+    p.add_argument("--depth-port", type=int, default=50061)
+    p.add_argument("--caption-port", type=int, default=50062)
+    p.add_argument("--inversion-port", type=int, default=50063)
+    p.add_argument("--editor-port", type=int, default=50064)
+    p.add_argument("options", nargs=argparse.REMAINDER,
+                   help="service settings as flags (--model, --device, --store-dir, ...; see python -m pix2video.servers.<name> --help)")
+
     p = sub.add_parser("build-tiny", help="write the tiny random model set to a folder (for --model PATH)")
     p.add_argument("output", help="folder to create")
     return parser
@@ -245,7 +255,46 @@ def cmd_build_tiny(args) -> int:
     return 0
 
 
-COMMANDS = {"edit": cmd_edit, "invert": cmd_invert, "sample": cmd_sample, "build-tiny": cmd_build_tiny}
+def cmd_serve(args) -> int:
+    import asyncio
+    import dataclasses
+    import logging as _logging
+
+    from .servers.common.main import run_service
+    from .servers.common.server import serve_forever
+    from .servers.common.settings import load_settings
+    from .servers.suite import SERVICES, start_suite
+
+    if args.all == bool(args.service):
+        raise InvalidInput("serve: name one service or give --all")
+    if args.service:
+        cls, build = SERVICES[args.service]
+        return run_service(f"pix2video serve {args.service}", cls, build, args.options)
+    # --all: one command line for every service; each takes the flags it has.
+    known = {"--" + f.name.replace("_", "-") for cls, _ in SERVICES.values() for f in dataclasses.fields(cls)}
+    unknown = [a.split("=")[0] for a in args.options if a.startswith("--") and a.split("=")[0] not in known]
+    if unknown:
+        raise InvalidInput(f"serve: unknown setting {unknown[0]}")
+    settings = {
+        name: dataclasses.replace(
+            load_settings(cls, args.options, prog="pix2video serve --all", ignore_unknown=True),
+            port=getattr(args, f"{name}_port"),
+        )
+        for name, (cls, _) in SERVICES.items()
+    }
+    _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main():
+        running = await start_suite(settings)
+        for name, r in running.items():
+            print(f"{name} listening on port {r.port}", file=sys.stderr)
+        await serve_forever(list(running.values()))
+
+    asyncio.run(main())
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "edit": cmd_edit, "invert": cmd_invert, "sample": cmd_sample, "build-tiny": cmd_build_tiny}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from .engine.depth import DepthEstimator
 from .engine.editor import EditedFrame, Pix2VideoEditor
 from .engine.inversion import Inverter
 from .engine.settings import EditSettings
-from .jobs import InversionResult, InversionSettings, invert_video, prepare_frames
+from .jobs import InversionResult, InversionSettings, invert_video, model_identity, prepare_frames
 from .models import ModelSet, load_model_set
 from .settings import RuntimeSettings
 from .store import LocalDiskStore, ObjectStore, StoredVideo
@@ -43,10 +43,6 @@ class EmbeddedPix2Video:
         )
         return cls(models, LocalDiskStore(settings.store_dir))
 
-    def model_identity(self) -> dict:
-        m = self.models
-        return {"model": m.fingerprint, "caption_model": m.caption_model, "dtype": str(m.dtype).removeprefix("torch.")}
-
     def invert(
         self, frames: list[np.ndarray], settings: InversionSettings, fps: float = 25.0, progress: Progress | None = None
     ) -> InversionResult:
@@ -65,7 +61,7 @@ class EmbeddedPix2Video:
             return step
 
         return invert_video(
-            prepared, settings, store=self.store, model_identity=self.model_identity(),
+            prepared, settings, store=self.store, model_identity=model_identity(self.models),
             depth_fn=lambda f: self.depth(f, progress=counter("depth", n)),
             caption_fn=self.captioner,
             invert_fn=lambda f, d, p, s: self.inverter(f, d, p, s, progress=counter("inversion", n)),

@@ -72,6 +72,11 @@ def video_id_for(frames: np.ndarray, settings: InversionSettings, model_identity
     return h.hexdigest()[:40]
 
 
+def model_identity(models) -> dict:
+    """What names a loaded model set inside video ids."""
+    return {"model": models.fingerprint, "caption_model": models.caption_model, "dtype": str(models.dtype).removeprefix("torch.")}
+
+
 @dataclass
 class InversionResult:
     video_id: str

@@ -92,6 +92,7 @@ class EditSession:
     refs: list[tuple[int, ...]]
     consumers: list[int]  # per frame: how many later frames reference it
     progress: list[int]  # per frame: denoising steps done
+    paused: bool = False  # set by a server: no work while its client is away or behind
     next_frame: int = 0  # next frame to admit into the flight
     next_out: int = 0  # next frame to hand out, in order
     flight: dict[int, _Flight] = field(default_factory=dict)
@@ -140,6 +141,8 @@ class Pix2VideoEditor:
         self._ids = itertools.count(1)
         self._schedules: dict[int, DDIMSchedule] = {}
         self.latent_dtype = torch.promote_types(models.dtype, torch.float32)
+        self.items_done = 0  # work items (frame-steps) advanced, all sessions
+        self.ticks = 0  # batched UNet calls
 
     # -- sessions -----------------------------------------------------------
 
@@ -222,6 +225,8 @@ class Pix2VideoEditor:
         """Work items (session, frame) that can advance one step now, oldest first."""
         items = []
         for s in self.sessions.values():
+            if s.paused:
+                continue
             self._admit(s)
             items += [(s, i) for i in sorted(s.flight) if s.ready(i)]
         return items[: self.max_batch_items]
@@ -241,6 +246,8 @@ class Pix2VideoEditor:
                 latents[xt_items] = self._xt_update([items[n] for n in xt_items], latents[xt_items])
             eps, x0 = self._predict(items, latents, record=True)
             self._advance(items, latents, eps, x0)
+        self.items_done += len(items)
+        self.ticks += 1
         return self._collect()
 
     def _updates(self, s: EditSession, i: int) -> bool:

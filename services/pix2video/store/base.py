@@ -9,6 +9,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from ..errors import InvalidInput
+
+
+def check_key(key: str) -> str:
+    """Returns ``key`` if it is a valid object key, else raises InvalidInput.
+
+    A key is one or more '/'-separated parts, none of them empty, '.' or '..':
+    no leading, trailing or doubled slash, and nothing that could climb out of
+    a folder. Every store applies the same rule, so a key valid for one is
+    valid for all.
+    """
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInput(f"key: invalid object key {key!r}")
+    return key
+
 
 class ObjectStore(ABC):
     @abstractmethod

@@ -7,8 +7,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-from ..errors import InvalidInput, NotFound
-from .base import ObjectStore
+from ..errors import NotFound
+from .base import ObjectStore, check_key
 
 
 class LocalDiskStore(ObjectStore):
@@ -20,10 +20,7 @@ class LocalDiskStore(ObjectStore):
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        if not key or any(p in ("", ".", "..") for p in parts):
-            raise InvalidInput(f"key: invalid object key {key!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_key(key).split("/"))
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)

@@ -87,6 +87,12 @@ async def serve_forever(servers: list[RunningServer]) -> None:
     await asyncio.gather(*(s.stop() for s in servers))
 
 
+async def _stop_all(servers: list[RunningServer]) -> None:
+    # A coroutine (run_coroutine_threadsafe takes no future), and gather() runs
+    # on the servers' own loop.
+    await asyncio.gather(*(s.stop() for s in servers))
+
+
 class ServerThread:
     """Runs servers on an event loop in a background thread (tests, notebooks).
 
@@ -109,7 +115,7 @@ class ServerThread:
 
     def stop(self) -> None:
         try:
-            self.run(asyncio.gather(*(s.stop() for s in self.servers)), timeout=60)
+            self.run(_stop_all(self.servers), timeout=60)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)

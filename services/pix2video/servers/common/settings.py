@@ -81,14 +81,21 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
-def load_settings(cls: type[T], argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, prog: str | None = None) -> T:
-    """Builds ``cls`` from flags (``argv``) over environment (``env``) over defaults."""
+def load_settings(
+    cls: type[T], argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, prog: str | None = None,
+    ignore_unknown: bool = False,
+) -> T:
+    """Builds ``cls`` from flags (``argv``) over environment (``env``) over defaults.
+
+    ``ignore_unknown`` skips flags that ``cls`` lacks (one command line for several services).
+    """
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
     fields = [f for f in dataclasses.fields(cls) if f.init]
     for f in fields:
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, help=f"env {env_name(f.name)}")
-    args = parser.parse_args(list(argv) if argv is not None else [])
+    argv = list(argv) if argv is not None else []
+    args = parser.parse_known_args(argv)[0] if ignore_unknown else parser.parse_args(argv)
     values = {}
     for f in fields:
         raw = getattr(args, f.name)

@@ -1,0 +1,29 @@
+"""pix2video client SDK: needs grpcio and protobuf only (no torch, no engine)."""
+
+from .client import Pix2VideoClient
+from .errors import (
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Pix2VideoClientError,
+    ResourceExhausted,
+    Unavailable,
+)
+from .types import EditOptions, Frame, InversionOptions, VideoInfo
+
+__all__ = [
+    "Pix2VideoClient", "AsyncPix2VideoClient", "EditOptions", "InversionOptions", "Frame", "VideoInfo",
+    "Pix2VideoClientError", "InvalidArgument", "NotFound", "ResourceExhausted", "FailedPrecondition",
+    "Unavailable", "DeadlineExceeded", "Cancelled", "DataLoss",
+]
+
+
+def __getattr__(name):
+    if name == "AsyncPix2VideoClient":
+        from .aio import AsyncPix2VideoClient
+
+        return AsyncPix2VideoClient
+    raise AttributeError(name)

@@ -1,0 +1,128 @@
+"""asyncio SDK, the same calls as :class:`~pix2video_client.Pix2VideoClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import AsyncIterator
+
+import grpc
+
+from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
+from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
+
+from .client import CANCEL_WAIT_SECONDS, STAGE_NAMES, Progress, key_requests, upload_requests
+from .errors import RETRYABLE, from_rpc_error
+from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
+
+
+class AsyncPix2VideoClient:
+    """Arguments as :class:`~pix2video_client.Pix2VideoClient`; use ``async with``."""
+
+    def __init__(
+        self, inversion: str, editor: str | None = None, *, timeout: float | None = 3600.0, retries: int = 3,
+        backoff: float = 0.5, max_message_bytes: int = 64 * 1024 * 1024,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
+        opts = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
+
+        def make(addr):
+            if credentials is not None:
+                return grpc.aio.secure_channel(addr, credentials, options=opts)
+            return grpc.aio.insecure_channel(addr, options=opts)
+
+        self._inv_channel, self._ed_channel = make(inversion), make(editor or inversion)
+        self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
+        self.editor = editor_pb2_grpc.EditorServiceStub(self._ed_channel)
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+
+    async def close(self) -> None:
+        await self._inv_channel.close()
+        await self._ed_channel.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _retrying(self, call):
+        for attempt in range(self.retries + 1):
+            try:
+                return await call()
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or attempt == self.retries:
+                    raise from_rpc_error(exc) from None
+                await asyncio.sleep(self.backoff * 2**attempt)
+
+    async def invert(
+        self, source: str | os.PathLike, options: InversionOptions = InversionOptions(), *,
+        key: bool | None = None, progress: Progress | None = None,
+    ) -> VideoInfo:
+        path = Path(source)
+        as_key = key if key is not None else not path.is_file()
+
+        async def call():
+            requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
+            result = None
+            async for resp in self.inversion.Invert(requests, timeout=self.timeout):
+                if resp.HasField("progress") and progress:
+                    progress(STAGE_NAMES.get(resp.progress.stage, "unknown"), resp.progress.done, resp.progress.total)
+                elif resp.HasField("result"):
+                    result = resp.result
+            return VideoInfo.from_proto(result)
+
+        return await self._retrying(call)
+
+    async def get_video(self, video_id: str) -> VideoInfo:
+        async def call():
+            req = inversion_pb2.GetVideoRequest(video_id=video_id)
+            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=self.timeout))
+
+        return await self._retrying(call)
+
+    async def edit(
+        self, video_id: str, prompt: str, options: EditOptions = EditOptions(), *,
+        encoding: str = "png", jpeg_quality: int = 0,
+    ) -> AsyncIterator[Frame]:
+        """Edited frames in order; resumes a broken stream on the same session;
+        leaving the loop early cancels the session on the server."""
+        fmt = output_format(encoding, jpeg_quality)
+        first = editor_pb2.EditRequest(open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt))
+        session_id, received, attempt = None, 0, 0
+        while True:
+            call = self.editor.Edit()
+            await call.write(first)
+            try:
+                async for resp in call:
+                    kind = resp.WhichOneof("kind")
+                    if kind == "opened":
+                        session_id = resp.opened.session_id
+                    elif kind == "frame":
+                        received, attempt = resp.frame.index + 1, 0
+                        yield frame_from_proto(resp.frame)
+                    elif kind == "done":
+                        await call.done_writing()
+                        return
+                return
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or session_id is None or attempt >= self.retries:
+                    raise from_rpc_error(exc) from None
+                await asyncio.sleep(self.backoff * 2**attempt)
+                attempt += 1
+                first = editor_pb2.EditRequest(
+                    resume=editor_pb2.ResumeSession(session_id=session_id, next_frame=received, output=fmt)
+                )
+            except (GeneratorExit, asyncio.CancelledError):
+                # Deliver the cancel before hanging up (see the sync client).
+                try:
+                    await call.write(editor_pb2.EditRequest(cancel=editor_pb2.CancelSession()))
+                    await call.done_writing()
+                    await asyncio.wait_for(call.wait_for_connection(), CANCEL_WAIT_SECONDS)
+                    await asyncio.wait_for(call.code(), CANCEL_WAIT_SECONDS)
+                except (grpc.RpcError, asyncio.TimeoutError, asyncio.InvalidStateError):
+                    pass
+                finally:
+                    call.cancel()
+                raise

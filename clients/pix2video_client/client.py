@@ -1,0 +1,207 @@
+"""Synchronous SDK: invert a video, stream its edited frames, or both in one call."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+
+from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
+from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
+
+from .errors import RETRYABLE, from_rpc_error
+from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
+
+CHUNK_BYTES = 1 << 20
+CANCEL_WAIT_SECONDS = 5.0
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+STAGE_NAMES = {v.number: v.name.removeprefix("STAGE_").lower() for v in inversion_pb2.Stage.DESCRIPTOR.values}
+
+
+def channel(address: str, max_message_bytes: int, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    opts = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
+    if credentials is not None:
+        return grpc.secure_channel(address, credentials, options=opts)
+    return grpc.insecure_channel(address, options=opts)
+
+
+def upload_requests(path: Path, options: InversionOptions, chunk_bytes: int = CHUNK_BYTES):
+    size = path.stat().st_size
+    yield inversion_pb2.InvertRequest(
+        start=inversion_pb2.InvertStart(
+            settings=options.to_proto(), upload=inversion_pb2.Upload(size_bytes=size, filename=path.name)
+        )
+    )
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_bytes):
+            yield inversion_pb2.InvertRequest(chunk=chunk)
+
+
+def key_requests(key: str, options: InversionOptions):
+    yield inversion_pb2.InvertRequest(start=inversion_pb2.InvertStart(settings=options.to_proto(), object_key=key))
+
+
+class Pix2VideoClient:
+    """Client of the inversion and editor services.
+
+    Args:
+        inversion: address (host:port) of the inversion service.
+        editor: address of the editor service (default: the same as inversion).
+        timeout: deadline in seconds of each inversion call (None: no deadline).
+        retries: attempts after the first for idempotent calls and edit resumes,
+            on UNAVAILABLE, with exponential backoff from ``backoff`` seconds.
+        credentials: TLS channel credentials (None: plaintext).
+    """
+
+    def __init__(
+        self,
+        inversion: str,
+        editor: str | None = None,
+        *,
+        timeout: float | None = 3600.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
+        self._inv_channel = channel(inversion, max_message_bytes, credentials)
+        self._ed_channel = channel(editor or inversion, max_message_bytes, credentials)
+        self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
+        self.editor = editor_pb2_grpc.EditorServiceStub(self._ed_channel)
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+
+    def close(self) -> None:
+        self._inv_channel.close()
+        self._ed_channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _retrying(self, call: Callable[[], object]):
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or attempt == self.retries:
+                    raise from_rpc_error(exc) from None
+                time.sleep(self.backoff * 2**attempt)
+
+    # -- inversion ----------------------------------------------------------
+
+    def invert(
+        self, source: str | os.PathLike, options: InversionOptions = InversionOptions(), *,
+        key: bool | None = None, progress: Progress | None = None,
+    ) -> VideoInfo:
+        """Inverts a local video file (uploaded) or, with ``key=True`` or when no
+        such file exists, a video already in the service's object store.
+        Idempotent, so retried on UNAVAILABLE."""
+        path = Path(source)
+        as_key = key if key is not None else not path.is_file()
+
+        def call():
+            requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
+            result = None
+            for resp in self.inversion.Invert(requests, timeout=self.timeout):
+                if resp.HasField("progress") and progress:
+                    p = resp.progress
+                    progress(STAGE_NAMES.get(p.stage, "unknown"), p.done, p.total)
+                elif resp.HasField("result"):
+                    result = resp.result
+            return VideoInfo.from_proto(result)
+
+        return self._retrying(call)
+
+    def get_video(self, video_id: str) -> VideoInfo:
+        return self._retrying(
+            lambda: VideoInfo.from_proto(
+                self.inversion.GetVideo(inversion_pb2.GetVideoRequest(video_id=video_id), timeout=self.timeout)
+            )
+        )
+
+    # -- editing ------------------------------------------------------------
+
+    def edit(
+        self, video_id: str, prompt: str, options: EditOptions = EditOptions(), *,
+        encoding: str = "png", jpeg_quality: int = 0,
+    ) -> Iterator[Frame]:
+        """Edited frames in order as the editor finishes them. A broken stream is
+        resumed on the same session (same frames as an unbroken run); closing
+        the iterator early cancels the session on the server."""
+        fmt = output_format(encoding, jpeg_quality)
+        first = editor_pb2.EditRequest(open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt))
+        session_id, received, total, attempt = None, 0, None, 0
+        while True:
+            outbox: queue.Queue = queue.Queue()
+            outbox.put(first)
+
+            def requests():
+                while (item := outbox.get()) is not None:
+                    yield item
+
+            call = self.editor.Edit(requests())
+            try:
+                for resp in call:
+                    kind = resp.WhichOneof("kind")
+                    if kind == "opened":
+                        session_id, total = resp.opened.session_id, resp.opened.num_frames
+                    elif kind == "frame":
+                        received = resp.frame.index + 1
+                        attempt = 0
+                        yield frame_from_proto(resp.frame)
+                    elif kind == "done":
+                        return
+                return  # the server ended the stream (cancelled elsewhere)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or session_id is None or attempt >= self.retries:
+                    raise from_rpc_error(exc) from None
+                time.sleep(self.backoff * 2**attempt)
+                attempt += 1
+                first = editor_pb2.EditRequest(
+                    resume=editor_pb2.ResumeSession(session_id=session_id, next_frame=received, output=fmt)
+                )
+            except GeneratorExit:
+                # The caller stopped early: ask the server to free the session now,
+                # and wait (briefly) for it to end the stream, so the cancel is
+                # delivered rather than lost in a dropped connection.
+                outbox.put(editor_pb2.EditRequest(cancel=editor_pb2.CancelSession()))
+                outbox.put(None)
+                timer = threading.Timer(CANCEL_WAIT_SECONDS, call.cancel)
+                timer.start()
+                try:
+                    for _ in call:
+                        pass
+                except grpc.RpcError:
+                    pass
+                finally:
+                    timer.cancel()
+                raise
+            finally:
+                outbox.put(None)
+
+    def edit_video(
+        self, source: str | os.PathLike, prompt: str, output: str | os.PathLike, *,
+        inversion: InversionOptions = InversionOptions(), options: EditOptions = EditOptions(),
+        progress: Progress | None = None,
+    ) -> VideoInfo:
+        """Inverts (or finds) a clip, edits it and writes an .mp4 (needs the
+        ``video`` extra). Frames travel as raw RGB, losslessly."""
+        from .video import write_mp4
+
+        info = self.invert(source, inversion, progress=progress)
+
+        def frames():
+            for f in self.edit(info.video_id, prompt, options, encoding="raw"):
+                if progress:
+                    progress("edit", f.index + 1, info.num_frames)
+                yield f.to_array()
+
+        write_mp4(output, frames(), info.fps)
+        return info

@@ -1,0 +1,65 @@
+"""The caption service's gRPC edge: protobuf <-> arrays, nothing else.
+
+Each ``Caption`` call is checked, then submitted to the batcher, which groups
+the images of concurrent calls into one BLIP call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from pix2video_api.caption.v1 import caption_pb2, caption_pb2_grpc
+
+from ..common.batcher import DynamicBatcher
+from ..common.convert import image_to_array
+from ..common.server import RunningServer, start_server
+from .settings import CaptionSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_name
+
+
+class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
+    """Args: engine: a CaptionEngine (``check_max_new_tokens``, ``caption``);
+    batcher: a DynamicBatcher over ``(image, max_new_tokens)`` items."""
+
+    def __init__(self, engine, batcher: DynamicBatcher):
+        self.engine = engine
+        self.batcher = batcher
+
+    async def Caption(self, request: caption_pb2.CaptionRequest, context) -> caption_pb2.CaptionResponse:
+        max_new_tokens = self.engine.check_max_new_tokens(request.max_new_tokens)
+        image = image_to_array(request.image, "image")
+        text = await self.batcher.submit((image, max_new_tokens))
+        return caption_pb2.CaptionResponse(caption=text)
+
+
+def _run_batch(engine):
+    def run(items):
+        return engine.caption([image for image, _ in items], [n for _, n in items])
+
+    return run
+
+
+async def build(settings: CaptionSettings, engine=None) -> RunningServer:
+    """Loads the engine (in a thread; unless given), starts the server, warms up
+    in the batcher's worker thread, then reports SERVING."""
+    if engine is None:
+        from .engine import CaptionEngine  # torch enters here, not at import
+
+        engine = await asyncio.to_thread(CaptionEngine, settings)
+    batcher = DynamicBatcher(_run_batch(engine), settings.batch_size, settings.max_wait_ms, name="caption-batcher")
+    servicer = CaptionServicer(engine, batcher)
+
+    def add(server: grpc.aio.Server) -> list[str]:
+        caption_pb2_grpc.add_CaptionServiceServicer_to_server(servicer, server)
+        return [SERVICE_NAME]
+
+    running = await start_server(settings, add, warmup=lambda: batcher.run_in_worker(engine.warmup))
+    running.on_stop.append(batcher.close)
+    running.servicer = servicer  # for tests and metrics: servicer.batcher.batches / .items
+    return running

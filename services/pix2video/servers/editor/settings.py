@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...engine.settings import MAX_FRAMES_IN_FLIGHT
+from ...errors import InvalidInput
+from ..common.settings import ModelServerSettings
+from ..common.store_settings import StoreSettingsMixin
+
+
+@dataclass(frozen=True)
+class EditorServerSettings(StoreSettingsMixin, ModelServerSettings):
+    """Settings of the editor service.
+
+    max_sessions: open sessions (attached or detached) per replica.
+    idle_timeout_seconds: a session whose client went away is freed after this.
+    frames_in_flight: default wavefront width when a request leaves it 0.
+    max_batch_items: most frames in one batched UNet call, all sessions together.
+    buffered_frames: frames a session may run ahead of its client before it
+        pauses (back-pressure), and frames kept for replay after a reconnect.
+    replica_name: prefix of session ids (the pod name in Kubernetes), so that
+        a reconnecting client can be routed to the replica that holds its state.
+    """
+
+    port: int = 50064
+    max_sessions: int = 16
+    idle_timeout_seconds: float = 300.0
+    frames_in_flight: int = 4
+    max_batch_items: int = 64
+    buffered_frames: int = 8
+    replica_name: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_store()
+        for name in ("max_sessions", "max_batch_items", "buffered_frames"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.frames_in_flight <= MAX_FRAMES_IN_FLIGHT:
+            raise InvalidInput(f"frames_in_flight: must be in [1, {MAX_FRAMES_IN_FLIGHT}], got {self.frames_in_flight}")
+        if self.idle_timeout_seconds <= 0:
+            raise InvalidInput(f"idle_timeout_seconds: must be > 0, got {self.idle_timeout_seconds}")
+        if "." in self.replica_name or "/" in self.replica_name:
+            raise InvalidInput(f"replica_name: must not contain '.' or '/', got {self.replica_name!r}")

@@ -1,0 +1,73 @@
+"""The inversion service's engine: DDIM inversion on its device, and the job
+that turns a video file into a stored inverted video. No gRPC here: depth and
+captions come in as callables (the server passes gRPC clients)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ...engine.inversion import Inverter
+from ...errors import InvalidInput
+from ...jobs import InversionResult, InversionSettings, invert_video, model_identity, prepare_frames
+from ...video import read_video
+from ..common.models import load_models
+from .settings import InversionServerSettings
+
+Progress = Callable[[str, int, int], None]
+
+
+class InversionEngine:
+    def __init__(self, settings: InversionServerSettings, store=None, models=None):
+        self.settings = settings
+        self.models = models or load_models(settings)
+        self.store = store if store is not None else settings.open_store()
+        self.inverter = Inverter(self.models, batch_size=settings.batch_size)
+        # One job on the accelerator at a time; decoding and I/O of other jobs overlap it.
+        self._device_lock = threading.Lock()
+
+    def warmup(self) -> None:
+        frames = np.zeros((1, 64, 64, 3), np.uint8)
+        depth = torch.zeros(1, 1, 64 // self.models.vae_scale_factor, 64 // self.models.vae_scale_factor)
+        with self._device_lock:
+            self.inverter(frames, depth, "warm up", num_steps=1)
+
+    def invert_file(
+        self,
+        path: str,
+        settings: InversionSettings,
+        max_frames: int,
+        depth_fn: Callable[[np.ndarray], torch.Tensor],
+        caption_fn: Callable[[np.ndarray], list[str]],
+        progress: Progress,
+    ) -> InversionResult:
+        """Decodes a video file and inverts it into the store (a cache hit when known)."""
+        limit = min(max_frames or self.settings.max_frames, self.settings.max_frames)
+        frames, info = read_video(path, max_frames=limit + 1)
+        if len(frames) > limit:
+            if max_frames:
+                frames = frames[:limit]
+            else:
+                raise InvalidInput(f"video: more than max_frames={self.settings.max_frames} frames")
+        prepared = prepare_frames(frames, settings)
+        n = len(prepared)
+        progress("decode", n, n)
+
+        def invert_fn(f, d, prompt, steps):
+            done = [0]
+
+            def step(k):
+                done[0] += k
+                progress("inversion", done[0], n)
+
+            with self._device_lock:
+                return self.inverter(f, d, prompt, steps, progress=step)
+
+        return invert_video(
+            prepared, settings, store=self.store, model_identity=model_identity(self.models),
+            depth_fn=depth_fn, caption_fn=caption_fn, invert_fn=invert_fn, fps=info.fps,
+            on_stage=lambda stage: progress(stage, 0, 1 if stage == "caption" else n),
+        )

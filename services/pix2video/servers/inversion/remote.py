@@ -1,0 +1,54 @@
+"""gRPC clients of the depth and caption services, as the plain callables the
+inversion job takes. Frames travel as RAW_RGB8 (lossless: depth and captions
+equal what the embedded engine computes)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import torch
+
+from pix2video_api.caption.v1 import caption_pb2, caption_pb2_grpc
+from pix2video_api.common.v1 import common_pb2
+from pix2video_api.depth.v1 import depth_pb2, depth_pb2_grpc
+
+from ...errors import Unavailable
+from ..common.convert import msg_to_array
+from ..common.server import channel_options
+
+RAW = common_pb2.ImageEncoding.IMAGE_ENCODING_RAW_RGB8
+
+
+def _raw(frame: np.ndarray) -> common_pb2.Image:
+    h, w = frame.shape[:2]
+    return common_pb2.Image(data=np.ascontiguousarray(frame).tobytes(), encoding=RAW, width=w, height=h)
+
+
+class RemoteStages:
+    """Depth and caption over gRPC (blocking; called from the job's thread)."""
+
+    def __init__(self, depth_address: str, caption_address: str, timeout: float, max_message_bytes: int):
+        opts = channel_options(max_message_bytes)
+        self.depth_address, self.caption_address = depth_address, caption_address
+        self._depth = depth_pb2_grpc.DepthServiceStub(grpc.insecure_channel(depth_address, options=opts))
+        self._caption = caption_pb2_grpc.CaptionServiceStub(grpc.insecure_channel(caption_address, options=opts))
+        self.timeout = timeout
+
+    def depth(self, frames: np.ndarray) -> torch.Tensor:
+        requests = (depth_pb2.EstimateDepthRequest(frame=_raw(f)) for f in frames)
+        try:
+            maps = [msg_to_array(r.depth, "depth") for r in self._depth.EstimateDepth(requests, timeout=self.timeout)]
+        except grpc.RpcError as exc:
+            raise Unavailable(f"depth service at {self.depth_address}: {exc.code().name}: {exc.details()}") from None
+        if len(maps) != len(frames):
+            raise Unavailable(f"depth service at {self.depth_address}: {len(maps)} maps for {len(frames)} frames")
+        return torch.from_numpy(np.stack(maps))
+
+    def caption(self, frames: np.ndarray) -> list[str]:
+        out = []
+        for f in frames:
+            try:
+                out.append(self._caption.Caption(caption_pb2.CaptionRequest(image=_raw(f)), timeout=self.timeout).caption)
+            except grpc.RpcError as exc:
+                raise Unavailable(f"caption service at {self.caption_address}: {exc.code().name}: {exc.details()}") from None
+        return out

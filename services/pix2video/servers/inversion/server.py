@@ -1,0 +1,155 @@
+"""InversionService: protobuf <-> domain only; the work is in the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format  # noqa: F401  (kept for debugging dumps)
+
+from pix2video_api.inversion.v1 import inversion_pb2 as pb
+from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
+
+from ...errors import InvalidInput, NotFound
+from ...jobs import InversionSettings
+from ...store import read_manifest
+from ..common.server import RunningServer, start_server
+from .engine import InversionEngine
+from .remote import RemoteStages
+from .settings import InversionServerSettings
+
+STAGES = {
+    "decode": pb.STAGE_DECODE,
+    "depth": pb.STAGE_DEPTH,
+    "caption": pb.STAGE_CAPTION,
+    "inversion": pb.STAGE_INVERSION,
+    "store": pb.STAGE_STORE,
+}
+RESIZE = {pb.RESIZE_MODE_UNSPECIFIED: "crop", pb.RESIZE_MODE_CROP: "crop", pb.RESIZE_MODE_PAD: "pad"}
+
+
+def settings_from_proto(msg: pb.InversionSettings) -> InversionSettings:
+    if msg.resize not in RESIZE:
+        raise InvalidInput(f"settings.resize: unknown value {msg.resize}")
+    if msg.max_frames < 0:
+        raise InvalidInput(f"settings.max_frames: must be >= 0, got {msg.max_frames}")
+    try:
+        return InversionSettings(
+            width=msg.width or 512, height=msg.height or 512, resize=RESIZE[msg.resize],
+            num_steps=msg.num_steps or 50,
+            source_prompt=msg.source_prompt if msg.HasField("source_prompt") else None,
+        )
+    except InvalidInput as exc:
+        raise InvalidInput(f"settings.{exc}") from None
+
+
+def video_info(manifest, cached: bool) -> pb.VideoInfo:
+    return pb.VideoInfo(
+        video_id=manifest.video_id, cached=cached, num_frames=manifest.num_frames, width=manifest.width,
+        height=manifest.height, num_steps=manifest.num_steps, source_prompt=manifest.source_prompt, fps=manifest.fps,
+    )
+
+
+class InversionServicer(pb_grpc.InversionServiceServicer):
+    def __init__(self, engine: InversionEngine, stages: RemoteStages, settings: InversionServerSettings):
+        self.engine = engine
+        self.stages = stages
+        self.settings = settings
+
+    async def _receive_file(self, start: pb.InvertStart, requests, folder: str) -> str:
+        """The video as a local file: the upload's chunks, or the store object."""
+        path = os.path.join(folder, "input" + Path(start.upload.filename or start.object_key or "v").suffix[:8])
+        if start.HasField("object_key"):
+            try:
+                data = await asyncio.to_thread(self.engine.store.get, start.object_key)
+            except (NotFound, InvalidInput) as exc:
+                raise type(exc)(f"start.object_key: {exc}") from None
+            Path(path).write_bytes(data)
+            return path
+        if not start.HasField("upload"):
+            raise InvalidInput("start.source: set upload or object_key")
+        limit = self.settings.max_upload_bytes
+        if start.upload.size_bytes < 0 or start.upload.size_bytes > limit:
+            raise InvalidInput(f"start.upload.size_bytes: must be in [0, {limit}], got {start.upload.size_bytes}")
+        size = 0
+        with open(path, "wb") as f:
+            async for req in requests:
+                if req.WhichOneof("kind") != "chunk":
+                    raise InvalidInput("chunk: after start, only chunk requests may follow")
+                size += len(req.chunk)
+                if size > limit:
+                    raise InvalidInput(f"upload: exceeds max_upload_bytes={limit}")
+                f.write(req.chunk)
+        if start.upload.size_bytes and size != start.upload.size_bytes:
+            raise InvalidInput(f"upload: received {size} bytes, start.upload.size_bytes said {start.upload.size_bytes}")
+        if size == 0:
+            raise InvalidInput("upload: no bytes received")
+        return path
+
+    async def Invert(self, request_iterator, context):
+        requests = request_iterator.__aiter__()
+        try:
+            first = await requests.__anext__()
+        except StopAsyncIteration:
+            raise InvalidInput("start: the first request must be start") from None
+        if first.WhichOneof("kind") != "start":
+            raise InvalidInput("start: the first request must be start")
+        start = first.start
+        settings = settings_from_proto(start.settings)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def progress(stage: str, done: int, total: int) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, pb.Progress(stage=STAGES[stage], done=done, total=total))
+
+        with tempfile.TemporaryDirectory(prefix="pix2video-upload-") as folder:
+            progress("decode", 0, 0)
+            path = await self._receive_file(start, requests, folder)
+            job = asyncio.ensure_future(
+                asyncio.to_thread(
+                    self.engine.invert_file, path, settings, start.settings.max_frames,
+                    self.stages.depth, self.stages.caption, progress,
+                )
+            )
+            try:
+                while not (job.done() and events.empty()):
+                    getter = asyncio.ensure_future(events.get())
+                    await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield pb.InvertResponse(progress=getter.result())
+                    else:
+                        getter.cancel()
+                result = job.result()
+            finally:
+                if not job.done():
+                    # The client went away; the job finishes in its thread (it may
+                    # serve a concurrent request for the same video) and is cached.
+                    job.add_done_callback(lambda j: j.exception())
+        yield pb.InvertResponse(result=video_info(result.manifest, result.cached))
+
+    async def GetVideo(self, request, context):
+        if not request.video_id:
+            raise InvalidInput("video_id: required")
+        manifest = await asyncio.to_thread(read_manifest, self.engine.store, request.video_id)
+        if manifest is None:
+            raise NotFound(f"video_id: no inverted video {request.video_id!r}")
+        return video_info(manifest, cached=True)
+
+
+async def build(settings: InversionServerSettings, engine: InversionEngine | None = None) -> RunningServer:
+    engine = engine or await asyncio.to_thread(InversionEngine, settings)
+    stages = RemoteStages(
+        settings.depth_address, settings.caption_address, settings.call_timeout_seconds, settings.max_message_bytes
+    )
+    servicer = InversionServicer(engine, stages, settings)
+
+    def add(server: grpc.aio.Server) -> list[str]:
+        pb_grpc.add_InversionServiceServicer_to_server(servicer, server)
+        return [pb.DESCRIPTOR.services_by_name["InversionService"].full_name]
+
+    running = await start_server(settings, add, warmup=lambda: asyncio.to_thread(engine.warmup))
+    running.servicer = servicer
+    return running

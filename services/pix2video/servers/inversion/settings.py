@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import InvalidInput
+from ..common.settings import ModelServerSettings
+from ..common.store_settings import StoreSettingsMixin
+
+
+@dataclass(frozen=True)
+class InversionServerSettings(StoreSettingsMixin, ModelServerSettings):
+    """Settings of the inversion service.
+
+    depth_address, caption_address: the depth and caption services (host:port).
+    batch_size: frames per batched inversion call.
+    max_upload_bytes: largest uploaded video file.
+    max_frames: most frames per video.
+    call_timeout_seconds: deadline of each depth/caption call.
+    """
+
+    port: int = 50063
+    depth_address: str = "127.0.0.1:50061"
+    caption_address: str = "127.0.0.1:50062"
+    batch_size: int = 8
+    max_upload_bytes: int = 2 * 1024**3
+    max_frames: int = 10_000
+    call_timeout_seconds: float = 600.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_store()
+        for name in ("batch_size", "max_upload_bytes", "max_frames"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.call_timeout_seconds <= 0:
+            raise InvalidInput(f"call_timeout_seconds: must be > 0, got {self.call_timeout_seconds}")

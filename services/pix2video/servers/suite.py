@@ -1,0 +1,46 @@
+"""The whole suite in one process: ``pix2video serve --all``.
+
+Each service still listens on its own port with its own settings, exactly as
+when deployed apart; the inversion service reaches depth and caption over
+gRPC. Shared flags (model, device, store) are given once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .caption.server import build as build_caption
+from .caption.settings import CaptionSettings
+from .common.server import RunningServer
+from .depth.server import build as build_depth
+from .depth.settings import DepthSettings
+from .editor.server import build as build_editor
+from .editor.settings import EditorServerSettings
+from .inversion.server import build as build_inversion
+from .inversion.settings import InversionServerSettings
+
+SERVICES = {
+    "depth": (DepthSettings, build_depth),
+    "caption": (CaptionSettings, build_caption),
+    "inversion": (InversionServerSettings, build_inversion),
+    "editor": (EditorServerSettings, build_editor),
+}
+
+
+async def start_suite(settings: dict) -> dict[str, RunningServer]:
+    """Starts depth and caption, then inversion (pointed at them), then the editor.
+
+    ``settings`` maps each service name to its settings object; the inversion
+    service's depth and caption addresses are set to the ports just opened.
+    """
+    running: dict[str, RunningServer] = {}
+    for name in ("depth", "caption"):
+        running[name] = await SERVICES[name][1](settings[name])
+    inv = settings["inversion"]
+    host = "127.0.0.1" if inv.host in ("0.0.0.0", "::", "") else inv.host
+    inv = dataclasses.replace(
+        inv, depth_address=f"{host}:{running['depth'].port}", caption_address=f"{host}:{running['caption'].port}"
+    )
+    running["inversion"] = await SERVICES["inversion"][1](inv)
+    running["editor"] = await SERVICES["editor"][1](settings["editor"])
+    return running

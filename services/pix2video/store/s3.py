@@ -1,0 +1,328 @@
+"""Latent store in an S3-compatible bucket (service mode).
+
+Any S3 endpoint works (AWS, MinIO, SeaweedFS's S3 gateway, ...); the client is
+``minio``. The semantics match :class:`~.local.LocalDiskStore`:
+
+* ``put`` is one PUT (or a multipart upload for large objects, which S3 also
+  publishes only on completion), so a reader sees the whole object or none.
+* ``get`` of a missing key raises :class:`~pix2video.errors.NotFound`.
+* ``delete_prefix("a/b")`` deletes the object ``a/b`` and everything under
+  ``a/b/``, not ``a/bc``.
+* Keys follow :func:`.base.check_key`.
+
+Anything else that goes wrong (endpoint down, wrong credentials, missing
+bucket, a 5xx that outlives the retries) raises :class:`StoreUnavailable`
+with a one-line message naming the endpoint, the bucket and the key. Timeouts
+and retries are bounded, so a dead endpoint fails in seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.helpers import check_bucket_name
+from urllib3.util import Retry, Timeout
+
+from ..errors import InvalidInput, NotFound, Pix2VideoError
+from .base import ObjectStore, check_key
+
+# S3 caps object names at 1024 bytes of UTF-8.
+MAX_OBJECT_NAME_BYTES = 1024
+
+_AUTH_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AuthorizationHeaderMalformed",
+}
+_NOT_FOUND_CODES = {"NoSuchKey"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class StoreUnavailable(Pix2VideoError):
+    """The object store could not be reached or refused the request
+    (connection, credentials, bucket, server errors); not a missing key."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the store lives.
+
+    Args:
+        endpoint: ``host:port`` of the S3 API, without scheme or path.
+        bucket: bucket name.
+        access_key, secret_key: credentials (the secret is kept out of repr).
+        secure: HTTPS when True, plain HTTP when False.
+        region: bucket region; None asks the server once per bucket.
+        prefix: folder inside the bucket under which every key lives, so that
+            several deployments can share a bucket ("" = bucket root).
+        create_bucket: create the bucket on first use when it is absent.
+        cert_check: verify the server's TLS certificate (CA bundle from
+            ``SSL_CERT_FILE`` or certifi).
+        connect_timeout, read_timeout: seconds, per attempt.
+        retries: retries after the first attempt, with exponential backoff
+            (connection errors, and 500/502/503/504 on idempotent requests).
+    """
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    secure: bool = True
+    region: str | None = None
+    prefix: str = ""
+    create_bucket: bool = True
+    cert_check: bool = True
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    retries: int = 3
+
+    @property
+    def url(self) -> str:
+        return ("https://" if self.secure else "http://") + self.endpoint
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "S3Settings":
+        """Settings from environment variables (``os.environ`` by default).
+
+        Required: PIX2VIDEO_S3_ENDPOINT, PIX2VIDEO_S3_BUCKET,
+        PIX2VIDEO_S3_ACCESS_KEY (or AWS_ACCESS_KEY_ID), PIX2VIDEO_S3_SECRET_KEY
+        (or AWS_SECRET_ACCESS_KEY). Optional: PIX2VIDEO_S3_SECURE (true/false,
+        default true), PIX2VIDEO_S3_REGION, PIX2VIDEO_S3_PREFIX.
+        """
+        env = os.environ if env is None else env
+
+        def get(*names: str, required: bool = True) -> str | None:
+            for name in names:
+                value = (env.get(name) or "").strip()
+                if value:
+                    return value
+            if required:
+                alt = f" (or {' or '.join(names[1:])})" if len(names) > 1 else ""
+                raise InvalidInput(f"{names[0]}{alt}: required to use the S3 store; it is not set")
+            return None
+
+        secure_text = get("PIX2VIDEO_S3_SECURE", required=False)
+        secure = True
+        if secure_text is not None:
+            if secure_text.lower() in _TRUE:
+                secure = True
+            elif secure_text.lower() in _FALSE:
+                secure = False
+            else:
+                raise InvalidInput(f"PIX2VIDEO_S3_SECURE: expected true or false; got {secure_text!r}")
+        endpoint = get("PIX2VIDEO_S3_ENDPOINT")
+        _check_endpoint(endpoint, "PIX2VIDEO_S3_ENDPOINT")
+        return cls(
+            endpoint=endpoint,
+            bucket=get("PIX2VIDEO_S3_BUCKET"),
+            access_key=get("PIX2VIDEO_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+            secret_key=get("PIX2VIDEO_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+            secure=secure,
+            region=get("PIX2VIDEO_S3_REGION", required=False),
+            prefix=get("PIX2VIDEO_S3_PREFIX", required=False) or "",
+        )
+
+
+def _check_endpoint(endpoint: str, name: str = "endpoint") -> None:
+    if not endpoint or "://" in endpoint or "/" in endpoint or any(c.isspace() for c in endpoint):
+        raise InvalidInput(
+            f"{name}: expected host:port without scheme or path (TLS is the 'secure' setting); got {endpoint!r}"
+        )
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>:?\s*", "", text)  # urllib3 connection reprs
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class S3Store(ObjectStore):
+    """Objects in ``bucket`` under ``prefix``; see the module docstring."""
+
+    def __init__(self, settings: S3Settings, *, http_client: urllib3.PoolManager | None = None):
+        self.settings = settings
+        _check_endpoint(settings.endpoint)
+        try:
+            check_bucket_name(settings.bucket)
+        except ValueError as exc:
+            raise InvalidInput(f"bucket: {exc}; got {settings.bucket!r}") from None
+        prefix = settings.prefix.strip("/")
+        if prefix:
+            try:
+                check_key(prefix)
+            except InvalidInput:
+                raise InvalidInput(f"prefix: invalid key prefix {settings.prefix!r}") from None
+        self.prefix = prefix
+        if http_client is None:
+            http_client = urllib3.PoolManager(
+                timeout=Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
+                maxsize=16,
+                cert_reqs="CERT_REQUIRED" if settings.cert_check else "CERT_NONE",
+                ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+                retries=Retry(
+                    total=settings.retries,
+                    backoff_factor=0.5,  # sleeps 0, 1, 2 s between attempts
+                    status_forcelist=[500, 502, 503, 504],
+                    raise_on_status=False,  # the last answer reaches minio, which names the S3 error
+                    respect_retry_after_header=False,  # keep failures bounded in time
+                ),
+            )
+        self._http = http_client
+        try:
+            self.client = Minio(
+                settings.endpoint,
+                access_key=settings.access_key,
+                secret_key=settings.secret_key,
+                secure=settings.secure,
+                region=settings.region,
+                http_client=http_client,
+                cert_check=settings.cert_check,
+            )
+        except ValueError as exc:
+            raise InvalidInput(f"endpoint: {exc}; got {settings.endpoint!r}") from None
+        self._bucket_ready = not settings.create_bucket
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"S3Store({self._where()})"
+
+    def _where(self) -> str:
+        path = self.settings.bucket + ("/" + self.prefix if self.prefix else "")
+        return f"{self.settings.url}/{path}"
+
+    # ------------------------------------------------------------ helpers
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        name = f"{self.prefix}/{key}" if self.prefix else key
+        if len(name.encode()) > MAX_OBJECT_NAME_BYTES:
+            raise InvalidInput(f"key: object key longer than {MAX_OBJECT_NAME_BYTES} bytes: {key[:80]!r}...")
+        return name
+
+    def _unavailable(self, op: str, key: str | None, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, S3Error):
+            reason = f"{exc.code}: {exc.message}" if exc.message else str(exc.code)
+            if exc.code in _AUTH_CODES:
+                reason += " (check the access key, secret key and their permissions)"
+        elif isinstance(exc, urllib3.exceptions.MaxRetryError):
+            reason = f"no answer after {self.settings.retries + 1} attempts: {exc.reason}"
+        elif isinstance(exc, (ServerError, InvalidResponseError)):
+            reason = f"unexpected answer (is this an S3 endpoint?): {exc}"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        what = f"{op} of {key!r}" if key is not None else op
+        return StoreUnavailable(_one_line(f"S3 {what} failed at {self._where()}: {reason}"))
+
+    @contextmanager
+    def _errors(self, op: str, key: str | None) -> Iterator[None]:
+        try:
+            yield
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(op, key, exc) from exc
+
+    def ensure_bucket(self, _op: str = "bucket check", _key: str | None = None) -> None:
+        """Creates the bucket if absent (once per store, when create_bucket is
+        set); every operation calls it first, so errors name that operation."""
+        if self._bucket_ready:
+            return
+        with self._lock:
+            if self._bucket_ready:
+                return
+            bucket = self.settings.bucket
+            with self._errors(_op, _key):
+                if not self.client.bucket_exists(bucket):
+                    try:
+                        self.client.make_bucket(bucket, location=self.settings.region)
+                    except S3Error as exc:
+                        if exc.code != "BucketAlreadyOwnedByYou":  # another replica won the race
+                            raise
+            self._bucket_ready = True
+
+    def check(self) -> None:
+        """Raises StoreUnavailable unless the endpoint answers, the credentials
+        work and the bucket exists (for startup and readiness checks)."""
+        self.ensure_bucket()
+        with self._errors("bucket check", None):
+            exists = self.client.bucket_exists(self.settings.bucket)
+        if not exists:
+            raise StoreUnavailable(f"S3 bucket {self.settings.bucket!r} does not exist at {self.settings.url}")
+
+    def close(self) -> None:
+        self._http.clear()
+
+    # ------------------------------------------------------------ ObjectStore
+
+    def put(self, key: str, data: bytes) -> None:
+        name = self._name(key)
+        self.ensure_bucket("put", key)
+        data = bytes(data)
+        with self._errors("put", key):
+            self.client.put_object(self.settings.bucket, name, io.BytesIO(data), len(data))
+
+    def get(self, key: str) -> bytes:
+        name = self._name(key)
+        self.ensure_bucket("get", key)
+        try:
+            with self._errors("get", key):
+                response = self.client.get_object(self.settings.bucket, name)
+                try:
+                    return response.read()
+                finally:
+                    response.close()
+                    response.release_conn()
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, S3Error) and cause.code in _NOT_FOUND_CODES:
+                raise NotFound(f"object {key!r} not found in {self._where()!r}") from None
+            raise
+
+    def exists(self, key: str) -> bool:
+        name = self._name(key)
+        self.ensure_bucket("exists", key)
+        try:
+            with self._errors("exists", key):
+                self.client.stat_object(self.settings.bucket, name)
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, S3Error) and cause.code in _NOT_FOUND_CODES:
+                return False
+            raise
+        return True
+
+    def delete_prefix(self, prefix: str) -> None:
+        key = prefix.rstrip("/")
+        name = self._name(key)
+        self.ensure_bucket("delete", prefix)
+        bucket = self.settings.bucket
+        with self._errors("delete", prefix):
+            names = [name] + [
+                obj.object_name
+                for obj in self.client.list_objects(bucket, prefix=name + "/", recursive=True)
+                if obj.object_name and not obj.is_dir
+            ]
+            # remove_objects is lazy: the requests go out while its errors are read.
+            errors = list(self.client.remove_objects(bucket, (DeleteObject(n) for n in names)))
+        errors = [e for e in errors if e.code not in _NOT_FOUND_CODES]
+        if errors:
+            first = errors[0]
+            raise StoreUnavailable(
+                _one_line(
+                    f"S3 delete of {prefix!r} failed at {self._where()}: {len(errors)} object(s) not deleted, "
+                    f"first {first.name!r}: {first.code}: {first.message}"
+                )
+            )
