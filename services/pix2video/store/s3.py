@@ -34,7 +34,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 from minio.helpers import check_bucket_name
 from urllib3.util import Retry, Timeout
 
-from ..errors import InvalidInput, NotFound, Pix2VideoError
+from ..errors import InvalidInput, NotFound, Unavailable
 from .base import ObjectStore, check_key
 
 # S3 caps object names at 1024 bytes of UTF-8.
@@ -53,7 +53,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-class StoreUnavailable(Pix2VideoError):
+class StoreUnavailable(Unavailable):
     """The object store could not be reached or refused the request
     (connection, credentials, bucket, server errors); not a missing key."""
 

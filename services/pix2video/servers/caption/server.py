@@ -33,7 +33,8 @@ class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
 
     async def Caption(self, request: caption_pb2.CaptionRequest, context) -> caption_pb2.CaptionResponse:
         max_new_tokens = self.engine.check_max_new_tokens(request.max_new_tokens)
-        image = image_to_array(request.image, "image")
+        # Decoding (PNG/JPEG) runs off the event loop, which serves every call.
+        image = await asyncio.to_thread(image_to_array, request.image, "image")
         text = await self.batcher.submit((image, max_new_tokens))
         return caption_pb2.CaptionResponse(caption=text)
 

@@ -61,7 +61,9 @@ class DepthServicer(depth_pb2_grpc.DepthServiceServicer):
                 async for request in request_iterator:
                     await window.acquire()
                     try:
-                        item = self._prepare(request)
+                        # Decoding (PNG/JPEG) runs off the event loop, which
+                        # serves every stream.
+                        item = await asyncio.to_thread(self._prepare, request)
                     except InvalidInput as exc:
                         raise InvalidInput(f"{exc} (request {index})") from None
                     await order.put(asyncio.ensure_future(self.batcher.submit(item)))
