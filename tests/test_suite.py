@@ -301,3 +301,56 @@ def test_reflection_lists_every_service(suite):
         resp = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in resp.list_services_response.service}
         assert f"pix2video.{name}.v1.{name.capitalize()}Service" in names and "grpc.health.v1.Health" in names
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_all_and_the_cli_against_it(tiny_dir, clip, tmp_path, monkeypatch, capfd):
+    """`pix2video serve --all` as a real process, `pix2video edit --server` against it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from pix2video.cli import main
+
+    ports = {name: _free_port() for name in ("depth", "caption", "inversion", "editor")}
+    cmd = [sys.executable, "-m", "pix2video.cli", "serve", "--all"]
+    cmd += [f"--{name}-port={port}" for name, port in ports.items()]
+    cmd += ["--host", "127.0.0.1", "--model", str(tiny_dir), "--device", "cpu", "--store-dir", str(tmp_path / "store")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PIX2VIDEO_HOME": str(tmp_path)})
+    try:
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{ports['editor']}"))
+        deadline = time.time() + 120
+        while True:
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.3)
+        out = tmp_path / "out.mp4"
+        server = ["--server", f"127.0.0.1:{ports['inversion']}", "--editor-server", f"127.0.0.1:{ports['editor']}"]
+        common = ["--width", "64", "--height", "64", "--steps", "4", "--source-prompt", "a ball", "-q", *server]
+        capfd.readouterr()
+        assert main(["edit", str(clip), "--prompt", "a swan", "-o", str(out), "--update-strength", str(DELTA), *common]) == 0
+        frames, info = read_video(out)
+        assert len(frames) == 5 and frames[0].shape == (64, 64, 3) and info.fps == pytest.approx(10)
+        # bad input at the CLI, answered by the server: one line, non-zero, no file
+        capfd.readouterr()
+        assert main(["edit", "videos/absent.mp4", "--key", "--prompt", "a swan", "-o", str(tmp_path / "bad.mp4"), *common]) == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "object_key" in err[0] and not (tmp_path / "bad.mp4").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, proc.stdout.read().decode()[-3000:]

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from pix2video_client import errors as client_errors
+
 from .errors import CorruptObject, InvalidInput, ModelLoadError, NotFound, Pix2VideoError
 
 EXIT_INPUT, EXIT_MODEL, EXIT_CORRUPT, EXIT_UNEXPECTED = 2, 3, 4, 1
@@ -64,6 +66,10 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and editing (default 50)")
     g.add_argument("--source-prompt", default=None, help="prompt for inversion (default: BLIP caption of frame 1)")
     g.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    g = p.add_argument_group("service suite (instead of running the engine here)")
+    g.add_argument("--server", default=None, metavar="HOST:PORT", help="inversion service; runs the job on the suite")
+    g.add_argument("--editor-server", default=None, metavar="HOST:PORT", help="editor service (default: --server)")
+    g.add_argument("--key", action="store_true", help="INPUT is an object key in the suite's store, not a local file")
 
 
 def _add_edit_args(p: argparse.ArgumentParser) -> None:
@@ -109,15 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--fps", type=float, default=8.0)
 
-    p = sub.add_parser("serve", help="run a gRPC service (depth, caption, inversion, editor) or --all of them")
-    p.add_argument("service", nargs="?", choices=["depth", "caption", "inversion", "editor"])
-    p.add_argument("--all", action="store_true", help="the whole suite in one process, each service on its own port")
-    p.add_argument("--depth-port", type=int, default=50061)
-    p.add_argument("--caption-port", type=int, default=50062)
-    p.add_argument("--inversion-port", type=int, default=50063)
-    p.add_argument("--editor-port", type=int, default=50064)
-    p.add_argument("options", nargs=argparse.REMAINDER,
-                   help="service settings as flags (--model, --device, --store-dir, ...; see python -m pix2video.servers.<name> --help)")
+    sub.add_parser(
+        "serve", add_help=False,
+        help="serve {depth,caption,inversion,editor} [settings] | serve --all [--depth-port N ...] [settings]",
+    )
 
     p = sub.add_parser("build-tiny", help="write the tiny random model set to a folder (for --model PATH)")
     p.add_argument("output", help="folder to create")
@@ -188,6 +189,30 @@ def _edit_settings(args):
     )
 
 
+def _remote(args, bars):
+    """The same job on the service suite, through the SDK: (info, frames iterator or None)."""
+    from pix2video_client import EditOptions, InversionOptions, Pix2VideoClient
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InvalidInput(f"max_frames: must be at least 1, got {args.max_frames}")
+    if not args.key and not Path(args.input).is_file():
+        raise NotFound(f"input: file {args.input!r} does not exist (use --key for an object in the store)")
+    settings = _edit_settings(args) if args.command == "edit" else None  # checked before any remote work
+    client = Pix2VideoClient(args.server, args.editor_server)
+    inv = InversionOptions(
+        width=args.width, height=args.height, resize=args.resize, num_steps=args.steps,
+        source_prompt=args.source_prompt, max_frames=args.max_frames or 0,
+    )
+    info = client.invert(args.input, inv, key=args.key, progress=bars)
+    if settings is None:
+        return info, None
+    fields = ("negative_prompt", "guidance_scale", "num_steps", "seed", "reference", "inject_layers",
+              "latent_update", "update_strength", "update_start", "update_end", "frames_in_flight")
+    options = EditOptions(**{f: getattr(settings, f) for f in fields})
+    frames = client.edit(info.video_id, settings.prompt, options, encoding="raw")
+    return info, (f.to_array() for f in frames)
+
+
 def cmd_edit(args) -> int:
     from .video import AtomicOutput, tee_frames_to_dir, write_video
 
@@ -198,22 +223,26 @@ def cmd_edit(args) -> int:
         raise InvalidInput(f"frames_dir: {args.frames_dir!r} exists and is not a folder")
     bars = _Bars(not args.quiet)
     try:
-        engine, result, settings, info = _invert(args, bars)
-        status = "reused stored inversion" if result.cached else "inverted"
-        print(f"{status} {result.video_id} ({result.manifest.num_frames} frames)", file=sys.stderr)
-        n = result.manifest.num_frames
+        if args.server:
+            info, images = _remote(args, bars)
+            video_id, cached, n, fps = info.video_id, info.cached, info.num_frames, info.fps
+        else:
+            engine, result, settings, local = _invert(args, bars)
+            video_id, cached, n, fps = result.video_id, result.cached, result.manifest.num_frames, local.fps
+            images = (f.image for f in engine.edit(result.video_id, settings))
+        print(f"{'reused stored inversion' if cached else 'inverted'} {video_id} ({n} frames)", file=sys.stderr)
 
         def frames():
-            for f in engine.edit(result.video_id, settings):
-                bars("edit", f.index + 1, n)
-                yield f.image
+            for i, image in enumerate(images):
+                bars("edit", i + 1, n)
+                yield image
 
         stream = frames()
         if args.frames_dir:
             stream = tee_frames_to_dir(stream, args.frames_dir)
         # The input's own rate: a stored inversion found by content may have
         # been made from a clip with the same frames at another rate.
-        written = write_video(args.output, stream, fps=info.fps)
+        written = write_video(args.output, stream, fps=fps)
     finally:
         bars.close()
     print(f"wrote {written} frames to {args.output}", file=sys.stderr)
@@ -223,12 +252,17 @@ def cmd_edit(args) -> int:
 def cmd_invert(args) -> int:
     bars = _Bars(not args.quiet)
     try:
-        _, result, _, _ = _invert(args, bars)
+        if args.server:
+            info, _ = _remote(args, bars)
+            video_id, cached, n, prompt = info.video_id, info.cached, info.num_frames, info.source_prompt
+        else:
+            _, result, _, _ = _invert(args, bars)
+            m = result.manifest
+            video_id, cached, n, prompt = result.video_id, result.cached, m.num_frames, m.source_prompt
     finally:
         bars.close()
-    print(result.video_id)
-    print(f"{'cached' if result.cached else 'inverted'}: {result.manifest.num_frames} frames, "
-          f"source prompt {result.manifest.source_prompt!r}", file=sys.stderr)
+    print(video_id)
+    print(f"{'cached' if cached else 'inverted'}: {n} frames, source prompt {prompt!r}", file=sys.stderr)
     return 0
 
 
@@ -255,55 +289,62 @@ def cmd_build_tiny(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    import asyncio
+def cmd_serve(argv: list[str]) -> int:
+    """``serve NAME [settings]`` or ``serve --all [--NAME-port N] [settings]``;
+    settings are the services' own flags (``python -m pix2video.servers.NAME --help``)."""
     import dataclasses
-    import logging as _logging
 
-    from .servers.common.main import run_service
-    from .servers.common.server import serve_forever
+    from .servers.common.main import run_service, run_until_signal
     from .servers.common.settings import load_settings
     from .servers.suite import SERVICES, start_suite
 
-    if args.all == bool(args.service):
-        raise InvalidInput("serve: name one service or give --all")
-    if args.service:
-        cls, build = SERVICES[args.service]
-        return run_service(f"pix2video serve {args.service}", cls, build, args.options)
+    if argv and argv[0] in SERVICES:
+        cls, build = SERVICES[argv[0]]
+        return run_service(f"pix2video serve {argv[0]}", cls, build, argv[1:])
+    if not argv or argv[0] != "--all":
+        raise InvalidInput(f"serve: name one of {', '.join(SERVICES)}, or give --all")
+    ports = argparse.ArgumentParser(prog="pix2video serve --all", add_help=False)
+    for name, (cls, _) in SERVICES.items():
+        ports.add_argument(f"--{name}-port", type=int, default=cls.port)
+    args, options = ports.parse_known_args(argv[1:])
     # --all: one command line for every service; each takes the flags it has.
     known = {"--" + f.name.replace("_", "-") for cls, _ in SERVICES.values() for f in dataclasses.fields(cls)}
-    unknown = [a.split("=")[0] for a in args.options if a.startswith("--") and a.split("=")[0] not in known]
+    unknown = [a.split("=")[0] for a in options if a.startswith("--") and a.split("=")[0] not in known]
     if unknown:
         raise InvalidInput(f"serve: unknown setting {unknown[0]}")
     settings = {
         name: dataclasses.replace(
-            load_settings(cls, args.options, prog="pix2video serve --all", ignore_unknown=True),
+            load_settings(cls, options, prog="pix2video serve --all", ignore_unknown=True),
             port=getattr(args, f"{name}_port"),
         )
         for name, (cls, _) in SERVICES.items()
     }
-    _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def main():
+    async def start():
         running = await start_suite(settings)
         for name, r in running.items():
             print(f"{name} listening on port {r.port}", file=sys.stderr)
-        await serve_forever(list(running.values()))
+        return list(running.values())
 
-    asyncio.run(main())
-    return 0
+    return run_until_signal("pix2video serve --all", start)
 
 
-COMMANDS = {"serve": cmd_serve, "edit": cmd_edit, "invert": cmd_invert, "sample": cmd_sample, "build-tiny": cmd_build_tiny}
+COMMANDS = {"edit": cmd_edit, "invert": cmd_invert, "sample": cmd_sample, "build-tiny": cmd_build_tiny}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    serve = bool(argv) and argv[0] == "serve"
+    args = None if serve else build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return COMMANDS[args.command](args)
-    except (InvalidInput, NotFound) as exc:
+        return cmd_serve(argv[1:]) if serve else COMMANDS[args.command](args)
+    except (InvalidInput, NotFound, client_errors.InvalidArgument, client_errors.NotFound) as exc:
         code, msg = EXIT_INPUT, str(exc)
+    except client_errors.DataLoss as exc:
+        code, msg = EXIT_CORRUPT, str(exc)
+    except client_errors.Pix2VideoClientError as exc:
+        code, msg = EXIT_UNEXPECTED, str(exc)
     except ModelLoadError as exc:
         code, msg = EXIT_MODEL, str(exc)
     except CorruptObject as exc:

@@ -7,4 +7,4 @@ from .server import build
 from .settings import EditorServerSettings
 
 if __name__ == "__main__":
-    sys.exit(run_service("pix2video-editor", EditorServerSettings, build, sys.argv[1:]))
+    sys.exit(run_service("python -m pix2video.servers.editor", EditorServerSettings, build, sys.argv[1:]))
