@@ -194,3 +194,13 @@ def test_bad_edit_settings_name_the_field(inverted32):
     with pytest.raises(InvalidInput, match="num_steps"):
         list(engine.edit(vid, EditSettings("x", num_steps=STEPS + 1)))
     assert dataclasses.replace(EditSettings("x"), seed=5).seed == 5
+
+
+def test_split_guidance_calls_equal_one_batched_call(inverted64):
+    """The authors' two batch-1 calls per step (the benchmark's baseline A) compute the same frames."""
+    engine, vid = inverted64
+    settings = EditSettings("a crochet swan", num_steps=STEPS, update_strength=DELTA)
+    split = Pix2VideoEditor(engine.models, split_guidance=True)
+    a = torch.stack([f.latent for f in split.edit(StoredVideo(engine.store, vid), settings)])
+    b = torch.stack([f.latent for f in engine.edit(vid, settings)])
+    assert (a - b).abs().max() < 1e-9

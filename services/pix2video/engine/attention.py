@@ -87,7 +87,9 @@ class InjectionAttnProcessor:
         routes = [r if self._applies(r) else SampleRoute() for r in routes]
         for b, route in enumerate(routes):
             if route.record is not None:
-                bank.setdefault(route.record, {})[self.name] = hidden_states[b].detach()
+                # A copy, not a view: a view would keep the whole batch's
+                # activations alive for as long as any later frame needs them.
+                bank.setdefault(route.record, {})[self.name] = hidden_states[b].detach().clone()
 
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -154,15 +156,16 @@ def injection_installed(unet, context: InjectionContext, layers: str = "all") ->
 
     Each route's ``scope`` then decides per sample where injection happens, so
     one installation serves sessions with different settings in one batch.
+    Processors are swapped on the attention modules directly: the editor does
+    this every tick, and ``set_attn_processor`` walks the whole UNet each time.
     """
     names = injected_layer_names(unet, layers)
-    original = dict(unet.attn_processors)
-    new = dict(original)
-    for n in names:
-        new[n] = InjectionAttnProcessor(n, context)
-    # set_attn_processor empties the dict it is given: pass copies.
-    unet.set_attn_processor(dict(new))
+    modules = [unet.get_submodule(n.removesuffix(".processor")) for n in names]
+    original = [m.processor for m in modules]
+    for name, module in zip(names, modules):
+        module.processor = InjectionAttnProcessor(name, context)
     try:
         yield names
     finally:
-        unet.set_attn_processor(dict(original))
+        for module, proc in zip(modules, original):
+            module.processor = proc

@@ -13,6 +13,10 @@ the arithmetic per item is the same either way.
 Memory per session stays bounded: a frame's features at step k are dropped as
 soon as the last frame that references them has done step k, and x_T and depth
 are read from the source only when a frame enters the flight.
+
+Timing: an optional :class:`StageTimer` (``Pix2VideoEditor.timer``) is told
+how long each stage of a tick took and which work items took part: a service
+turns that into per-frame latencies by stage. Without one, nothing is timed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,26 @@ from .text import encode_prompts
 from .vae import decode_latents
 
 UNCOND, COND = 0, 1
+
+
+class StageTimer(Protocol):
+    """Times the stages of the editor's ticks (metrics; optional).
+
+    ``mark()`` returns an opaque point in time (on the device's stream, for a
+    timer that uses CUDA events); ``record(stage, start, end, items)`` reports
+    that ``stage`` ran from mark ``start`` to mark ``end`` for ``items``, a
+    list of (session id, frame index), each of which took part in all of it.
+    Stages: ``latent_update`` (the x_t update through the UNet, or the x0
+    update), ``denoise`` (one batched UNet call with guidance and the DDIM
+    move; reported once per tick with every item of the call) and ``decode``
+    (the VAE decode of finished frames).
+    """
+
+    def mark(self) -> object:
+        ...
+
+    def record(self, stage: str, start: object, end: object, items: list[tuple[int, int]]) -> None:
+        ...
 
 
 class FrameSource(Protocol):
@@ -131,11 +155,15 @@ class Pix2VideoEditor:
         models: the loaded :class:`~pix2video.models.ModelSet`.
         max_batch_items: most work items (frames) in one UNet call; each item
             is two samples with classifier-free guidance.
+        split_guidance: run the unconditional and conditional branches as two
+            UNet calls, as the authors' code does (a baseline for benchmarks;
+            same arithmetic, more launches).
     """
 
-    def __init__(self, models, max_batch_items: int = 64):
+    def __init__(self, models, max_batch_items: int = 64, split_guidance: bool = False):
         self.models = models
         self.max_batch_items = max_batch_items
+        self.split_guidance = split_guidance
         self.context = InjectionContext()
         self.sessions: dict[int, EditSession] = {}
         self._ids = itertools.count(1)
@@ -143,6 +171,7 @@ class Pix2VideoEditor:
         self.latent_dtype = torch.promote_types(models.dtype, torch.float32)
         self.items_done = 0  # work items (frame-steps) advanced, all sessions
         self.ticks = 0  # batched UNet calls
+        self.timer: StageTimer | None = None  # optional stage timing (see StageTimer)
 
     # -- sessions -----------------------------------------------------------
 
@@ -238,17 +267,27 @@ class Pix2VideoEditor:
         items = self.ready_items()
         if not items:
             return []
+        timer = self.timer
+        start = timer.mark() if timer is not None else None
         with injection_installed(self.models.unet, self.context, "all"):
             latents = torch.stack([s.flight[i].latent for s, i in items])
             xt_items = [n for n, (s, i) in enumerate(items) if s.settings.latent_update == "xt" and self._updates(s, i)]
             if xt_items:
                 latents = latents.clone()
                 latents[xt_items] = self._xt_update([items[n] for n in xt_items], latents[xt_items])
+                if timer is not None:
+                    start = self._lap(timer, "latent_update", start, [items[n] for n in xt_items])
             eps, x0 = self._predict(items, latents, record=True)
-            self._advance(items, latents, eps, x0)
+            self._advance(items, latents, eps, x0, timer, start)
         self.items_done += len(items)
         self.ticks += 1
         return self._collect()
+
+    @staticmethod
+    def _lap(timer: StageTimer, stage: str, start, items) -> object:
+        end = timer.mark()
+        timer.record(stage, start, end, [(s.id, i) for s, i in items])
+        return end
 
     def _updates(self, s: EditSession, i: int) -> bool:
         return i > 0 and s.settings.updates_at(s.flight[i].step)
@@ -266,16 +305,23 @@ class Pix2VideoEditor:
             rec = (s.id, i, step, b) if record and inject and s.consumers[i] > 0 else None
             refs = tuple((s.id, r, step, b) for r in s.refs[i]) if inject else ()
             routes.append(SampleRoute(record=rec, refs=refs, scope=s.settings.inject_layers))
-            t.append(self._schedule(s.settings.num_steps).timesteps[step])
+            t.append(int(self._schedule(s.settings.num_steps).timesteps[step]))
             emb.append(s.embeds[b])
             inp.append(torch.cat([latents[n], f.depth]))
-        self.context.routes = routes
+        # One host-to-device copy for all timesteps (small copies each cost a sync).
+        x, t, emb = torch.stack(inp).to(m.dtype), torch.tensor(t, device=m.device), torch.cat(emb)
+        parts = [slice(0, len(samples))]
+        if self.split_guidance:
+            n_uncond = sum(1 for _, b in samples if b == UNCOND)
+            parts = [p for p in (slice(0, n_uncond), slice(n_uncond, len(samples))) if p.stop > p.start]
+        outs = []
         try:
-            out = m.unet(
-                torch.stack(inp).to(m.dtype), torch.stack(t).to(m.device), encoder_hidden_states=torch.cat(emb)
-            ).sample.to(latents.dtype)
+            for p in parts:
+                self.context.routes = routes[p]
+                outs.append(m.unet(x[p], t[p], encoder_hidden_states=emb[p]).sample)
         finally:
             self.context.routes = []
+        out = torch.cat(outs).to(latents.dtype)
         cond = {n: out[j] for j, (n, b) in enumerate(samples) if b == COND}
         uncond = {n: out[j] for j, (n, b) in enumerate(samples) if b == UNCOND}
         guided = torch.stack(
@@ -284,14 +330,19 @@ class Pix2VideoEditor:
                 for n, (s, _) in enumerate(items)
             ]
         )
-        alpha = torch.stack([self._alpha(s, s.flight[i].step) for s, i in items])
+        alpha = self._alphas(items, prev=False)
         pred_types = {self._schedule(s.settings.num_steps).prediction_type for s, _ in items}
         (ptype,) = pred_types  # one model, one prediction type
         return predict_eps_x0(guided, latents, alpha, ptype)
 
-    def _alpha(self, s: EditSession, step: int, prev: bool = False) -> torch.Tensor:
-        sched = self._schedule(s.settings.num_steps)
-        return sched.alpha((sched.prev_timesteps if prev else sched.timesteps)[step : step + 1])[0]
+    def _alphas(self, items, prev: bool) -> torch.Tensor:
+        """alpha_bar of each item's current step (or the step it lands on), on the device."""
+        values = []
+        for s, i in items:
+            sched = self._schedule(s.settings.num_steps)
+            step = s.flight[i].step
+            values.append(float(sched.alpha((sched.prev_timesteps if prev else sched.timesteps)[step : step + 1])[0]))
+        return torch.tensor(values, dtype=torch.float64, device=self.models.device)
 
     def _xt_update(self, items, latents: torch.Tensor) -> torch.Tensor:
         """Paper eq. (1): x_t -= delta * grad_{x_t} mse(x0(x_t), x0_prev), through the UNet."""
@@ -305,17 +356,25 @@ class Pix2VideoEditor:
         delta = torch.tensor([s.settings.update_strength for s, _ in items], device=x.device, dtype=x.dtype)
         return (x - delta.view(-1, 1, 1, 1) * grad).detach()
 
-    def _advance(self, items, latents, eps, x0) -> None:
-        alpha_prev = torch.stack([self._alpha(s, s.flight[i].step, prev=True) for s, i in items])
+    def _advance(self, items, latents, eps, x0, timer: StageTimer | None = None, start=None) -> None:
+        alpha_prev = self._alphas(items, prev=True)
         x_prev = ddim_move(x0, eps, alpha_prev)
+        if timer is not None:
+            start = self._lap(timer, "denoise", start, items)
+        # Authors' closed form: gradient of delta * mse(x0, x0_prev) w.r.t. x0
+        # (mean over the latent), applied to x_{t-1}. It reads only the previous
+        # frame's x0 at this step, which no other item of the tick changes.
+        updated = {
+            n: x_prev[n] - s.settings.update_strength * 2 * (x0[n] - s.x0[(i - 1, s.flight[i].step)]) / x0[n].numel()
+            for n, (s, i) in enumerate(items)
+            if s.settings.latent_update == "x0" and self._updates(s, i)
+        }
+        if timer is not None and updated:
+            self._lap(timer, "latent_update", start, [items[n] for n in updated])
         for n, (s, i) in enumerate(items):
             f = s.flight[i]
             step = f.step
-            x = x_prev[n]
-            if s.settings.latent_update == "x0" and self._updates(s, i):
-                # Authors' closed form: gradient of delta * mse(x0, x0_prev)
-                # w.r.t. x0 (mean over the latent), applied to x_{t-1}.
-                x = x - s.settings.update_strength * 2 * (x0[n] - s.x0[(i - 1, step)]) / x0[n].numel()
+            x = updated.get(n, x_prev[n])
             f.latent, f.step = x, step + 1
             s.progress[i] = step + 1
             if s.settings.latent_update != "off" and i + 1 < s.num_frames and s.settings.updates_at(step):
@@ -350,8 +409,11 @@ class Pix2VideoEditor:
                 ready.append(s.next_out)
                 s.next_out += 1
             if ready:
+                start = self.timer.mark() if self.timer is not None else None
                 latents = torch.stack([s.finished.pop(i) for i in ready])
                 images = decode_latents(self.models, latents)
+                if self.timer is not None:
+                    self.timer.record("decode", start, self.timer.mark(), [(s.id, i) for i in ready])
                 out += [
                     (s.id, EditedFrame(index=i, image=img, latent=lat))
                     for i, img, lat in zip(ready, images, latents)

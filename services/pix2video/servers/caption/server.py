@@ -15,7 +15,9 @@ from pix2video_api.caption.v1 import caption_pb2, caption_pb2_grpc
 
 from ..common.batcher import DynamicBatcher
 from ..common.convert import image_to_array
+from ..common.metrics import BatchMetrics
 from ..common.server import RunningServer, start_server
+from ..common.telemetry import Telemetry
 from .settings import CaptionSettings
 
 log = logging.getLogger(__name__)
@@ -53,14 +55,20 @@ async def build(settings: CaptionSettings, engine=None) -> RunningServer:
         from .engine import CaptionEngine  # torch enters here, not at import
 
         engine = await asyncio.to_thread(CaptionEngine, settings)
-    batcher = DynamicBatcher(_run_batch(engine), settings.batch_size, settings.max_wait_ms, name="caption-batcher")
+    telemetry = Telemetry(settings, "caption")
+    stats = BatchMetrics(telemetry.metrics, "caption", "image", "BLIP")
+    batcher = DynamicBatcher(
+        _run_batch(engine), settings.batch_size, settings.max_wait_ms, name="caption-batcher", on_batch=stats.on_batch
+    )
+    stats.watch(batcher)
+    telemetry.metrics.count_frames(f"{SERVICE_NAME}/Caption", lambda response: 1)
     servicer = CaptionServicer(engine, batcher)
 
     def add(server: grpc.aio.Server) -> list[str]:
         caption_pb2_grpc.add_CaptionServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    running = await start_server(settings, add, warmup=lambda: batcher.run_in_worker(engine.warmup))
+    running = await start_server(settings, add, warmup=lambda: batcher.run_in_worker(engine.warmup), telemetry=telemetry)
     running.on_stop.append(batcher.close)
     running.servicer = servicer  # for tests and metrics: servicer.batcher.batches / .items
     return running

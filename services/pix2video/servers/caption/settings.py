@@ -22,6 +22,7 @@ class CaptionSettings(ModelServerSettings):
     """
 
     port: int = 50062
+    metrics_port: int = 9462
     max_new_tokens: int = 30
     batch_size: int = 8
     max_wait_ms: float = 5.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Generic, Sequence, TypeVar
 
@@ -38,6 +39,8 @@ class DynamicBatcher(Generic[I, R]):
         max_queue: most items waiting (not yet in a batch); beyond it ``submit``
             raises :class:`Busy` (RESOURCE_EXHAUSTED). 0: unbounded.
         name: name of the worker thread (logs, profilers).
+        on_batch: optional ``on_batch(items, seconds)`` after each call of ``fn``
+            that succeeded (metrics): how many items, how long ``fn`` took.
 
     Counters: ``batches`` (calls of ``fn``) and ``items`` (items passed to it).
     """
@@ -49,6 +52,7 @@ class DynamicBatcher(Generic[I, R]):
         max_wait_ms: float,
         max_queue: int = 0,
         name: str = "batcher",
+        on_batch: Callable[[int, float], None] | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
@@ -59,6 +63,7 @@ class DynamicBatcher(Generic[I, R]):
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.name = name
+        self.on_batch = on_batch
         self.batches = 0
         self.items = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -150,7 +155,9 @@ class DynamicBatcher(Generic[I, R]):
         try:
             # shield: closing the batcher must not abandon a batch mid-way with
             # its futures unresolved; the worker thread finishes it anyway.
+            start = time.perf_counter()
             results = await asyncio.shield(loop.run_in_executor(self._executor, self.fn, items))
+            seconds = time.perf_counter() - start
             results = list(results)
             if len(results) != len(items):
                 raise RuntimeError(f"{self.name}: fn returned {len(results)} results for {len(items)} items")
@@ -164,6 +171,11 @@ class DynamicBatcher(Generic[I, R]):
                 if not future.done():
                     future.set_exception(exc)
         else:
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(len(items), seconds)
+                except Exception:  # noqa: BLE001 - metrics must not fail the batch
+                    log.exception("%s: on_batch hook failed", self.name)
             for (_, future), result in zip(batch, results):
                 if not future.done():
                     future.set_result(result)

@@ -38,8 +38,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
 
 
-async def _abort(context, exc: BaseException):
-    code, message = status_for(exc)
+async def _abort(context, exc: BaseException, code: grpc.StatusCode, message: str):
     if code == grpc.StatusCode.INTERNAL:
         log.exception("unexpected error in handler", exc_info=exc)
     await context.abort(code, message)
@@ -49,41 +48,88 @@ def _passthrough(exc: BaseException) -> bool:
     return isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit))
 
 
-def _wrap_unary(fn):
-    async def handler(request, context):
+def _passthrough_code(exc: BaseException, context) -> grpc.StatusCode:
+    """The status of a call that ended by cancellation or by the handler's own abort."""
+    if isinstance(exc, grpc.aio.AbortError):
         try:
-            return await fn(request, context)
+            return context.code() or grpc.StatusCode.UNKNOWN
+        except Exception:  # noqa: BLE001 - older grpcio: no code() on the context
+            return grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.CANCELLED
+
+
+def _ok_code(context) -> grpc.StatusCode:
+    try:
+        return context.code() or grpc.StatusCode.OK
+    except Exception:  # noqa: BLE001
+        return grpc.StatusCode.OK
+
+
+def _wrap_unary(fn, method: str, observer):
+    async def handler(request, context):
+        call = observer.begin(method) if observer is not None else None
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = await fn(request, context)
+            if call is not None:
+                call.sent(response)
+            code = _ok_code(context)
+            return response
         except BaseException as exc:  # noqa: BLE001
             if _passthrough(exc):
+                code = _passthrough_code(exc, context)
                 raise
-            await _abort(context, exc)
+            code, message = status_for(exc)
+            await _abort(context, exc, code, message)
+        finally:
+            if call is not None:
+                call.end(code)
 
     return handler
 
 
-def _wrap_stream(fn):
+def _wrap_stream(fn, method: str, observer):
     async def handler(request, context):
+        call = observer.begin(method) if observer is not None else None
+        code = grpc.StatusCode.UNKNOWN
         try:
             async for item in fn(request, context):
+                if call is not None:
+                    call.sent(item)
                 yield item
+            code = _ok_code(context)
         except BaseException as exc:  # noqa: BLE001
             if _passthrough(exc):
+                code = _passthrough_code(exc, context)
                 raise
-            await _abort(context, exc)
+            code, message = status_for(exc)
+            await _abort(context, exc, code, message)
+        finally:
+            if call is not None:
+                call.end(code)
 
     return handler
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions to status codes; with an ``observer`` (a
+    :class:`~.metrics.ServiceMetrics`), also reports each call's rpc, the
+    frames it delivered and its final status code (the requests and frames
+    counters)."""
+
+    def __init__(self, observer=None):
+        self.observer = observer
+
     async def intercept_service(self, continuation, handler_call_details):
         h = await continuation(handler_call_details)
         if h is None:
             return None
+        method, obs = handler_call_details.method, self.observer
         kw = dict(request_deserializer=h.request_deserializer, response_serializer=h.response_serializer)
         if h.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(h.unary_unary), **kw)
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(h.unary_unary, method, obs), **kw)
         if h.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(h.stream_unary), **kw)
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(h.stream_unary, method, obs), **kw)
         if h.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(h.unary_stream), **kw)
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(h.stream_stream), **kw)
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(h.unary_stream, method, obs), **kw)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(h.stream_stream, method, obs), **kw)

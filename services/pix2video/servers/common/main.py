@@ -14,23 +14,32 @@ import os
 import sys
 
 from ...errors import InvalidInput, ModelLoadError
+from .logs import JsonFormatter, TraceContextFilter
 from .server import serve_forever
 from .settings import load_settings
 
 
-def setup_logging() -> None:
+def setup_logging(log_format: str = "json") -> None:
+    """Logs to stderr at INFO: ``json`` (one object a line with the current
+    trace_id and span_id; see :mod:`.logs`) or ``text``."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(TraceContextFilter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     for name in ("transformers", "diffusers", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def run_until_signal(prog: str, start) -> int:
+def run_until_signal(prog: str, start, log_format: str = "json") -> int:
     """Runs ``await start()`` (a list of RunningServer) until SIGTERM; maps
     start-up failures to one line and an exit code."""
-    setup_logging()
+    setup_logging(log_format)
 
     async def main():
         await serve_forever(await start())
@@ -59,4 +68,4 @@ def run_service(prog: str, settings_cls, build, argv) -> int:
     async def start():
         return [await build(settings)]
 
-    return run_until_signal(prog, start)
+    return run_until_signal(prog, start, settings.log_format)

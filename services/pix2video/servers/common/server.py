@@ -1,6 +1,8 @@
 """A grpc.aio server with what every pix2video service needs: the standard
 health service (NOT_SERVING until warm), reflection, explicit message-size
-limits, the error interceptor, and a graceful stop on SIGTERM."""
+limits, the error interceptor (which also counts calls and frames by status
+code), OpenTelemetry's server interceptor when tracing is on, Prometheus
+metrics over HTTP on the metrics port, and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .errors import ErrorInterceptor
+from .metrics import MetricsEndpoint, start_metrics_endpoint
 from .settings import ServerSettings
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,14 @@ class RunningServer:
     health: health.aio.HealthServicer
     service_names: list[str]
     settings: ServerSettings
+    telemetry: Telemetry | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` is served on (None: off, or it could not be opened)."""
+        return self.metrics_endpoint.port if self.metrics_endpoint is not None else None
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -44,6 +55,11 @@ class RunningServer:
         await self.server.stop(self.settings.grace_seconds)
         for cb in self.on_stop:
             await cb()
+        if self.metrics_endpoint is not None:
+            await asyncio.to_thread(self.metrics_endpoint.close)
+            self.metrics_endpoint = None
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.tracing.shutdown)
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -54,11 +70,18 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 async def start_server(
-    settings: ServerSettings, add_servicers: AddServicers, warmup: Callable[[], Awaitable[None]] | None = None
+    settings: ServerSettings, add_servicers: AddServicers, warmup: Callable[[], Awaitable[None]] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> RunningServer:
-    """Starts listening at once (health answers NOT_SERVING), runs ``warmup``,
-    then reports SERVING."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=channel_options(settings.max_message_bytes))
+    """Starts listening at once (health answers NOT_SERVING, metrics are
+    served), runs ``warmup``, then reports SERVING.
+
+    ``telemetry``: the service's metrics and tracing (default: new ones named
+    ``pix2video``); its calls are counted and, with tracing on, traced.
+    """
+    telemetry = telemetry or Telemetry(settings, "pix2video")
+    interceptors = [*telemetry.tracing.server_interceptors(), ErrorInterceptor(telemetry.metrics)]
+    server = grpc.aio.server(interceptors=interceptors, options=channel_options(settings.max_message_bytes))
     names = add_servicers(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -66,13 +89,24 @@ async def start_server(
     port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"cannot listen on {settings.address}")
-    running = RunningServer(server, port, health_servicer, names, settings)
+    running = RunningServer(server, port, health_servicer, names, settings, telemetry)
     await running.set_serving(False)
     await server.start()
+    running.metrics_endpoint = start_metrics_endpoint(telemetry.metrics, settings.host, settings.metrics_port)
     if warmup is not None:
-        await warmup()
+        try:
+            await warmup()
+        except BaseException:
+            await server.stop(0)
+            if running.metrics_endpoint is not None:
+                running.metrics_endpoint.close()
+            telemetry.tracing.shutdown()
+            raise
     await running.set_serving(True)
-    log.info("serving %s on port %d", ", ".join(names), port)
+    log.info(
+        "serving %s on port %d (metrics: %s)", ", ".join(names), port,
+        f"port {running.metrics_port}" if running.metrics_port is not None else "off",
+    )
     return running
 
 

@@ -17,6 +17,8 @@ from ...errors import InvalidInput
 
 T = TypeVar("T")
 ENV_PREFIX = "PIX2VIDEO_"
+LOG_FORMATS = ("json", "text")
+TRACING_KINDS = ("off", "console", "otlp", "memory")
 
 
 @dataclass(frozen=True)
@@ -26,16 +28,40 @@ class ServerSettings:
     host: interface to listen on. port: gRPC port (0 picks a free one).
     max_message_bytes: largest gRPC message accepted or sent.
     grace_seconds: how long a stopping server lets calls finish (SIGTERM).
+    metrics_port: Prometheus metrics over HTTP (``/metrics``) on ``host``; each
+        service has its own default (depth 9461, caption 9462, inversion 9463,
+        editor 9464); 0 picks a free port, -1 turns the endpoint off.
+    log_format: ``json`` (one object a line, with trace_id and span_id) or ``text``.
+    tracing: OpenTelemetry traces: ``off`` (no spans at all), ``console``
+        (spans printed to stderr), ``otlp`` (OTLP over gRPC to ``otlp_endpoint``)
+        or ``memory`` (kept in this process; tests and debugging).
+    trace_sample_ratio: share of new traces recorded (a caller's sampling
+        decision, carried in ``traceparent``, is followed).
     """
 
     host: str = "0.0.0.0"
     port: int = 50051
     max_message_bytes: int = 64 * 1024 * 1024
     grace_seconds: float = 30.0
+    metrics_port: int = 9460
+    log_format: str = "json"
+    tracing: str = "off"
+    otlp_endpoint: str = "http://localhost:4317"
+    trace_sample_ratio: float = 1.0
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise InvalidInput(f"port: must be in [0, 65535], got {self.port}")
+        if not -1 <= self.metrics_port <= 65535:
+            raise InvalidInput(f"metrics_port: must be in [-1, 65535] (0: a free port, -1: off), got {self.metrics_port}")
+        if self.log_format not in LOG_FORMATS:
+            raise InvalidInput(f"log_format: must be one of {', '.join(LOG_FORMATS)}; got {self.log_format!r}")
+        if self.tracing not in TRACING_KINDS:
+            raise InvalidInput(f"tracing: must be one of {', '.join(TRACING_KINDS)}; got {self.tracing!r}")
+        if self.tracing == "otlp" and not self.otlp_endpoint:
+            raise InvalidInput("otlp_endpoint: required when tracing is otlp")
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise InvalidInput(f"trace_sample_ratio: must be in [0, 1], got {self.trace_sample_ratio}")
         if not 1024 <= self.max_message_bytes <= 2**31 - 1:
             raise InvalidInput(f"max_message_bytes: must be in [1024, 2^31), got {self.max_message_bytes}")
         if self.grace_seconds < 0:

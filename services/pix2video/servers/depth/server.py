@@ -21,7 +21,9 @@ from pix2video_api.depth.v1 import depth_pb2, depth_pb2_grpc
 from ...errors import InvalidInput
 from ..common.batcher import DynamicBatcher
 from ..common.convert import image_to_array, tensor_to_msg
+from ..common.metrics import BatchMetrics
 from ..common.server import RunningServer, start_server
+from ..common.telemetry import Telemetry
 from .settings import DepthSettings
 
 log = logging.getLogger(__name__)
@@ -115,14 +117,20 @@ async def build(settings: DepthSettings, engine=None) -> RunningServer:
         from .engine import DepthEngine  # torch enters here, not at import
 
         engine = await asyncio.to_thread(DepthEngine, settings)
-    batcher = DynamicBatcher(_run_batch(engine), settings.batch_size, settings.max_wait_ms, name="depth-batcher")
+    telemetry = Telemetry(settings, "depth")
+    stats = BatchMetrics(telemetry.metrics, "depth", "frame", "DPT")
+    batcher = DynamicBatcher(
+        _run_batch(engine), settings.batch_size, settings.max_wait_ms, name="depth-batcher", on_batch=stats.on_batch
+    )
+    stats.watch(batcher)
+    telemetry.metrics.count_frames(f"{SERVICE_NAME}/EstimateDepth", lambda response: 1)
     servicer = DepthServicer(engine, batcher, window=max(64, 4 * settings.batch_size))
 
     def add(server: grpc.aio.Server) -> list[str]:
         depth_pb2_grpc.add_DepthServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    running = await start_server(settings, add, warmup=lambda: batcher.run_in_worker(engine.warmup))
+    running = await start_server(settings, add, warmup=lambda: batcher.run_in_worker(engine.warmup), telemetry=telemetry)
     running.on_stop.append(batcher.close)
     running.servicer = servicer  # for tests and metrics: servicer.batcher.batches / .items
     return running

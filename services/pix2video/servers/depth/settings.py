@@ -19,6 +19,7 @@ class DepthSettings(ModelServerSettings):
     """
 
     port: int = 50061
+    metrics_port: int = 9461
     batch_size: int = 16
     max_wait_ms: float = 5.0
 

@@ -6,10 +6,17 @@ module adds what a long-running service needs around it: session ids, a small
 buffer of finished frames per session (back-pressure and replay after a
 reconnect), pausing a session while its client is away, the idle timeout, and
 freeing everything on cancel. No gRPC here.
+
+Timing: a stage timer on the editor (host clock on the CPU, CUDA events on a
+GPU, so the loop never waits for the device to time it) adds up, per frame,
+the time of the denoising, latent-update and decode stages it took part in,
+and when its first stage began; the server reads them with the frame and
+turns them into metrics and a span.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -30,6 +37,68 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class FrameStats:
+    """Where one frame's time went in the editor (seconds; stages overlap
+    nothing, items of one batched call each count all of it)."""
+
+    started: float  # time.perf_counter() when its first stage began
+    denoise: float = 0.0
+    latent_update: float = 0.0
+    decode: float = 0.0
+
+
+StageSink = Callable[[str, float, float, list], None]  # (stage, started, seconds, items)
+
+
+class HostTimer:
+    """A StageTimer on the host clock: exact on the CPU."""
+
+    def __init__(self, sink: StageSink):
+        self.sink = sink
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def record(self, stage: str, start: float, end: float, items: list) -> None:
+        self.sink(stage, start, end - start, items)
+
+    def flush(self, wait: bool = False) -> None:
+        pass
+
+
+class CudaEventTimer:
+    """A StageTimer on CUDA events: marks are recorded on the stream and read
+    later (:meth:`flush`), so timing never makes the loop wait for the GPU."""
+
+    def __init__(self, sink: StageSink):
+        import torch
+
+        self.sink = sink
+        self._event = lambda: torch.cuda.Event(enable_timing=True)
+        self.pending: collections.deque = collections.deque()
+
+    def mark(self):
+        event = self._event()
+        event.record()
+        return time.perf_counter(), event
+
+    def record(self, stage: str, start, end, items: list) -> None:
+        self.pending.append((stage, start, end, items))
+
+    def flush(self, wait: bool = False) -> None:
+        """Reports the stages whose end the GPU has reached; ``wait``: all of
+        them (after a decode, whose copy to the host has synchronised anyway)."""
+        while self.pending:
+            stage, (t0, e0), (_, e1), items = self.pending[0]
+            if not e1.query():
+                if not wait:
+                    return
+                e1.synchronize()
+            self.pending.popleft()
+            self.sink(stage, t0, e0.elapsed_time(e1) / 1000.0, items)
+
+
+@dataclass
 class SessionRecord:
     id: str
     session: EditSession
@@ -41,6 +110,7 @@ class SessionRecord:
     detached_at: float = 0.0
     closed: bool = False
     wake: Callable[[], None] = lambda: None  # set by the stream: wakes it from the scheduler thread
+    stats: dict[int, FrameStats] = field(default_factory=dict)  # timing of frames not yet sent
 
 
 class EditorEngine:
@@ -51,6 +121,14 @@ class EditorEngine:
         self.editor = Pix2VideoEditor(self.models, max_batch_items=settings.max_batch_items)
         self.records: dict[str, SessionRecord] = {}
         self._by_session: dict[int, SessionRecord] = {}
+        # Every read of the sessions goes through store_io: the store itself, or
+        # what the server wraps it in (counted and timed operations).
+        self.store_io = self.store
+        cuda = getattr(self.models.device, "type", str(self.models.device)) == "cuda"
+        self.timer = (CudaEventTimer if cuda else HostTimer)(self._on_stage)
+        self.editor.timer = self.timer
+        # on_unet_call(items, seconds) after each batched denoising call (metrics).
+        self.on_unet_call: Callable[[int, float], None] | None = None
         # One lock for the editor and the registry: opening or closing a session
         # waits for at most one tick.
         self._lock = threading.Condition()
@@ -86,7 +164,11 @@ class EditorEngine:
                 return torch.zeros(1, self.h, self.w)
 
         with self._lock:
-            list(self.editor.edit(_One(), EditSettings(prompt="warm up", num_steps=2, frames_in_flight=2)))
+            self.editor.timer = None  # warm-up frames are not service frames
+            try:
+                list(self.editor.edit(_One(), EditSettings(prompt="warm up", num_steps=2, frames_in_flight=2)))
+            finally:
+                self.editor.timer = self.timer
 
     # -- sessions (called from the server's threads) --------------------------
 
@@ -95,7 +177,7 @@ class EditorEngine:
         builds the settings once the video's step count is known."""
         if not video_id:
             raise InvalidInput("video_id: required")
-        video = StoredVideo(self.store, video_id)
+        video = StoredVideo(self.store_io, video_id)
         settings = make_settings(video.num_steps)
         with self._lock:
             if len(self.records) >= self.settings.max_sessions:
@@ -143,13 +225,16 @@ class EditorEngine:
         with self._lock:
             self._close(rec)
 
-    def take(self, rec: SessionRecord) -> list[tuple[int, np.ndarray]]:
-        """Frames ready to send on the stream, in order, from ``rec.sent``."""
+    def take(self, rec: SessionRecord) -> list[tuple[int, np.ndarray, FrameStats | None]]:
+        """Frames ready to send on the stream, in order, from ``rec.sent``, with
+        their timing (None for a frame sent before: a replay after a resume)."""
         with self._lock:
-            return [(i, rec.produced[i]) for i in range(rec.sent, rec.num_produced)]
+            return [(i, rec.produced[i], rec.stats.get(i)) for i in range(rec.sent, rec.num_produced)]
 
     def mark_sent(self, rec: SessionRecord, count: int) -> None:
         with self._lock:
+            for i in [i for i in rec.stats if i < count]:
+                del rec.stats[i]
             rec.sent = max(rec.sent, count)
             # Keep buffered_frames already-sent frames for a replay after a reconnect.
             for i in [i for i in rec.produced if i < rec.sent - self.settings.buffered_frames]:
@@ -166,6 +251,7 @@ class EditorEngine:
         self.records.pop(rec.id, None)
         self._by_session.pop(rec.session.id, None)
         rec.produced.clear()
+        rec.stats.clear()
         rec.wake()
 
     # -- the scheduler thread -------------------------------------------------
@@ -184,6 +270,7 @@ class EditorEngine:
                     continue
                 try:
                     done = self.editor.tick()
+                    self.timer.flush(wait=bool(done))
                 except Exception:  # noqa: BLE001 - one bad tick must not kill the replica
                     log.exception("editor tick failed; closing the sessions in it")
                     for rec in list(self.records.values()):
@@ -196,6 +283,40 @@ class EditorEngine:
                         rec.produced[frame.index] = frame.image
                         rec.num_produced = frame.index + 1
                         rec.wake()
+
+    def _on_stage(self, stage: str, started: float, seconds: float, items: list) -> None:
+        """The timer's sink (scheduler thread, lock held): per-frame sums."""
+        if stage == "denoise" and self.on_unet_call is not None:
+            self.on_unet_call(len(items), seconds)
+        for sid, index in items:
+            rec = self._by_session.get(sid)
+            if rec is None:
+                continue
+            st = rec.stats.get(index)
+            if st is None:
+                st = rec.stats[index] = FrameStats(started)
+            setattr(st, stage, getattr(st, stage) + seconds)
+
+    # -- gauges (read without the lock at scrape time: a tick may hold it long) --
+
+    def gauges(self) -> dict[str, int]:
+        """Sessions and frames right now, for the metrics endpoint."""
+        for _ in range(3):
+            try:
+                records = list(self.records.values())
+                flights = [len(s.flight) for s in list(self.editor.sessions.values())]
+                break
+            except RuntimeError:  # changed size while copied: read again
+                continue
+        else:
+            return {}
+        return {
+            "active": len(records),
+            "detached": sum(1 for r in records if not r.attached),
+            "in_flight": sum(flights),
+            "queued": sum(max(r.num_frames - r.num_produced, 0) for r in records) - sum(flights),
+            "buffered": sum(max(r.num_produced - r.sent, 0) for r in records),
+        }
 
     def _expire_idle(self) -> None:
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 
@@ -12,9 +13,14 @@ from pix2video_api.editor.v1 import editor_pb2_grpc as pb_grpc
 from ...engine.settings import EditSettings
 from ...errors import InvalidInput
 from ..common.convert import array_to_image, check_output_format
+from ..common.metrics import BATCH_BUCKETS
 from ..common.server import RunningServer, start_server
-from .engine import EditorEngine, SessionRecord
+from ..common.telemetry import Telemetry
+from .engine import EditorEngine, FrameStats, SessionRecord
 from .settings import EditorServerSettings
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EditorService"].full_name
+FRAME_STAGES = ("denoise", "latent_update", "decode", "encode")
 
 REFERENCE = {
     pb.REFERENCE_UNSPECIFIED: "anchor+previous", pb.REFERENCE_ANCHOR_PREVIOUS: "anchor+previous",
@@ -55,10 +61,74 @@ def settings_from_proto(msg: pb.EditSettings, video_steps: int, default_in_fligh
         raise InvalidInput(f"settings.{exc}") from None
 
 
+class EditorMetrics:
+    """The editor's own metrics, its per-frame span, and its hooks into the engine."""
+
+    def __init__(self, telemetry: Telemetry, engine: EditorEngine, settings: EditorServerSettings):
+        m = telemetry.metrics
+        self.tracing = telemetry.tracing
+        self.frame_seconds = m.histogram(
+            "pix2video_edit_frame_seconds",
+            "Editor time per edited frame: the denoising steps, latent updates and decode it took part in, and its "
+            "encoding for the wire (batched calls count whole for each of their frames).",
+        )
+        self.stage_seconds = m.histogram(
+            "pix2video_edit_frame_stage_seconds",
+            "Editor time per edited frame by stage: denoise, latent_update, decode, encode.", ["stage"],
+        )
+        self.stage = {name: self.stage_seconds.labels(name) for name in FRAME_STAGES}
+        self.latency = m.histogram(
+            "pix2video_editor_frame_latency_seconds",
+            "End-to-end latency of an edited frame on the stream: from its first denoising step to its message "
+            "being handed to the stream (waits between steps, behind other sessions and for the client included).",
+        )
+        self.first_frame = m.histogram(
+            "pix2video_editor_time_to_first_frame_seconds",
+            "From a session's open request to its first frame handed to the stream.",
+        )
+        self.unet_batch = m.histogram(
+            "pix2video_editor_unet_batch_size", "Work items (frames, each both guidance branches) per batched UNet call.",
+            buckets=BATCH_BUCKETS,
+        )
+        self.unet_seconds = m.histogram(
+            "pix2video_editor_unet_call_seconds", "Duration of the editor's batched denoising calls (UNet and DDIM step)."
+        )
+        engine.on_unet_call = self.on_unet_call
+        gauges = (
+            ("pix2video_editor_active_sessions", "Open sessions (attached or detached) on this replica.", "active"),
+            ("pix2video_editor_detached_sessions", "Open sessions whose client is away (kept until the idle timeout).", "detached"),
+            ("pix2video_editor_frames_in_flight", "Frames being denoised, all sessions.", "in_flight"),
+            ("pix2video_editor_queued_frames", "Frames of open sessions waiting to enter the flight.", "queued"),
+            ("pix2video_editor_buffered_frames", "Edited frames waiting to be sent to their client.", "buffered"),
+        )
+        for name, doc, key in gauges:
+            m.gauge(name, doc).set_function(lambda key=key: float(engine.gauges().get(key, 0)))
+        m.gauge("pix2video_editor_max_sessions", "Most open sessions this replica accepts (max_sessions).").set(settings.max_sessions)
+        m.count_frames(f"{SERVICE_NAME}/Edit", lambda r: 1 if r.WhichOneof("kind") == "frame" else 0)
+
+    def on_unet_call(self, items: int, seconds: float) -> None:
+        self.unet_batch.observe(items)
+        self.unet_seconds.observe(seconds)
+
+    def frame_sent(self, rec: SessionRecord, index: int, stats: FrameStats, encode: float, parent) -> None:
+        """A frame went out: its stage times, its total, its end-to-end latency and its span."""
+        end = time.perf_counter()
+        parts = {"denoise": stats.denoise, "latent_update": stats.latent_update, "decode": stats.decode, "encode": encode}
+        for name, seconds in parts.items():
+            self.stage[name].observe(seconds)
+        self.frame_seconds.observe(sum(parts.values()))
+        self.latency.observe(end - stats.started)
+        if self.tracing.enabled:
+            attributes = {"pix2video.session_id": rec.id, "pix2video.frame.index": index}
+            attributes.update({f"pix2video.frame.{k}_seconds": v for k, v in parts.items()})
+            self.tracing.record("edit frame", stats.started, end, attributes, parent=parent)
+
+
 class EditorServicer(pb_grpc.EditorServiceServicer):
-    def __init__(self, engine: EditorEngine, settings: EditorServerSettings):
+    def __init__(self, engine: EditorEngine, settings: EditorServerSettings, metrics: EditorMetrics | None = None):
         self.engine = engine
         self.settings = settings
+        self.metrics = metrics or EditorMetrics(Telemetry(settings, "editor"), engine, settings)
 
     async def _first(self, requests) -> tuple[SessionRecord, object]:
         try:
@@ -81,8 +151,13 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
         raise InvalidInput("open: the first request must be open or resume")
 
     async def Edit(self, request_iterator, context):
+        opened_at = time.perf_counter()
+        metrics = self.metrics
+        span = metrics.tracing.current_span()  # the call's server span: parent of the frame spans
         requests = request_iterator.__aiter__()
-        rec, output = await self._first(requests)
+        with metrics.tracing.span("open session"):
+            rec, output = await self._first(requests)
+        first_pending = rec.sent == 0 and rec.num_produced == 0
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         rec.wake = lambda: loop.call_soon_threadsafe(wake.set)
@@ -101,9 +176,16 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
         try:
             yield pb.EditResponse(opened=pb.SessionOpened(session_id=rec.id, num_frames=rec.num_frames, next_frame=rec.sent))
             while True:
-                for index, image in self.engine.take(rec):
+                for index, image, stats in self.engine.take(rec):
+                    encode_start = time.perf_counter()
                     msg = await asyncio.to_thread(array_to_image, image, output)
+                    encode = time.perf_counter() - encode_start
                     yield pb.EditResponse(frame=pb.EditedFrame(index=index, image=msg))
+                    if stats is not None:
+                        metrics.frame_sent(rec, index, stats, encode, span)
+                    if first_pending:
+                        first_pending = False
+                        metrics.first_frame.observe(time.perf_counter() - opened_at)
                     await asyncio.to_thread(self.engine.mark_sent, rec, index + 1)
                 if problem:
                     raise InvalidInput(problem[0])
@@ -125,18 +207,20 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
 
 
 async def build(settings: EditorServerSettings, engine: EditorEngine | None = None) -> RunningServer:
+    telemetry = Telemetry(settings, "editor")
     engine = engine or await asyncio.to_thread(EditorEngine, settings)
-    servicer = EditorServicer(engine, settings)
+    engine.store_io = telemetry.observe_store(engine.store)
+    servicer = EditorServicer(engine, settings, EditorMetrics(telemetry, engine, settings))
 
     def add(server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_EditorServiceServicer_to_server(servicer, server)
-        return [pb.DESCRIPTOR.services_by_name["EditorService"].full_name]
+        return [SERVICE_NAME]
 
     async def warmup():
         await asyncio.to_thread(engine.warmup)
         engine.start()
 
-    running = await start_server(settings, add, warmup=warmup)
+    running = await start_server(settings, add, warmup=warmup, telemetry=telemetry)
     running.servicer = servicer
 
     async def stop_engine():

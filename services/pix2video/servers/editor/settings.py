@@ -23,6 +23,7 @@ class EditorServerSettings(StoreSettingsMixin, ModelServerSettings):
     """
 
     port: int = 50064
+    metrics_port: int = 9464
     max_sessions: int = 16
     idle_timeout_seconds: float = 300.0
     frames_in_flight: int = 4

@@ -4,6 +4,8 @@ equal what the embedded engine computes)."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import grpc
 import numpy as np
 import torch
@@ -27,11 +29,17 @@ def _raw(frame: np.ndarray) -> common_pb2.Image:
 class RemoteStages:
     """Depth and caption over gRPC (blocking; called from the job's thread)."""
 
-    def __init__(self, depth_address: str, caption_address: str, timeout: float, max_message_bytes: int):
+    def __init__(
+        self, depth_address: str, caption_address: str, timeout: float, max_message_bytes: int,
+        wrap_channel: Callable[[grpc.Channel], grpc.Channel] | None = None,
+    ):
+        """``wrap_channel``: applied to each channel (tracing: client spans and
+        the W3C ``traceparent`` of the current span in every call's metadata)."""
         opts = channel_options(max_message_bytes)
+        wrap = wrap_channel or (lambda channel: channel)
         self.depth_address, self.caption_address = depth_address, caption_address
-        self._depth = depth_pb2_grpc.DepthServiceStub(grpc.insecure_channel(depth_address, options=opts))
-        self._caption = caption_pb2_grpc.CaptionServiceStub(grpc.insecure_channel(caption_address, options=opts))
+        self._depth = depth_pb2_grpc.DepthServiceStub(wrap(grpc.insecure_channel(depth_address, options=opts)))
+        self._caption = caption_pb2_grpc.CaptionServiceStub(wrap(grpc.insecure_channel(caption_address, options=opts)))
         self.timeout = timeout
 
     def depth(self, frames: np.ndarray) -> torch.Tensor:

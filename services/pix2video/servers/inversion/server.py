@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -16,7 +18,9 @@ from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
 from ...errors import InvalidInput, NotFound
 from ...jobs import InversionSettings
 from ...store import read_manifest
+from ..common.metrics import BATCH_BUCKETS, observe_many
 from ..common.server import RunningServer, start_server
+from ..common.telemetry import Telemetry
 from .engine import InversionEngine
 from .remote import RemoteStages
 from .settings import InversionServerSettings
@@ -29,6 +33,49 @@ STAGES = {
     "store": pb.STAGE_STORE,
 }
 RESIZE = {pb.RESIZE_MODE_UNSPECIFIED: "crop", pb.RESIZE_MODE_CROP: "crop", pb.RESIZE_MODE_PAD: "pad"}
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InversionService"].full_name
+JOB_STAGES = ("receive", "decode", "depth", "caption", "inversion", "store")
+JOB_RESULTS = ("inverted", "cached", "failed")
+
+
+class InversionMetrics:
+    """The inversion service's own metrics and timing hooks (see the names)."""
+
+    def __init__(self, telemetry: Telemetry):
+        m = telemetry.metrics
+        self.tracing = telemetry.tracing
+        self.frame_seconds = m.histogram(
+            "pix2video_inversion_frame_seconds",
+            "DDIM inversion latency per frame: the batched VAE encoding and inverse DDIM steps it ran in "
+            "(frames of one batch share it).",
+        )
+        self.batch_size = m.histogram("pix2video_inversion_batch_size", "Frames per batched inversion call.", buckets=BATCH_BUCKETS)
+        self.stage_seconds = m.histogram(
+            "pix2video_inversion_stage_seconds", "Duration of each stage of an inversion job.", ["stage"]
+        )
+        self.jobs = m.counter("pix2video_inversion_jobs_total", "Inversion jobs, by result.", ["result"])
+        self.queue_depth = m.gauge(
+            "pix2video_inversion_queue_depth", "Inversion requests in progress or waiting (for the device or the upload)."
+        )
+        for name in JOB_STAGES:
+            self.stage_seconds.labels(name)
+        for result in JOB_RESULTS:
+            self.jobs.labels(result)
+        m.count_frames(f"{SERVICE_NAME}/Invert", lambda r: r.result.num_frames if r.HasField("result") else 0)
+
+    @contextmanager
+    def stage(self, name: str):
+        """A stage of a job: a span, and its duration in the stage histogram."""
+        start = time.perf_counter()
+        try:
+            with self.tracing.span(name):
+                yield
+        finally:
+            self.stage_seconds.labels(name).observe(time.perf_counter() - start)
+
+    def on_batch(self, frames: int, seconds: float) -> None:
+        self.batch_size.observe(frames)
+        observe_many(self.frame_seconds, seconds, frames)
 
 
 def settings_from_proto(msg: pb.InversionSettings) -> InversionSettings:
@@ -54,17 +101,21 @@ def video_info(manifest, cached: bool) -> pb.VideoInfo:
 
 
 class InversionServicer(pb_grpc.InversionServiceServicer):
-    def __init__(self, engine: InversionEngine, stages: RemoteStages, settings: InversionServerSettings):
+    def __init__(
+        self, engine: InversionEngine, stages: RemoteStages, settings: InversionServerSettings,
+        metrics: InversionMetrics | None = None,
+    ):
         self.engine = engine
         self.stages = stages
         self.settings = settings
+        self.metrics = metrics or InversionMetrics(Telemetry(settings, "inversion"))
 
     async def _receive_file(self, start: pb.InvertStart, requests, folder: str) -> str:
         """The video as a local file: the upload's chunks, or the store object."""
         path = os.path.join(folder, "input" + Path(start.upload.filename or start.object_key or "v").suffix[:8])
         if start.HasField("object_key"):
             try:
-                data = await asyncio.to_thread(self.engine.store.get, start.object_key)
+                data = await asyncio.to_thread(self.engine.store_io.get, start.object_key)
             except (NotFound, InvalidInput) as exc:
                 raise type(exc)(f"start.object_key: {exc}") from None
             Path(path).write_bytes(data)
@@ -90,6 +141,18 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         return path
 
     async def Invert(self, request_iterator, context):
+        self.metrics.queue_depth.inc()
+        result = "failed"
+        try:
+            async for response in self._invert(request_iterator):
+                if response.HasField("result"):
+                    result = "cached" if response.result.cached else "inverted"
+                yield response
+        finally:
+            self.metrics.queue_depth.dec()
+            self.metrics.jobs.labels(result).inc()
+
+    async def _invert(self, request_iterator):
         requests = request_iterator.__aiter__()
         try:
             first = await requests.__anext__()
@@ -107,11 +170,12 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
 
         with tempfile.TemporaryDirectory(prefix="pix2video-upload-") as folder:
             progress("decode", 0, 0)
-            path = await self._receive_file(start, requests, folder)
+            with self.metrics.stage("receive"):
+                path = await self._receive_file(start, requests, folder)
             job = asyncio.ensure_future(
                 asyncio.to_thread(
                     self.engine.invert_file, path, settings, start.settings.max_frames,
-                    self.stages.depth, self.stages.caption, progress,
+                    self.stages.depth, self.stages.caption, progress, self.metrics.stage, self.metrics.on_batch,
                 )
             )
             try:
@@ -133,23 +197,26 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
     async def GetVideo(self, request, context):
         if not request.video_id:
             raise InvalidInput("video_id: required")
-        manifest = await asyncio.to_thread(read_manifest, self.engine.store, request.video_id)
+        manifest = await asyncio.to_thread(read_manifest, self.engine.store_io, request.video_id)
         if manifest is None:
             raise NotFound(f"video_id: no inverted video {request.video_id!r}")
         return video_info(manifest, cached=True)
 
 
 async def build(settings: InversionServerSettings, engine: InversionEngine | None = None) -> RunningServer:
+    telemetry = Telemetry(settings, "inversion")
     engine = engine or await asyncio.to_thread(InversionEngine, settings)
+    engine.store_io = telemetry.observe_store(engine.store)
     stages = RemoteStages(
-        settings.depth_address, settings.caption_address, settings.call_timeout_seconds, settings.max_message_bytes
+        settings.depth_address, settings.caption_address, settings.call_timeout_seconds, settings.max_message_bytes,
+        wrap_channel=telemetry.tracing.instrument_channel,
     )
-    servicer = InversionServicer(engine, stages, settings)
+    servicer = InversionServicer(engine, stages, settings, InversionMetrics(telemetry))
 
     def add(server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_InversionServiceServicer_to_server(servicer, server)
-        return [pb.DESCRIPTOR.services_by_name["InversionService"].full_name]
+        return [SERVICE_NAME]
 
-    running = await start_server(settings, add, warmup=lambda: asyncio.to_thread(engine.warmup))
+    running = await start_server(settings, add, warmup=lambda: asyncio.to_thread(engine.warmup), telemetry=telemetry)
     running.servicer = servicer
     return running

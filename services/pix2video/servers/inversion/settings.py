@@ -19,6 +19,7 @@ class InversionServerSettings(StoreSettingsMixin, ModelServerSettings):
     """
 
     port: int = 50063
+    metrics_port: int = 9463
     depth_address: str = "127.0.0.1:50061"
     caption_address: str = "127.0.0.1:50062"
     batch_size: int = 8
