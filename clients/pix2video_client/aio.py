@@ -12,8 +12,9 @@ import grpc
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
-from .client import CANCEL_WAIT_SECONDS, STAGE_NAMES, Progress, key_requests, upload_requests
-from .errors import RETRYABLE, from_rpc_error
+from .client import CANCEL_WAIT_SECONDS, EDIT, GET_VIDEO, INVERT, STAGE_NAMES, Progress, key_requests, upload_requests
+from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
 
@@ -23,8 +24,9 @@ class AsyncPix2VideoClient:
     def __init__(
         self, inversion: str, editor: str | None = None, *, timeout: float | None = 3600.0, retries: int = 3,
         backoff: float = 0.5, max_message_bytes: int = 64 * 1024 * 1024,
-        credentials: grpc.ChannelCredentials | None = None,
+        credentials: grpc.ChannelCredentials | None = None, tracer_provider=None,
     ):
+        self._tracer = ClientTracer(tracer_provider)
         opts = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
 
         def make(addr):
@@ -47,6 +49,19 @@ class AsyncPix2VideoClient:
     async def __aexit__(self, *exc):
         await self.close()
 
+    @staticmethod
+    async def _traced(rpc: RpcSpan, call):
+        try:
+            return await call()
+        except Pix2VideoClientError as exc:
+            rpc.fail(exc.code.name, exc.details)
+            raise
+        except BaseException as exc:
+            rpc.fail(type(exc).__name__)
+            raise
+        finally:
+            rpc.end()
+
     async def _retrying(self, call):
         for attempt in range(self.retries + 1):
             try:
@@ -63,24 +78,28 @@ class AsyncPix2VideoClient:
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
+        rpc = self._tracer.rpc(INVERT)
+
         async def call():
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
-            async for resp in self.inversion.Invert(requests, timeout=self.timeout):
+            async for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=rpc.metadata):
                 if resp.HasField("progress") and progress:
                     progress(STAGE_NAMES.get(resp.progress.stage, "unknown"), resp.progress.done, resp.progress.total)
                 elif resp.HasField("result"):
                     result = resp.result
             return VideoInfo.from_proto(result)
 
-        return await self._retrying(call)
+        return await self._traced(rpc, lambda: self._retrying(call))
 
     async def get_video(self, video_id: str) -> VideoInfo:
+        rpc = self._tracer.rpc(GET_VIDEO)
+
         async def call():
             req = inversion_pb2.GetVideoRequest(video_id=video_id)
-            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=self.timeout))
+            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=self.timeout, metadata=rpc.metadata))
 
-        return await self._retrying(call)
+        return await self._traced(rpc, lambda: self._retrying(call))
 
     async def edit(
         self, video_id: str, prompt: str, options: EditOptions = EditOptions(), *,
@@ -90,15 +109,31 @@ class AsyncPix2VideoClient:
         leaving the loop early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
         first = editor_pb2.EditRequest(open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt))
+        rpc = self._tracer.rpc(EDIT)
+        frames = self._edit(first, fmt, rpc)
+        try:
+            async for frame in frames:
+                yield frame
+        except Pix2VideoClientError as exc:
+            rpc.fail(exc.code.name, exc.details)
+            raise
+        finally:
+            # Closing here (not at garbage collection) delivers the cancel of a
+            # caller that stopped early, as before.
+            await frames.aclose()
+            rpc.end()
+
+    async def _edit(self, first, fmt, rpc: RpcSpan) -> AsyncIterator[Frame]:
         session_id, received, attempt = None, 0, 0
         while True:
-            call = self.editor.Edit()
+            call = self.editor.Edit(metadata=rpc.metadata)
             await call.write(first)
             try:
                 async for resp in call:
                     kind = resp.WhichOneof("kind")
                     if kind == "opened":
                         session_id = resp.opened.session_id
+                        rpc.set("pix2video.session_id", session_id)
                     elif kind == "frame":
                         received, attempt = resp.frame.index + 1, 0
                         yield frame_from_proto(resp.frame)

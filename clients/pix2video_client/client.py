@@ -14,13 +14,31 @@ import grpc
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
-from .errors import RETRYABLE, from_rpc_error
+from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
 CHUNK_BYTES = 1 << 20
 CANCEL_WAIT_SECONDS = 5.0
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 STAGE_NAMES = {v.number: v.name.removeprefix("STAGE_").lower() for v in inversion_pb2.Stage.DESCRIPTOR.values}
+INVERT = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name + "/Invert"
+GET_VIDEO = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name + "/GetVideo"
+EDIT = editor_pb2.DESCRIPTOR.services_by_name["EditorService"].full_name + "/Edit"
+
+
+def traced(rpc: RpcSpan, call: Callable[[], object]):
+    """Runs ``call()`` as the span ``rpc``: its status from the outcome, ended after."""
+    try:
+        return call()
+    except Pix2VideoClientError as exc:
+        rpc.fail(exc.code.name, exc.details)
+        raise
+    except BaseException as exc:
+        rpc.fail(type(exc).__name__)
+        raise
+    finally:
+        rpc.end()
 
 
 def channel(address: str, max_message_bytes: int, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
@@ -56,6 +74,9 @@ class Pix2VideoClient:
         retries: attempts after the first for idempotent calls and edit resumes,
             on UNAVAILABLE, with exponential backoff from ``backoff`` seconds.
         credentials: TLS channel credentials (None: plaintext).
+        tracer_provider: OpenTelemetry TracerProvider for the SDK's spans (default:
+            the global one); ignored when opentelemetry is not installed. Each call
+            carries its trace context in ``traceparent`` metadata either way.
     """
 
     def __init__(
@@ -68,7 +89,9 @@ class Pix2VideoClient:
         backoff: float = 0.5,
         max_message_bytes: int = 64 * 1024 * 1024,
         credentials: grpc.ChannelCredentials | None = None,
+        tracer_provider=None,
     ):
+        self._tracer = ClientTracer(tracer_provider)
         self._inv_channel = channel(inversion, max_message_bytes, credentials)
         self._ed_channel = channel(editor or inversion, max_message_bytes, credentials)
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
@@ -106,10 +129,12 @@ class Pix2VideoClient:
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
+        rpc = self._tracer.rpc(INVERT)
+
         def call():
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
-            for resp in self.inversion.Invert(requests, timeout=self.timeout):
+            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=rpc.metadata):
                 if resp.HasField("progress") and progress:
                     p = resp.progress
                     progress(STAGE_NAMES.get(p.stage, "unknown"), p.done, p.total)
@@ -117,13 +142,16 @@ class Pix2VideoClient:
                     result = resp.result
             return VideoInfo.from_proto(result)
 
-        return self._retrying(call)
+        return traced(rpc, lambda: self._retrying(call))
 
     def get_video(self, video_id: str) -> VideoInfo:
-        return self._retrying(
-            lambda: VideoInfo.from_proto(
-                self.inversion.GetVideo(inversion_pb2.GetVideoRequest(video_id=video_id), timeout=self.timeout)
-            )
+        rpc = self._tracer.rpc(GET_VIDEO)
+        request = inversion_pb2.GetVideoRequest(video_id=video_id)
+        return traced(
+            rpc,
+            lambda: self._retrying(
+                lambda: VideoInfo.from_proto(self.inversion.GetVideo(request, timeout=self.timeout, metadata=rpc.metadata))
+            ),
         )
 
     # -- editing ------------------------------------------------------------
@@ -137,6 +165,16 @@ class Pix2VideoClient:
         the iterator early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
         first = editor_pb2.EditRequest(open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt))
+        rpc = self._tracer.rpc(EDIT)
+        try:
+            yield from self._edit(first, fmt, rpc)
+        except Pix2VideoClientError as exc:
+            rpc.fail(exc.code.name, exc.details)
+            raise
+        finally:
+            rpc.end()
+
+    def _edit(self, first, fmt, rpc: RpcSpan) -> Iterator[Frame]:
         session_id, received, total, attempt = None, 0, None, 0
         while True:
             outbox: queue.Queue = queue.Queue()
@@ -146,12 +184,13 @@ class Pix2VideoClient:
                 while (item := outbox.get()) is not None:
                     yield item
 
-            call = self.editor.Edit(requests())
+            call = self.editor.Edit(requests(), metadata=rpc.metadata)
             try:
                 for resp in call:
                     kind = resp.WhichOneof("kind")
                     if kind == "opened":
                         session_id, total = resp.opened.session_id, resp.opened.num_frames
+                        rpc.set("pix2video.session_id", session_id)
                     elif kind == "frame":
                         received = resp.frame.index + 1
                         attempt = 0
@@ -164,6 +203,7 @@ class Pix2VideoClient:
                     raise from_rpc_error(exc) from None
                 time.sleep(self.backoff * 2**attempt)
                 attempt += 1
+                rpc.set("pix2video.resumes", attempt)
                 first = editor_pb2.EditRequest(
                     resume=editor_pb2.ResumeSession(session_id=session_id, next_frame=received, output=fmt)
                 )
@@ -195,13 +235,14 @@ class Pix2VideoClient:
         ``video`` extra). Frames travel as raw RGB, losslessly."""
         from .video import write_mp4
 
-        info = self.invert(source, inversion, progress=progress)
+        with self._tracer.job("pix2video.edit_video"):  # one trace: inversion and edit
+            info = self.invert(source, inversion, progress=progress)
 
-        def frames():
-            for f in self.edit(info.video_id, prompt, options, encoding="raw"):
-                if progress:
-                    progress("edit", f.index + 1, info.num_frames)
-                yield f.to_array()
+            def frames():
+                for f in self.edit(info.video_id, prompt, options, encoding="raw"):
+                    if progress:
+                        progress("edit", f.index + 1, info.num_frames)
+                    yield f.to_array()
 
-        write_mp4(output, frames(), info.fps)
+            write_mp4(output, frames(), info.fps)
         return info

@@ -34,8 +34,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -178,16 +177,6 @@ class ServiceMetrics:
     def begin(self, method: str) -> RpcCall:
         rpc = method.lstrip("/")
         return RpcCall(self, rpc, self._frame_counters.get(rpc))
-
-    # -- timing helpers ---------------------------------------------------------
-
-    @contextmanager
-    def timed(self, histogram) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            histogram.observe(time.perf_counter() - start)
 
 
 def observe_many(histogram, value: float, times: int) -> None:

@@ -35,7 +35,7 @@ STAGES = {
 RESIZE = {pb.RESIZE_MODE_UNSPECIFIED: "crop", pb.RESIZE_MODE_CROP: "crop", pb.RESIZE_MODE_PAD: "pad"}
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InversionService"].full_name
 JOB_STAGES = ("receive", "decode", "depth", "caption", "inversion", "store")
-JOB_RESULTS = ("inverted", "cached", "failed")
+JOB_RESULTS = ("inverted", "cached", "failed", "cancelled")
 
 
 class InversionMetrics:
@@ -148,6 +148,9 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
                 if response.HasField("result"):
                     result = "cached" if response.result.cached else "inverted"
                 yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            result = "cancelled"  # the client went away (the job itself may finish and be cached)
+            raise
         finally:
             self.metrics.queue_depth.dec()
             self.metrics.jobs.labels(result).inc()
