@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InvalidInput, ModelLoadError
-from .loading import DEFAULT_CAPTION_MODEL, _is_path, resolve_model_path
+from .loading import DEFAULT_CAPTION_MODEL, check_local_folder, is_path, resolve_model_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -98,17 +98,10 @@ def load_depth(model: str, device: str | torch.device, cache_dir: str | Path | N
     from transformers import DPTForDepthEstimation, DPTImageProcessor
 
     path = resolve_model_path(model, cache_dir)
-    if _is_path(path):
+    if is_path(path):
         folder = Path(path).expanduser()
         path = str(folder)
-        if not folder.is_dir():
-            raise ModelLoadError(f"model: folder {path!r} does not exist")
-        for component, marker in DEPTH_COMPONENTS.items():
-            if not (folder / component / marker).is_file():
-                raise ModelLoadError(
-                    f"model: folder {path!r} is missing component {component!r} "
-                    f"(expected {str(folder / component / marker)!r})"
-                )
+        check_local_folder(folder, DEPTH_COMPONENTS)
     device = torch.device(device)
     component = "depth_estimator"
     try:
@@ -130,7 +123,7 @@ def caption_model_for(caption_model: str | None, model: str, cache_dir: str | Pa
     if caption_model:
         return caption_model
     path = resolve_model_path(model, cache_dir)
-    if _is_path(path) and (Path(path).expanduser() / "captioner").is_dir():
+    if is_path(path) and (Path(path).expanduser() / "captioner").is_dir():
         return str(Path(path).expanduser() / "captioner")
     return DEFAULT_CAPTION_MODEL
 
@@ -156,7 +149,7 @@ def load_caption(
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     name = caption_model_for(caption_model, model, cache_dir)
-    if _is_path(name) and not Path(name).expanduser().is_dir():
+    if is_path(name) and not Path(name).expanduser().is_dir():
         raise ModelLoadError(f"caption_model: folder {name!r} does not exist")
     device = torch.device(device)
     try:

@@ -60,10 +60,11 @@ def resolve_model_path(model: str, cache_dir: str | Path | None = None) -> str:
     return str(folder)
 
 
-def _check_local_folder(path: Path) -> None:
+def check_local_folder(path: Path, components: dict[str, str] = REQUIRED_COMPONENTS) -> None:
+    """Names the first missing component of a local model folder (one line)."""
     if not path.is_dir():
         raise ModelLoadError(f"model: folder {str(path)!r} does not exist")
-    for component, marker in REQUIRED_COMPONENTS.items():
+    for component, marker in components.items():
         if not (path / component / marker).is_file():
             raise ModelLoadError(
                 f"model: folder {str(path)!r} is missing component {component!r} "
@@ -71,7 +72,7 @@ def _check_local_folder(path: Path) -> None:
             )
 
 
-def _is_path(model: str) -> bool:
+def is_path(model: str) -> bool:
     # Hub ids are "name" or "org/name"; anything else names a folder.
     return Path(model).exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
 
@@ -159,10 +160,10 @@ def load_model_set(
     from transformers import CLIPTextModel, CLIPTokenizer, DPTForDepthEstimation, DPTImageProcessor
 
     path = resolve_model_path(model, cache_dir)
-    local = _is_path(path)
+    local = is_path(path)
     if local:
         path = str(Path(path).expanduser())
-        _check_local_folder(Path(path))
+        check_local_folder(Path(path))
     device = torch.device(device)
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
