@@ -354,3 +354,93 @@ def test_serve_all_and_the_cli_against_it(tiny_dir, clip, tmp_path, monkeypatch,
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     assert code == 0, proc.stdout.read().decode()[-3000:]
+
+
+class _DroppingProxy:
+    """A TCP proxy in front of a server that can cut every connection at once
+    and stop listening: a network failure, as the client sees one."""
+
+    def __init__(self, target_port: int):
+        import socket
+
+        self.target = target_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        import socket
+
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_the_sdk_resumes_a_broken_stream_on_the_replica_that_holds_the_session(suite, client, tiny_dir, s3_settings, long_clip, tmp_path):
+    """The editor runs as replica "localhost"; the client reaches it through a
+    proxy (a load balancer) that dies mid-stream. The SDK resumes on
+    "{replica}:port", the replica itself, and gets the same frames."""
+    settings = dataclasses.replace(suite["editor"].settings, port=0, replica_name="localhost", metrics_port=-1)
+    from pix2video.servers.editor.server import build
+
+    thread = ServerThread()
+    try:
+        (editor,) = thread.start(lambda: _as_list(build(settings)))
+        vid = client.invert(long_clip, INV).video_id
+        options = EditOptions(update_strength=DELTA, frames_in_flight=2)
+        direct = Pix2VideoClient(f"127.0.0.1:{suite['inversion'].port}", f"127.0.0.1:{editor.port}")
+        whole = [f.data for f in direct.edit(vid, "a swan", options, encoding="raw")]
+        direct.close()
+
+        engine = editor.servicer.engine
+        resumes = []
+        real_resume = engine.resume
+        engine.resume = lambda *a: resumes.append(a) or real_resume(*a)  # counts, then the real thing
+
+        proxy = _DroppingProxy(editor.port)
+        routed = Pix2VideoClient(
+            f"127.0.0.1:{suite['inversion'].port}", f"127.0.0.1:{proxy.port}",
+            editor_replica_address=f"{{replica}}:{editor.port}", retries=3, backoff=0.1,
+        )
+        got = []
+        for frame in routed.edit(vid, "a swan", options, encoding="raw"):
+            got.append(frame.data)
+            if len(got) == 2:
+                proxy.cut()  # the load balancer is gone for good
+        routed.close()
+        assert got == whole
+        assert len(resumes) == 1 and resumes[0][0].startswith("localhost.")
+    finally:
+        thread.stop()
+
+
+async def _as_list(coro):
+    return [await coro]

@@ -12,7 +12,9 @@ import grpc
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
-from .client import CANCEL_WAIT_SECONDS, EDIT, GET_VIDEO, INVERT, STAGE_NAMES, Progress, key_requests, upload_requests
+from .client import (
+    CANCEL_WAIT_SECONDS, EDIT, GET_VIDEO, INVERT, STAGE_NAMES, Progress, ReplicaRouter, key_requests, upload_requests,
+)
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
@@ -25,6 +27,7 @@ class AsyncPix2VideoClient:
         self, inversion: str, editor: str | None = None, *, timeout: float | None = 3600.0, retries: int = 3,
         backoff: float = 0.5, max_message_bytes: int = 64 * 1024 * 1024,
         credentials: grpc.ChannelCredentials | None = None, tracer_provider=None,
+        editor_replica_address: str | None = None,
     ):
         self._tracer = ClientTracer(tracer_provider)
         opts = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
@@ -38,10 +41,13 @@ class AsyncPix2VideoClient:
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
         self.editor = editor_pb2_grpc.EditorServiceStub(self._ed_channel)
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self._replicas = ReplicaRouter(editor_replica_address, make)
 
     async def close(self) -> None:
         await self._inv_channel.close()
         await self._ed_channel.close()
+        for ch in self._replicas.drain():
+            await ch.close()
 
     async def __aenter__(self):
         return self
@@ -126,7 +132,8 @@ class AsyncPix2VideoClient:
     async def _edit(self, first, fmt, rpc: RpcSpan) -> AsyncIterator[Frame]:
         session_id, received, attempt = None, 0, 0
         while True:
-            call = self.editor.Edit(metadata=rpc.metadata)
+            stub = self._replicas.stub(session_id) if session_id else None  # a resume goes to the session's replica
+            call = (stub or self.editor).Edit(metadata=rpc.metadata)
             await call.write(first)
             try:
                 async for resp in call:

@@ -64,6 +64,41 @@ def key_requests(key: str, options: InversionOptions):
     yield inversion_pb2.InvertRequest(start=inversion_pb2.InvertStart(settings=options.to_proto(), object_key=key))
 
 
+class ReplicaRouter:
+    """Stubs for the editor replica named in a session id.
+
+    Editor session ids are ``<replica>.<id>`` when the editor runs with a
+    ``replica_name`` (its pod name in Kubernetes). Given an address template
+    such as ``{replica}.pix2video-editor-headless.ns.svc.cluster.local:50064``
+    (the chart publishes it), a resumed stream goes straight to that replica
+    rather than wherever the load balancer sends a new connection.
+    """
+
+    def __init__(self, template: str | None, make_channel):
+        if template is not None and "{replica}" not in template:
+            raise ValueError(f"editor_replica_address: must contain {{replica}}, got {template!r}")
+        self.template, self.make_channel = template, make_channel
+        self.channels: dict[str, object] = {}
+
+    def address(self, session_id: str) -> str | None:
+        if self.template is None or "." not in session_id:
+            return None
+        return self.template.format(replica=session_id.split(".", 1)[0])
+
+    def stub(self, session_id: str):
+        address = self.address(session_id)
+        if address is None:
+            return None
+        if address not in self.channels:
+            self.channels[address] = self.make_channel(address)
+        return editor_pb2_grpc.EditorServiceStub(self.channels[address])
+
+    def drain(self) -> list:
+        """Forgets the channels and returns them, for the caller to close."""
+        channels, self.channels = list(self.channels.values()), {}
+        return channels
+
+
 class Pix2VideoClient:
     """Client of the inversion and editor services.
 
@@ -74,6 +109,8 @@ class Pix2VideoClient:
         retries: attempts after the first for idempotent calls and edit resumes,
             on UNAVAILABLE, with exponential backoff from ``backoff`` seconds.
         credentials: TLS channel credentials (None: plaintext).
+        editor_replica_address: template with ``{replica}`` for reaching the
+            editor replica that holds a session when resuming (see ReplicaRouter).
         tracer_provider: OpenTelemetry TracerProvider for the SDK's spans (default:
             the global one); ignored when opentelemetry is not installed. Each call
             carries its trace context in ``traceparent`` metadata either way.
@@ -90,6 +127,7 @@ class Pix2VideoClient:
         max_message_bytes: int = 64 * 1024 * 1024,
         credentials: grpc.ChannelCredentials | None = None,
         tracer_provider=None,
+        editor_replica_address: str | None = None,
     ):
         self._tracer = ClientTracer(tracer_provider)
         self._inv_channel = channel(inversion, max_message_bytes, credentials)
@@ -97,10 +135,13 @@ class Pix2VideoClient:
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
         self.editor = editor_pb2_grpc.EditorServiceStub(self._ed_channel)
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self._replicas = ReplicaRouter(editor_replica_address, lambda a: channel(a, max_message_bytes, credentials))
 
     def close(self) -> None:
         self._inv_channel.close()
         self._ed_channel.close()
+        for ch in self._replicas.drain():
+            ch.close()
 
     def __enter__(self):
         return self
@@ -184,7 +225,9 @@ class Pix2VideoClient:
                 while (item := outbox.get()) is not None:
                     yield item
 
-            call = self.editor.Edit(requests(), metadata=rpc.metadata)
+            # A resume must reach the replica that holds the session.
+            stub = self._replicas.stub(session_id) if session_id else None
+            call = (stub or self.editor).Edit(requests(), metadata=rpc.metadata)
             try:
                 for resp in call:
                     kind = resp.WhichOneof("kind")

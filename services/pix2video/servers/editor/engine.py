@@ -110,6 +110,7 @@ class SessionRecord:
     detached_at: float = 0.0
     closed: bool = False
     wake: Callable[[], None] = lambda: None  # set by the stream: wakes it from the scheduler thread
+    stream: int = 0  # which stream owns the session; a resume takes it over
     stats: dict[int, FrameStats] = field(default_factory=dict)  # timing of frames not yet sent
 
 
@@ -198,8 +199,6 @@ class EditorEngine:
             rec = self.records.get(session_id)
             if rec is None:
                 raise NotFound(f"session_id: no open session {session_id!r} (finished, cancelled or timed out)")
-            if rec.attached:
-                raise FailedPrecondition(f"session_id: session {session_id!r} is attached to another stream")
             oldest = min(rec.produced, default=rec.num_produced)
             if not 0 <= next_frame <= rec.num_produced:
                 raise InvalidInput(f"next_frame: must be in [0, {rec.num_produced}], got {next_frame}")
@@ -210,13 +209,21 @@ class EditorEngine:
             return rec
 
     def _attach(self, rec: SessionRecord) -> None:
+        # A client resumes when its stream broke, possibly before the server has
+        # noticed: the new stream takes over, and the old one is woken to see
+        # that it no longer owns the session.
+        superseded = rec.wake
+        rec.stream += 1
         rec.attached = True
+        rec.wake = lambda: None
+        superseded()
         self._lock.notify_all()
 
-    def detach(self, rec: SessionRecord) -> None:
-        """The stream broke: pause the GPU work, keep the state until the idle timeout."""
+    def detach(self, rec: SessionRecord, stream: int) -> None:
+        """The stream broke: pause the GPU work, keep the state until the idle
+        timeout. A stream that was taken over detaches nothing."""
         with self._lock:
-            if not rec.closed:
+            if not rec.closed and rec.stream == stream:
                 rec.attached = False
                 rec.detached_at = time.monotonic()
                 rec.wake = lambda: None

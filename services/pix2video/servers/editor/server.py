@@ -158,6 +158,7 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
         with metrics.tracing.span("open session"):
             rec, output = await self._first(requests)
         first_pending = rec.sent == 0 and rec.num_produced == 0
+        stream = rec.stream
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         rec.wake = lambda: loop.call_soon_threadsafe(wake.set)
@@ -196,6 +197,8 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
                 if rec.closed:  # cancelled (or timed out): end the stream
                     finished = True
                     return
+                if rec.stream != stream:  # a resume took the session over
+                    return
                 await wake.wait()
                 wake.clear()
         finally:
@@ -203,7 +206,7 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
             if not finished and not rec.closed:
                 # The client went away (or broke the protocol): stop the work,
                 # keep the state for a resume until the idle timeout.
-                self.engine.detach(rec)
+                self.engine.detach(rec, stream)
 
 
 async def build(settings: EditorServerSettings, engine: EditorEngine | None = None) -> RunningServer:
