@@ -10,7 +10,6 @@ import time
 import grpc
 import numpy as np
 import pytest
-import torch
 
 from pix2video.embedded import EmbeddedPix2Video
 from pix2video.engine.settings import EditSettings

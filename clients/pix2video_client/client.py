@@ -216,7 +216,7 @@ class Pix2VideoClient:
             rpc.end()
 
     def _edit(self, first, fmt, rpc: RpcSpan) -> Iterator[Frame]:
-        session_id, received, total, attempt = None, 0, None, 0
+        session_id, received, attempt = None, 0, 0
         while True:
             outbox: queue.Queue = queue.Queue()
             outbox.put(first)
@@ -232,7 +232,7 @@ class Pix2VideoClient:
                 for resp in call:
                     kind = resp.WhichOneof("kind")
                     if kind == "opened":
-                        session_id, total = resp.opened.session_id, resp.opened.num_frames
+                        session_id = resp.opened.session_id
                         rpc.set("pix2video.session_id", session_id)
                     elif kind == "frame":
                         received = resp.frame.index + 1

@@ -9,7 +9,6 @@ depth_estimator/ feature_extractor/``. The BLIP captioner comes from
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field

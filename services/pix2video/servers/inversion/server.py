@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-from google.protobuf import json_format  # noqa: F401  (kept for debugging dumps)
 
 from pix2video_api.inversion.v1 import inversion_pb2 as pb
 from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
