@@ -107,8 +107,8 @@ class ModelSet:
     text_encoder: torch.nn.Module
     tokenizer: object
     scheduler_config: dict
-    depth_estimator: torch.nn.Module
-    feature_extractor: object
+    depth_estimator: torch.nn.Module | None  # None when loaded without depth (the services
+    feature_extractor: object | None  # that get depth maps from the depth service)
     device: torch.device
     dtype: torch.dtype
     model_id: str
@@ -143,6 +143,7 @@ def load_model_set(
     dtype: torch.dtype = torch.float32,
     caption_model: str | None = None,
     cache_dir: str | Path | None = None,
+    with_depth: bool = True,
 ) -> ModelSet:
     """Loads every component of ``model`` (hub id, local folder or ``tiny``).
 
@@ -154,6 +155,9 @@ def load_model_set(
             in float32 (its batch norms) and runs under autocast on CUDA.
         caption_model: BLIP hub id or folder; default ``<model>/captioner`` when
             that folder exists, else ``Salesforce/blip-image-captioning-base``.
+        with_depth: load the DPT depth estimator too; the inversion and editor
+            services skip it (depth comes from the depth service or the store),
+            which saves its memory on their GPUs.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer, DPTForDepthEstimation, DPTImageProcessor
@@ -170,8 +174,10 @@ def load_model_set(
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
         scheduler_config = _read_scheduler_config(path)
-        depth = DPTForDepthEstimation.from_pretrained(path, subfolder="depth_estimator", torch_dtype=torch.float32)
-        feature_extractor = DPTImageProcessor.from_pretrained(path, subfolder="feature_extractor")
+        depth = feature_extractor = None
+        if with_depth:
+            depth = DPTForDepthEstimation.from_pretrained(path, subfolder="depth_estimator", torch_dtype=torch.float32)
+            feature_extractor = DPTImageProcessor.from_pretrained(path, subfolder="feature_extractor")
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure
@@ -184,7 +190,8 @@ def load_model_set(
     if caption_model is None:
         caption_model = str(Path(path) / "captioner") if local and (Path(path) / "captioner").is_dir() else DEFAULT_CAPTION_MODEL
     for m in (unet, vae, text_encoder, depth):
-        m.to(device).eval().requires_grad_(False)
+        if m is not None:
+            m.to(device).eval().requires_grad_(False)
     return ModelSet(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         scheduler_config=scheduler_config, depth_estimator=depth, feature_extractor=feature_extractor,

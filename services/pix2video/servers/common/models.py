@@ -17,7 +17,10 @@ def runtime_from(settings: ModelServerSettings) -> RuntimeSettings:
 
 
 def load_models(settings: ModelServerSettings):
+    """The model set of the inversion and editor services: no depth estimator
+    (the depth service has it; the editor reads depth from the store)."""
     rt = runtime_from(settings)
     return load_model_set(
-        rt.model, device=rt.resolved_device, dtype=rt.torch_dtype, caption_model=rt.caption_model, cache_dir=rt.home
+        rt.model, device=rt.resolved_device, dtype=rt.torch_dtype, caption_model=rt.caption_model,
+        cache_dir=rt.home, with_depth=False,
     )
