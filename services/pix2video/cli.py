@@ -170,7 +170,8 @@ def _invert(args, bars):
     )
     runtime = _runtime(args)
     edit_settings = _edit_settings(args) if args.command == "edit" else None
-    frames, info = read_video(args.input, max_frames=args.max_frames)
+    # Frames are fitted as they are decoded: the source size is never all in memory.
+    frames, info = read_video(args.input, max_frames=args.max_frames, transform=inv.fit)
     from .embedded import EmbeddedPix2Video  # diffusers and transformers: only once the inputs are good
 
     engine = EmbeddedPix2Video.from_settings(runtime)

@@ -53,6 +53,10 @@ class InversionSettings:
         if self.source_prompt is not None:
             check_prompt(self.source_prompt, "source_prompt")
 
+    def fit(self, frame: np.ndarray) -> np.ndarray:
+        """One frame at the working resolution (see :mod:`pix2video.engine.images`)."""
+        return fit_frame(frame, self.width, self.height, self.resize)
+
 
 def prepare_frames(frames: list[np.ndarray], settings: InversionSettings) -> np.ndarray:
     """Brings decoded frames to the working resolution: (N, H, W, 3) uint8."""
@@ -60,7 +64,8 @@ def prepare_frames(frames: list[np.ndarray], settings: InversionSettings) -> np.
         raise InvalidInput("frames: the video has no frames")
     if len(frames) > MAX_FRAMES:
         raise InvalidInput(f"frames: at most {MAX_FRAMES} frames per video, got {len(frames)}")
-    return np.stack([fit_frame(f, settings.width, settings.height, settings.resize) for f in frames])
+    # Frames fitted while decoding come through unchanged (PIL copies a same-size resize).
+    return np.stack([settings.fit(f) for f in frames])
 
 
 def video_id_for(frames: np.ndarray, settings: InversionSettings, model_identity: dict) -> str:

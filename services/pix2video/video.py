@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -22,8 +22,15 @@ class VideoInfo:
     height: int
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[list[np.ndarray], VideoInfo]:
-    """All frames of the first video stream as (H, W, 3) uint8 RGB arrays."""
+def read_video(
+    path: str | os.PathLike, max_frames: int | None = None, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[list[np.ndarray], VideoInfo]:
+    """All frames of the first video stream as (H, W, 3) uint8 RGB arrays.
+
+    ``transform`` is applied to each frame as it is decoded (e.g. fitting it to
+    the working resolution), so a long high-resolution clip is never held in
+    memory at its source size. ``VideoInfo`` describes the source frames.
+    """
     import av
 
     path = Path(path)
@@ -37,9 +44,11 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
                 raise InvalidInput(f"input: {str(path)!r} has no video stream")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 25)
-            frames = []
+            frames, source_hw = [], None
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                rgb = frame.to_ndarray(format="rgb24")
+                source_hw = source_hw or rgb.shape[:2]
+                frames.append(transform(rgb) if transform else rgb)
                 if max_frames and len(frames) >= max_frames:
                     break
     except InvalidInput:
@@ -48,7 +57,7 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
         raise InvalidInput(f"input: {str(path)!r} is not a readable video ({type(exc).__name__}: {exc})") from exc
     if not frames:
         raise InvalidInput(f"input: {str(path)!r} has no video frames")
-    h, w = frames[0].shape[:2]
+    h, w = source_hw
     return frames, VideoInfo(fps=fps, width=w, height=h)
 
 

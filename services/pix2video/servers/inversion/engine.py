@@ -67,7 +67,7 @@ class InversionEngine:
         stage = stage or _no_stage
         with stage("decode"):
             limit = min(max_frames or self.settings.max_frames, self.settings.max_frames)
-            frames, info = read_video(path, max_frames=limit + 1)
+            frames, info = read_video(path, max_frames=limit + 1, transform=settings.fit)
             if len(frames) > limit:
                 if max_frames:
                     frames = frames[:limit]
