@@ -6,11 +6,11 @@ import math
 import os
 import secrets
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+from pix2video_client.video import FrameSizeError, encode_mp4
 
 from .errors import InvalidInput, NotFound
 
@@ -91,8 +91,6 @@ class AtomicOutput:
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> int:
     """Encodes frames (H.264, yuv420p, .mp4) as they arrive; returns the count.
     The file appears at ``path`` only when complete."""
-    import av
-
     try:
         fps_ok = math.isfinite(float(fps)) and float(fps) > 0
     except (TypeError, ValueError):
@@ -100,25 +98,11 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     if not fps_ok:
         raise InvalidInput(f"fps: must be a positive number, got {fps!r}")
     out = AtomicOutput(path)
-    n = 0
     try:
-        with av.open(str(out.tmp), mode="w", format="mp4") as container:
-            stream = None
-            for frame in frames:
-                if stream is None:
-                    h, w = frame.shape[:2]
-                    if h % 2 or w % 2:  # yuv420p halves the chroma planes
-                        raise InvalidInput(f"output: width and height must be even for H.264, got {w}x{h}")
-                    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                    stream.height, stream.width = frame.shape[:2]
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf)}
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                    container.mux(packet)
-                n += 1
-            if stream is not None:
-                for packet in stream.encode():
-                    container.mux(packet)
+        try:
+            n = encode_mp4(out.tmp, frames, fps, crf)
+        except FrameSizeError as exc:
+            raise InvalidInput(f"output: {exc}") from None
         if n == 0:
             raise InvalidInput("output: no frames to write")
         out.commit()
