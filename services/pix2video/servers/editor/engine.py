@@ -272,11 +272,12 @@ class EditorEngine:
                 for rec in self.records.values():
                     ahead = rec.num_produced - rec.sent
                     rec.session.paused = not rec.attached or ahead >= self.settings.buffered_frames
-                if not self.editor.ready_items():
-                    self._lock.wait(timeout=0.05)
-                    continue
+                ticks = self.editor.ticks
                 try:
                     done = self.editor.tick()
+                    if self.editor.ticks == ticks:  # nothing was ready: sleep until a change
+                        self._lock.wait(timeout=0.05)
+                        continue
                     self.timer.flush(wait=bool(done))
                 except Exception:  # noqa: BLE001 - one bad tick must not kill the replica
                     log.exception("editor tick failed; closing the sessions in it")
