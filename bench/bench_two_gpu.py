@@ -158,20 +158,35 @@ def inversion_stream(client: Pix2VideoClient, clips: list[Path], options: Invers
     return finish, done
 
 
+T0 = time.perf_counter()
+
+
+def progress(msg: str) -> None:
+    """One line to stderr with the seconds since start (a cut-off run still shows how far it got)."""
+    print(f"[{time.perf_counter() - T0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
 def run_layout(name, model, store, devices, workdir, clips_edit, clips_inv, inv_options, edit_options, sessions):
     rows = {}
+    progress(f"{name}: starting services")
     with services(model, store, devices, workdir / name, {}) as ports:
+        progress(f"{name}: services serving")
         client = Pix2VideoClient(f"127.0.0.1:{ports['inversion']}", f"127.0.0.1:{ports['editor']}", timeout=None)
         ids = [client.invert(c, inv_options).video_id for c in clips_edit[:sessions]]
+        progress(f"{name}: {len(ids)} clips inverted for editing")
         edit_phase(client, ids[:1], edit_options)  # warm every code path once
+        progress(f"{name}: warm-up edit done")
         rows["alone"] = edit_phase(client, ids, edit_options)
+        progress(f"{name}: alone {rows['alone']}")
         finish, done = inversion_stream(client, clips_inv, inv_options)
         time.sleep(1.0)  # let inversion get going before the sessions start
         fps, p95 = edit_phase(client, ids, edit_options)
         rows["with inversion"] = (fps, p95)
         rows["clips inverted meanwhile"] = finish()
+        progress(f"{name}: with inversion {rows['with inversion']}, {rows['clips inverted meanwhile']} clips inverted")
         # Alone again: the first phase can carry warm-up effects (clocks, caches).
         rows["alone, again"] = edit_phase(client, ids, edit_options)
+        progress(f"{name}: alone again {rows['alone, again']}")
         client.close()
     return rows
 
@@ -184,6 +199,7 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--width", type=int, default=16, help="frames in flight per session")
     p.add_argument("--only-split", action="store_true", help="skip the shared-GPU layout")
+    p.add_argument("--only-shared", action="store_true", help="skip the split layout (run the layouts in two calls)")
     args = p.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="pix2video-2gpu-"))
@@ -201,9 +217,10 @@ def main(argv=None):
         n = torch.cuda.device_count()
         gpu = torch.cuda.get_device_name(0)
         model = str(save_random_model_set(work / "random-sd2-depth", tiny))
+        progress(f"{n} GPUs ({gpu}); random full-size model set saved")
         size, steps, frames = 512, 50, args.frames
         layouts = {}
-        if n >= 2:
+        if n >= 2 and not args.only_shared:
             layouts["split: inversion+depth on GPU 0, editor on GPU 1"] = dict(depth="cuda:0", caption="cpu", inversion="cuda:0", editor="cuda:1")
         if not (args.only_split and n >= 2):
             layouts["shared: everything on GPU 0"] = dict(
@@ -224,6 +241,7 @@ def main(argv=None):
         s3 = None
     results = {}
     with (s3 if s3 is not None else contextlib.nullcontext()) as s3s:
+        progress(f"store: S3 (SeaweedFS) at {s3s.endpoint}" if s3s is not None else "store: shared local folder")
         for i, (name, devices) in enumerate(layouts.items()):
             if s3s is not None:
                 store = dict(store="s3", s3_endpoint=s3s.endpoint, s3_bucket=s3s.bucket, s3_access_key=s3s.access_key,
