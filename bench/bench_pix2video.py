@@ -77,10 +77,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_sessions(models, videos, settings, split_guidance=False, max_batch_items=64):
+def run_sessions(editor, videos, settings):
     """Edits videos concurrently on one editor; returns per-session frame times (s since start)."""
-    editor = Pix2VideoEditor(models, max_batch_items=max_batch_items, split_guidance=split_guidance)
-    dev = models.device
+    dev = editor.models.device
     sessions = [editor.open_session(v, settings) for v in videos]
     times = {s.id: [] for s in sessions}
     peak_session = 0
@@ -98,7 +97,7 @@ def run_sessions(models, videos, settings, split_guidance=False, max_batch_items
             peak_session = max(peak_session, max(editor.session_bytes(i) for i in live))
     for s in sessions:
         editor.close_session(s.id)
-    return [times[s.id] for s in sessions], peak_session, editor
+    return [times[s.id] for s in sessions], peak_session
 
 
 def steady_seconds_per_frame(times, skip, width):
@@ -111,10 +110,10 @@ def steady_seconds_per_frame(times, skip, width):
     return (times[skip + cycles * width] - times[skip]) / (cycles * width)
 
 
-def bench_edit(models, hw, steps, frames, width, sessions=1, split=False, max_batch_items=64, skip=None):
+def bench_edit(editor, hw, steps, frames, width, sessions=1, skip=None):
     settings = EditSettings(prompt="a crochet swan on the lake", num_steps=steps, frames_in_flight=width)
     videos = [RandomVideo(frames, hw, steps, seed=i) for i in range(sessions)]
-    per, peak, _ = run_sessions(models, videos, settings, split, max_batch_items)
+    per, peak = run_sessions(editor, videos, settings)
     skip = (width + 1) if skip is None else skip
     sec = [steady_seconds_per_frame(t, skip, width) for t in per]
     return dict(
@@ -126,10 +125,9 @@ def bench_edit(models, hw, steps, frames, width, sessions=1, split=False, max_ba
     )
 
 
-def bench_memory_growth(models, hw, steps, width, short, long):
+def bench_memory_growth(editor, hw, steps, width, short, long):
     """Session memory after `short` and after `long` frames (constant memory)."""
     settings = EditSettings(prompt="a swan", num_steps=steps, frames_in_flight=width)
-    editor = Pix2VideoEditor(models)
     s = editor.open_session(RandomVideo(long + width + 1, hw, steps), settings)
     seen = {}
     while s.next_out <= long:
@@ -140,8 +138,10 @@ def bench_memory_growth(models, hw, steps, width, short, long):
     return seen[short] / 1e9, seen[long] / 1e9
 
 
-def bench_inversion(models, size, steps, frames, batch):
-    inv = Inverter(models, batch_size=batch)
+def bench_inversion(models, size, steps, frames, batch, runner=None):
+    inv = Inverter(models, batch_size=batch, runner=runner)
+    if runner is not None and runner.cuda_graphs:
+        inv.warm_up(size, size)
     imgs = np.random.default_rng(0).integers(0, 255, (frames, size, size, 3), dtype=np.uint8)
     depth = torch.rand(frames, 1, size // 8, size // 8) * 2 - 1
     inv(imgs[:batch], depth[:batch], "a lake", num_steps=2)  # warm-up
@@ -163,29 +163,61 @@ def bench_depth(models, size, frames, batch):
     return frames / (time.perf_counter() - t)
 
 
-def unet_call_ms(models, batch, hw, inject=False, reps=10):
-    from pix2video.engine.attention import InjectionContext, SampleRoute, injection_installed
-
+def _dummy_call(models, size, hw, seed=0):
+    g = torch.Generator(device=models.device).manual_seed(seed)
     m = models
-    x = torch.randn(batch, 5, hw, hw, device=m.device, dtype=m.dtype)
-    t = torch.full((batch,), 500, device=m.device)
-    emb = torch.randn(batch, 77, m.unet.config.cross_attention_dim, device=m.device, dtype=m.dtype)
-    ctx = InjectionContext()
-    with torch.no_grad(), injection_installed(m.unet, ctx, "all"):
-        if inject:
-            ctx.routes = [SampleRoute(record=("f", b)) for b in range(batch)]
-            m.unet(x, t, encoder_hidden_states=emb)
-            ctx.routes = [SampleRoute(refs=(("f", b), ("f", (b + 1) % batch))) for b in range(batch)]
-        else:
-            ctx.routes = [SampleRoute() for _ in range(batch)]
+    x = torch.randn(size, 5, hw, hw, device=m.device, dtype=m.dtype, generator=g)
+    t = torch.full((size,), 500, device=m.device)
+    emb = torch.randn(size, 77, m.unet.config.cross_attention_dim, device=m.device, dtype=m.dtype, generator=g)
+    return x, t, emb
+
+
+def unet_call_ms(editor, size, hw, reps=10):
+    """ms per UNet call through ``editor``'s own path (injection routed as the
+    wavefront does: record, then attend to two recorded frames), and its output."""
+    from pix2video.engine.attention import SampleRoute
+
+    x, t, emb = _dummy_call(editor.models, size, hw)
+    record = [SampleRoute(record=("probe", b)) for b in range(size)]
+    refs = [SampleRoute(refs=(("probe", b), ("probe", (b + 1) % size))) for b in range(size)]
+    with torch.no_grad():
+        editor._unet(x, t, emb, record, "decoder")
         for _ in range(2):
-            m.unet(x, t, encoder_hidden_states=emb)
-        sync(m.device)
+            out = editor._unet(x, t, emb, refs, "decoder")
+        sync(editor.models.device)
         start = time.perf_counter()
         for _ in range(reps):
-            m.unet(x, t, encoder_hidden_states=emb)
-        sync(m.device)
-    return (time.perf_counter() - start) / reps * 1000
+            editor._unet(x, t, emb, refs, "decoder")
+        sync(editor.models.device)
+    for b in range(size):
+        editor.context.release(("probe", b))
+    return (time.perf_counter() - start) / reps * 1000, out.float()
+
+
+def probe_calls(models, hw, sizes, compile_sizes):
+    """UNet call time, eager vs CUDA graph vs compiled + graph, with the
+    largest difference from eager (the graphs must compute the same thing)."""
+    from pix2video.engine.unet_runner import UNetRunner
+
+    eager = Pix2VideoEditor(models)
+    graphed = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True))
+    compiled = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True, compile=True))
+    for size in sizes:
+        e_ms, e_out = unet_call_ms(eager, size, hw)
+        g_ms, g_out = unet_call_ms(graphed, size, hw)
+        line = f"unet batch {size}: eager {e_ms:.1f} ms, graph {g_ms:.1f} ms (max diff {(g_out - e_out).abs().max():.2e})"
+        if size in compile_sizes:
+            t0 = time.perf_counter()
+            compiled.warm_up(hw * 8, hw * 8, sizes=[size])
+            c_ms, c_out = unet_call_ms(compiled, size, hw)
+            line += (f", compiled+graph {c_ms:.1f} ms (max diff {(c_out - e_out).abs().max():.2e}, "
+                     f"compile+capture {time.perf_counter() - t0:.0f} s)")
+        print(line, flush=True)
+    models.unet.to(memory_format=torch.channels_last)
+    for size in sizes:
+        e_ms, _ = unet_call_ms(Pix2VideoEditor(models), size, hw)
+        g_ms, _ = unet_call_ms(Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True)), size, hw)
+        print(f"unet batch {size}, channels-last: eager {e_ms:.1f} ms, graph {g_ms:.1f} ms", flush=True)
 
 
 # -- main ---------------------------------------------------------------------
@@ -194,26 +226,36 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny models on the CPU, a few frames (CI)")
     p.add_argument("--out", default=None, help="markdown table to write")
-    p.add_argument("--widths", default="8,16,24", help="wavefront widths to try")
-    p.add_argument("--session-width", type=int, default=None, help="W of each of the 4 concurrent sessions")
-    p.add_argument("--inversion-batch", type=int, default=16)
+    p.add_argument("--widths", default="16,32", help="wavefront widths to try")
+    p.add_argument("--session-width", type=int, default=16, help="W of each of the 4 concurrent sessions")
+    p.add_argument("--inversion-batch", type=int, default=32)
+    p.add_argument("--compile", default="", help="batch sizes (samples) to compile, e.g. 2,64,128 (empty: none)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--probe", default="", help="only time UNet calls at these batch sizes (eager/graph/compiled)")
     p.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder (default: the tiny set's)")
     args = p.parse_args(argv)
 
+    from pix2video.engine.unet_runner import UNetRunner
+
     cache = Path("/tmp/pix2video-bench")
+    compile_sizes = [int(b) for b in args.compile.split(",") if b]
     if args.smoke:
         models = tiny_models(cache / "tiny")
-        size, steps, frames_a, widths = 64, 4, 3, [2, 4]
+        size, steps, frames_a, widths, w4 = 64, 4, 3, [2, 4], 2
         inv_frames, inv_batch, depth_frames, depth_batch, mem = 8, 4, 8, 4, (3, 12)
     else:
         tok = Path(args.tokenizer) if args.tokenizer else tiny_models(cache / "tiny") and cache / "tiny" / "tokenizer"
         models = full_size_models("cuda", torch.float16, tok)
         size, steps, frames_a = 512, 50, 3
-        widths = [int(w) for w in args.widths.split(",")]
+        widths, w4 = [int(w) for w in args.widths.split(",")], args.session_width
         inv_batch = args.inversion_batch
         inv_frames, depth_frames, depth_batch, mem = 4 * inv_batch, 256, 32, (10, 300)
     hw = size // 8
     dev = models.device
+    cuda = dev.type == "cuda"
+    if args.probe:
+        probe_calls(models, hw, [int(b) for b in args.probe.split(",")], compile_sizes)
+        return 0
     rows = []
 
     def row(name, **values):
@@ -221,29 +263,40 @@ def main(argv=None):
         print(name, json.dumps({k: round(v, 4) for k, v in values.items()}), flush=True)
 
     with torch.no_grad():
-        if dev.type == "cuda":
-            for b, inj in [(2, False), (2, True), (16, True), (48, True)]:
-                print(f"unet batch {b} inject={inj}: {unet_call_ms(models, b, hw, inj):.1f} ms", flush=True)
-        row("baseline A: sequential, 2 batch-1 calls/step",
-            **bench_edit(models, hw, steps, frames_a, 1, split=True, skip=1))
-        row("baseline B: sequential, 1 batch-2 call/step", **bench_edit(models, hw, steps, frames_a, 1, skip=1))
-        for w in widths:  # after the first frame and the window fill, two whole cycles
-            row(f"ours: wavefront W={w}, 1 session", **bench_edit(models, hw, steps, 3 * w + 2, w))
-        w4 = args.session_width or widths[0]
-        row(f"ours: 4 sessions, W={w4} each", **bench_edit(models, hw, steps, 3 * w4 + 2, w4, sessions=4, max_batch_items=4 * w4))
-        short, long = mem
-        m_short, m_long = bench_memory_growth(models, hw, 4 if not args.smoke else 2, widths[0], short, long)
-        inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch)
-        depth_fps = bench_depth(models, size, depth_frames, depth_batch)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else float("nan")
+        eager = Pix2VideoEditor(models)
+        split = Pix2VideoEditor(models, split_guidance=True)
+        row("baseline A: sequential, 2 batch-1 calls/step, eager", **bench_edit(split, hw, steps, frames_a, 1, skip=1))
+        row("baseline B: sequential, 1 batch-2 call/step, eager", **bench_edit(eager, hw, steps, frames_a, 1, skip=1))
+        row(f"wavefront W={widths[-1]}, 1 session, eager", **bench_edit(eager, hw, steps, 3 * widths[-1] + 2, widths[-1]))
+        eager_inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch)
 
-    gpu = torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or "cpu"
+        # Ours: one warm replica's editor, every bucket captured (and the chosen ones compiled) up front.
+        runner = UNetRunner(models.unet, cuda_graphs=cuda, compile=bool(compile_sizes) and cuda,
+                            buckets=None if args.smoke else (2, 4, 8, 16, 24, 32, 48, 64, 96, 128),
+                            channels_last=args.channels_last)
+        ours = Pix2VideoEditor(models, max_batch_items=4 * w4, runner=runner, feature_slots=64 if args.smoke else 1024)
+        if cuda:
+            ours.warm_up(size, size, compiled=compile_sizes)
+        label = "graphs" + (f", compiled at {args.compile}" if compile_sizes else "") if cuda else "eager"
+        for w in widths:  # after the first frame and the window fill, two whole cycles
+            row(f"ours ({label}): W={w}, 1 session", **bench_edit(ours, hw, steps, 3 * w + 2, w))
+        row(f"ours ({label}): 4 sessions, W={w4} each", **bench_edit(ours, hw, steps, 3 * w4 + 2, w4, sessions=4))
+        short, long = mem
+        m_short, m_long = bench_memory_growth(ours, hw, 4 if not args.smoke else 2, widths[0], short, long)
+        inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch, runner=runner)
+        depth_fps = bench_depth(models, size, depth_frames, depth_batch)
+    peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
+    pools = sum(p.numel() * p.element_size() for p in ours.context.pools.values()) / 1e9
+    warm = runner.warm
+
+    gpu = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
     lines = [
         f"# Pix2Video benchmark ({'smoke, tiny models' if args.smoke else 'full-size SD2-depth, random weights'})",
         "",
         f"- device: {gpu}; torch {torch.__version__}; {datetime.date.today().isoformat()}",
         f"- {size}x{size}, {steps} DDIM steps, guidance 7.5, anchor+previous injection in the decoder, "
-        f"latent update (x0 form) on the first half of the steps, {'fp16' if dev.type == 'cuda' else 'fp32'}, eager, SDPA",
+        f"latent update (x0 form) on the first half of the steps, {'fp16' if cuda else 'fp32'}, SDPA"
+        + (", channels-last" if args.channels_last else ""),
         "",
         "| way of running | s / frame (steady) | frames/s total | slowest session frames/s | time to first frame (s) | session memory (GB) |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -255,12 +308,16 @@ def main(argv=None):
         )
     lines += [
         "",
-        f"- inversion: {inv_fps:.1f} frames/s (batch {inv_batch}, {steps} steps, VAE encode included)",
+        f"- inversion: {inv_fps:.1f} frames/s ({label}; eager {eager_inv_fps:.1f}); batch {inv_batch}, "
+        f"{steps} steps, VAE encode included",
         f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch})",
         f"- session memory (4-step schedule, W={widths[0]}): {m_short:.3f} GB after {short} frames, "
         f"{m_long:.3f} GB after {long} frames",
+        f"- injected-feature pools, preallocated once per replica ({ours.context.capacity} slots): {pools:.1f} GB",
         f"- peak GPU memory allocated (all runs): {peak:.1f} GB",
-        "- warm-up: none needed (eager); no compilation or graph capture in these rows",
+        f"- warm-up, once per replica before SERVING: {warm.graphs} CUDA graphs captured, {warm.compiled} compiled, "
+        f"{warm.seconds:.0f} s in all"
+        + "".join(f"; batch {k[0]}: {v:.0f} s" for k, v in warm.per_bucket_s.items() if v >= 5),
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -159,12 +159,12 @@ def test_session_memory_is_constant_over_a_long_video(models, tmp_path_factory):
     held = {}
     while not session.done:
         for _, frame in editor.tick():
-            held[frame.index] = (editor.session_bytes(session.id), len(editor.context.bank))
+            held[frame.index] = (editor.session_bytes(session.id), len(editor.context.keys))
     # After the window has filled, what a session holds does not grow with its length.
     assert held[4] == held[12] == held[20]
     assert held[4][0] > 0
     editor.close_session(session.id)
-    assert not editor.context.bank and session.id not in editor.sessions
+    assert not editor.context.keys and session.id not in editor.sessions
 
 
 def test_closing_a_session_mid_video_frees_its_state(inverted32):
@@ -173,9 +173,9 @@ def test_closing_a_session_mid_video_frees_its_state(inverted32):
     session = editor.open_session(StoredVideo(engine.store, vid), EditSettings("a swan", num_steps=STEPS, frames_in_flight=2))
     for _ in range(STEPS + 3):
         editor.tick()
-    assert editor.context.bank and session.flight
+    assert editor.context.keys and session.flight
     editor.close_session(session.id)
-    assert not editor.context.bank and not session.flight and editor.tick() == []
+    assert not editor.context.keys and not session.flight and editor.tick() == []
 
 
 def test_bad_edit_settings_name_the_field(inverted32):
@@ -204,3 +204,52 @@ def test_split_guidance_calls_equal_one_batched_call(inverted64):
     a = torch.stack([f.latent for f in split.edit(StoredVideo(engine.store, vid), settings)])
     b = torch.stack([f.latent for f in engine.edit(vid, settings)])
     assert (a - b).abs().max() < 1e-9
+
+
+def test_padded_batches_growing_slots_and_mixed_layers_change_nothing(inverted64):
+    """Batches padded to bucket sizes, feature pools that start at one slot and
+    grow mid-edit, and sessions injecting into different layers in one call
+    give each session exactly its own frames."""
+    from pix2video.engine.unet_runner import UNetRunner
+
+    engine, vid = inverted64
+    a_alone, _ = _latents(engine, vid, frames_in_flight=3)
+    b_alone, _ = _latents(engine, vid, reference="previous", inject_layers="all", frames_in_flight=2)
+    runner = UNetRunner(engine.models.unet, buckets=(4, 16))
+    editor = Pix2VideoEditor(engine.models, runner=runner, feature_slots=1)
+    sessions = [
+        editor.open_session(StoredVideo(engine.store, vid), EditSettings("a crochet swan", num_steps=STEPS,
+                            frames_in_flight=3, update_strength=DELTA)),
+        editor.open_session(StoredVideo(engine.store, vid), EditSettings("a crochet swan", num_steps=STEPS,
+                            reference="previous", inject_layers="all", frames_in_flight=2, update_strength=DELTA)),
+    ]
+    got = {s.id: {} for s in sessions}
+    while not all(s.done for s in sessions):
+        for sid, frame in editor.tick():
+            got[sid][frame.index] = frame.latent
+    assert editor.context.capacity > 1 and editor.context.generation > 0
+    for s, alone in zip(sessions, (a_alone, b_alone)):
+        assert (torch.stack([got[s.id][i] for i in range(len(alone))]) - alone).abs().max() < 1e-9
+    assert runner.bucket(3) == 4 and runner.bucket(5) == 16 and runner.bucket(17) == 17
+
+
+def test_sessions_of_different_frame_sizes_share_an_editor(models, clip_frames, tmp_path_factory):
+    """Calls hold frames of one latent size; sessions of other sizes take turns."""
+    engine, vid = _invert(models, clip_frames, tmp_path_factory, steps=4)
+    store = engine.store
+    settings = InversionSettings(width=128, height=128, num_steps=4, source_prompt="a red ball")
+    vid_large = engine.invert(list(clip_frames), settings).video_id
+    edit = EditSettings("a crochet swan", num_steps=4, frames_in_flight=2)
+    alone = {v: torch.stack([f.latent for f in Pix2VideoEditor(models).edit(StoredVideo(store, v), edit)]) for v in (vid, vid_large)}
+    editor = Pix2VideoEditor(models)
+    sessions = {editor.open_session(StoredVideo(store, v), edit).id: v for v in (vid, vid_large)}
+    got = {sid: {} for sid in sessions}
+    held = dict.fromkeys(sessions, 0)
+    while any(not editor.sessions[sid].done for sid in sessions):
+        for sid, frame in editor.tick():
+            got[sid][frame.index] = frame.latent
+        held = {sid: max(held[sid], editor.session_bytes(sid)) for sid in sessions}
+    for sid, v in sessions.items():
+        assert (torch.stack([got[sid][i] for i in range(len(alone[v]))]) - alone[v]).abs().max() < 1e-9
+    small, large = held.values()
+    assert 0 < small < large  # each session's features counted at its own size

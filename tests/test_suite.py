@@ -188,7 +188,7 @@ def test_cancel_stops_the_work_and_frees_the_state(client, suite, long_clip):
     deadline = time.time() + 10
     while engine.records and time.time() < deadline:
         time.sleep(0.05)
-    assert not engine.records and not engine.editor.sessions and not engine.editor.context.bank
+    assert not engine.records and not engine.editor.sessions and not engine.editor.context.keys
     count = engine.editor.items_done
     time.sleep(0.5)
     assert engine.editor.items_done == count  # no more GPU work for it

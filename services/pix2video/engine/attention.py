@@ -10,24 +10,37 @@ anchor's and the previous frame's features at the same denoising step and
 guidance branch. The frame's own features are not among the keys.
 
 One UNet call may hold samples of many frames, steps, sessions and branches
-(the wavefront and cross-session batching), so routing is per sample: the
-processors share an :class:`InjectionContext` whose ``routes`` say, for each
-sample of the current call, under which key to record its features and which
-recorded keys to attend to. (Routing goes through this shared object because
-diffusers drops unknown ``cross_attention_kwargs`` with a warning.)
+(the wavefront and cross-session batching), so routing is per sample: before
+each call the caller gives the shared :class:`InjectionContext` one
+:class:`SampleRoute` per sample, saying under which key to record the
+sample's features and which recorded keys to attend to. (Routing goes through
+this shared object because diffusers drops unknown ``cross_attention_kwargs``
+with a warning.)
+
+Static shapes, so the UNet can be captured in a CUDA graph or compiled: every
+layer keeps its recorded features in one preallocated pool, (slots, tokens,
+channels), and a key owns a slot from recording until release. A call's
+routing becomes index tensors of fixed size: each sample writes its features
+to one slot (its key's, or a scratch slot) and reads exactly two (a single
+reference is read twice; plain self-attention reads its own slot twice).
+Attending to a set of keys twice over gives the same softmax average as
+attending to it once, so this is exact, and every sample of a call is one
+attention call of the same shape.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import dataclass
 from typing import Hashable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 INJECT_LAYERS = ("decoder", "all", "none")
+REFS_PER_SAMPLE = 2  # every reference mode uses at most two (anchor + previous)
+_tokens = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -35,37 +48,155 @@ class SampleRoute:
     """What one batch sample does in every injected layer.
 
     record: key to store this sample's features under (None: don't keep them).
-    refs: keys whose features give the keys/values; empty means plain self-attention.
-    scope: which layers the route applies to (``decoder`` or ``all``); in the
-        other layers the sample gets plain self-attention and nothing is kept.
+    refs: keys whose features give the keys/values (at most two); empty means
+        plain self-attention.
+    scope: which layers the route applies to (``decoder``, ``all`` or
+        ``none``); in the other layers the sample gets plain self-attention
+        and nothing is kept.
     """
 
     record: Hashable | None = None
     refs: tuple[Hashable, ...] = ()
     scope: str = "decoder"
 
+    def applies(self, in_decoder: bool) -> bool:
+        return self.scope == "all" or (self.scope == "decoder" and in_decoder)
+
 
 @dataclass
-class InjectionContext:
-    """State shared by the installed processors.
+class _Index:
+    """One call's routing on the device; rows: 0 = encoder/mid layers, 1 = decoder."""
 
-    ``bank[key][layer]`` holds a recorded (tokens, channels) feature tensor.
-    ``routes`` is set by the caller before each UNet call, one per sample.
+    write: torch.Tensor  # (2, B) slot each sample's features go to
+    read: torch.Tensor  # (2, B * 2) slots each sample attends to
+    own: torch.Tensor  # (2, B) bool: the sample attends to itself (plain self-attention)
+
+
+class InjectionContext:
+    """Feature slots shared by the installed processors, and the current call's routing.
+
+    Args:
+        slots: keyed slots to preallocate per layer; the pools double when a
+            key finds none free (rare: size them for the expected sessions).
+        scratch: slots for samples whose features are not kept, one per
+            sample of the largest call (grows likewise).
     """
 
-    bank: dict[Hashable, dict[str, torch.Tensor]] = field(default_factory=dict)
-    routes: list[SampleRoute] = field(default_factory=list)
+    def __init__(self, slots: int = 64, scratch: int = 16):
+        self.capacity, self.scratch = slots, scratch
+        self.slot_of: dict[Hashable, int] = {}
+        self._free = list(range(slots - 1, -1, -1))
+        # (latent size, layer) -> (capacity + scratch, tokens, channels); one set of
+        # pools per latent size in use (a call holds frames of one size).
+        self.pools: dict[tuple[tuple[int, ...], str], torch.Tensor] = {}
+        self.latent_size: tuple[int, ...] = ()  # of the current call
+        self.generation = 0  # bumped when the pools move (graphs captured before must be recaptured)
+        self.batch = 0  # samples of the current call
+        self._index: dict[tuple[int, torch.device], _Index] = {}  # static buffers per batch size
+        self._current: _Index | None = None
+        self._processors: dict[str, InjectionAttnProcessor] = {}
+        self.token = next(_tokens)  # tells graphs captured on these pools from others'
 
-    def bank_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layers in self.bank.values() for t in layers.values())
+    # -- slots ----------------------------------------------------------------
+
+    @property
+    def keys(self) -> list[Hashable]:
+        """Keys whose features are held."""
+        return list(self.slot_of)
+
+    def release(self, key: Hashable) -> None:
+        slot = self.slot_of.pop(key, None)
+        if slot is not None:
+            self._free.append(slot)
+
+    def slot_bytes(self, latent_size: tuple[int, ...]) -> int:
+        """Device memory of one key's features at ``latent_size``, all layers together."""
+        return sum(p[0].numel() * p.element_size() for (size, _), p in self.pools.items() if size == tuple(latent_size))
+
+    def features(self, key: Hashable, layer: str) -> torch.Tensor:
+        """The (tokens, channels) features recorded under ``key`` in ``layer`` (current latent size)."""
+        return self.pools[(self.latent_size, layer)][self.slot_of[key]]
+
+    def _take(self, key: Hashable) -> int:
+        if key not in self.slot_of:
+            if not self._free:
+                self._resize(2 * self.capacity, self.scratch)
+            self.slot_of[key] = self._free.pop()
+        return self.slot_of[key]
+
+    def _resize(self, capacity: int, scratch: int) -> None:
+        """Reallocates the pools, keeping the keyed slots (scratch is transient)."""
+        for name, old in self.pools.items():
+            new = old.new_empty((capacity + scratch, *old.shape[1:]))
+            new[: self.capacity] = old[: self.capacity]
+            self.pools[name] = new
+        self._free = list(range(capacity - 1, self.capacity - 1, -1)) + self._free
+        self.capacity, self.scratch = capacity, scratch
+        self.generation += 1
+
+    def pool(self, layer: str, like: torch.Tensor) -> torch.Tensor:
+        key = (self.latent_size, layer)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = like.new_empty((self.capacity + self.scratch, *like.shape[1:]))
+        return pool
+
+    # -- routing --------------------------------------------------------------
+
+    def set_routes(self, routes: list[SampleRoute], device: torch.device, latent_size: tuple[int, ...] = ()) -> None:
+        """Routing for the next UNet call, one route per sample: takes slots
+        for the keys to record and fills the call's index tensors.
+        ``latent_size`` (of the call's latents) picks the pools."""
+        batch = len(routes)
+        if batch > self.scratch:
+            self._resize(self.capacity, max(batch, 2 * self.scratch))
+        for route in routes:  # slots first: taking one may grow the pools and move the scratch slots
+            if len(route.refs) > REFS_PER_SAMPLE:
+                raise ValueError(f"injection: at most {REFS_PER_SAMPLE} references per sample, got {len(route.refs)}")
+            if route.record is not None and route.scope != "none":
+                self._take(route.record)
+        write, read, own = [[], []], [[], []], [[], []]
+        for b, route in enumerate(routes):
+            for g in (0, 1):
+                applies = route.applies(in_decoder=bool(g))
+                w = self.slot_of[route.record] if applies and route.record is not None else self.capacity + b
+                refs = [self.slot_of[k] for k in route.refs] if applies else []
+                write[g].append(w)
+                read[g] += (refs * REFS_PER_SAMPLE)[:REFS_PER_SAMPLE] if refs else [w] * REFS_PER_SAMPLE
+                own[g].append(not refs)
+        write, read, own = torch.tensor(write), torch.tensor(read), torch.tensor(own)
+        key = (batch, torch.device(device))
+        index = self._index.get(key)
+        if index is None:  # one set of buffers per batch size: captured graphs read these very tensors
+            index = self._index[key] = _Index(write.to(device), read.to(device), own.to(device))
+        else:
+            index.write.copy_(write)
+            index.read.copy_(read)
+            index.own.copy_(own)
+        self._current, self.batch, self.latent_size = index, batch, tuple(latent_size)
+
+    def clear_routes(self) -> None:
+        self._current, self.batch = None, 0
+
+    def current(self, in_decoder: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._current is None:
+            raise RuntimeError("injection: no routes set for this UNet call")
+        g = int(in_decoder)
+        return self._current.write[g], self._current.read[g], self._current.own[g]
+
+    def processor(self, name: str) -> "InjectionAttnProcessor":
+        # One processor object per layer for the context's lifetime: a compiled
+        # UNet guards on the processor objects, so new ones would recompile it.
+        if name not in self._processors:
+            self._processors[name] = InjectionAttnProcessor(name, self)
+        return self._processors[name]
 
 
 class InjectionAttnProcessor:
     """Self-attention whose keys and values may come from other frames' features.
 
-    Same signature and arithmetic as diffusers' ``AttnProcessor2_0`` (SDPA);
-    samples are grouped by the number of reference frames so each group is one
-    attention call.
+    Same signature and arithmetic as diffusers' ``AttnProcessor2_0`` (SDPA),
+    with keys and values gathered from the context's feature pool.
     """
 
     def __init__(self, name: str, context: InjectionContext):
@@ -73,23 +204,16 @@ class InjectionAttnProcessor:
         self.context = context
         self.in_decoder = name.startswith("up_blocks.")
 
-    def _applies(self, route: SampleRoute) -> bool:
-        return route.scope == "all" or (route.scope == "decoder" and self.in_decoder)
-
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        routes = self.context.routes
-        batch = hidden_states.shape[0]
-        if len(routes) != batch:
-            raise RuntimeError(f"injection routes: {len(routes)} routes for a batch of {batch}")
         if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
             raise NotImplementedError("injection applies to 3-D self-attention without a mask (attn1)")
-        bank = self.context.bank
-        routes = [r if self._applies(r) else SampleRoute() for r in routes]
-        for b, route in enumerate(routes):
-            if route.record is not None:
-                # A copy, not a view: a view would keep the whole batch's
-                # activations alive for as long as any later frame needs them.
-                bank.setdefault(route.record, {})[self.name] = hidden_states[b].detach().clone()
+        batch, tokens, channels = hidden_states.shape
+        if self.context.batch != batch:
+            raise RuntimeError(f"injection routes: {self.context.batch} routes for a batch of {batch}")
+        write, read, own = self.context.current(self.in_decoder)
+        pool = self.context.pool(self.name, hidden_states)
+        # Recorded before reading: a sample without references reads its own slot.
+        pool.index_copy_(0, write, hidden_states.detach())
 
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -97,27 +221,13 @@ class InjectionAttnProcessor:
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
-        query = attn.to_q(hidden_states)
-        groups: dict[int, list[int]] = defaultdict(list)
-        for b, route in enumerate(routes):
-            groups[len(route.refs)].append(b)
-
-        out = None
-        for n_refs, idx in groups.items():
-            if n_refs == 0:
-                kv = hidden_states[idx]
-            else:
-                kv = torch.stack(
-                    [torch.cat([bank[k][self.name] for k in routes[b].refs], dim=0) for b in idx]
-                ).to(hidden_states.dtype)
-            o = self._attend(attn, query[idx], attn.to_k(kv), attn.to_v(kv))
-            if len(groups) == 1:
-                out = o
-            else:
-                if out is None:
-                    out = o.new_empty((batch, *o.shape[1:]))
-                out[idx] = o
-
+        kv = pool[read].view(batch, REFS_PER_SAMPLE * tokens, channels).to(hidden_states.dtype)
+        if hidden_states.requires_grad:
+            # The x_t update differentiates through the UNet: plain
+            # self-attention must take its keys from the live features, not
+            # the detached copy in the pool.
+            kv = torch.where(own.view(-1, 1, 1), hidden_states.repeat(1, REFS_PER_SAMPLE, 1), kv)
+        out = self._attend(attn, attn.to_q(hidden_states), attn.to_k(kv), attn.to_v(kv))
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)
         if attn.residual_connection:
@@ -151,7 +261,7 @@ def injected_layer_names(unet, layers: str) -> list[str]:
 
 @contextlib.contextmanager
 def injection_installed(unet, context: InjectionContext, layers: str = "all") -> Iterator[list[str]]:
-    """Installs :class:`InjectionAttnProcessor` on the selected layers for the
+    """Installs the context's processors on the selected layers for the
     duration of the block and restores the previous processors afterwards.
 
     Each route's ``scope`` then decides per sample where injection happens, so
@@ -163,7 +273,7 @@ def injection_installed(unet, context: InjectionContext, layers: str = "all") ->
     modules = [unet.get_submodule(n.removesuffix(".processor")) for n in names]
     original = [m.processor for m in modules]
     for name, module in zip(names, modules):
-        module.processor = InjectionAttnProcessor(name, context)
+        module.processor = context.processor(name)
     try:
         yield names
     finally:

@@ -33,6 +33,7 @@ from .attention import InjectionContext, SampleRoute, injection_installed
 from .ddim import DDIMSchedule, ddim_move, predict_eps_x0
 from .settings import EditSettings
 from .text import encode_prompts
+from .unet_runner import UNetRunner
 from .vae import decode_latents
 
 UNCOND, COND = 0, 1
@@ -123,6 +124,7 @@ class EditSession:
     pending: dict[tuple[int, int], int] = field(default_factory=dict)  # (frame, step) -> consumers left
     x0: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)  # kept for the next frame's update
     finished: dict[int, torch.Tensor] = field(default_factory=dict)  # clean latents awaiting in-order output
+    latent_size: tuple[int, ...] = ()  # (h, w), known once a frame is admitted
 
     @property
     def num_frames(self) -> int:
@@ -158,13 +160,27 @@ class Pix2VideoEditor:
         split_guidance: run the unconditional and conditional branches as two
             UNet calls, as the authors' code does (a baseline for benchmarks;
             same arithmetic, more launches).
+        runner: how the UNet is called (CUDA graphs, compilation, batch
+            buckets); default plain eager calls.
+        feature_slots: injected-feature slots to preallocate; one per kept
+            (frame, step, branch), about 100 per session plus 4 per frame in
+            flight for anchor+previous at 50 steps (they grow if short).
     """
 
-    def __init__(self, models, max_batch_items: int = 64, split_guidance: bool = False):
+    def __init__(
+        self,
+        models,
+        max_batch_items: int = 64,
+        split_guidance: bool = False,
+        runner: UNetRunner | None = None,
+        feature_slots: int = 128,
+    ):
         self.models = models
         self.max_batch_items = max_batch_items
         self.split_guidance = split_guidance
-        self.context = InjectionContext()
+        self.runner = runner or UNetRunner(models.unet)
+        self.context = InjectionContext(slots=feature_slots, scratch=self.runner.bucket(2 * max_batch_items))
+        self._generation = self.context.generation
         self.sessions: dict[int, EditSession] = {}
         self._ids = itertools.count(1)
         self._schedules: dict[int, DDIMSchedule] = {}
@@ -205,8 +221,8 @@ class Pix2VideoEditor:
         session = self.sessions.pop(session_id, None)
         if session is None:
             return
-        for key in [k for k in self.context.bank if k[0] == session_id]:
-            del self.context.bank[key]
+        for key in [k for k in self.context.keys if k[0] == session_id]:
+            self.context.release(key)
         session.flight.clear()
         session.x0.clear()
         session.finished.clear()
@@ -215,9 +231,7 @@ class Pix2VideoEditor:
     def session_bytes(self, session_id: int) -> int:
         """Device memory held by a session's kept features, x0 and frames in flight."""
         s = self.sessions[session_id]
-        feats = sum(
-            t.numel() * t.element_size() for k, layers in self.context.bank.items() if k[0] == session_id for t in layers.values()
-        )
+        feats = sum(1 for k in self.context.keys if k[0] == session_id) * self.context.slot_bytes(s.latent_size)
         tensors = [f.latent for f in s.flight.values()] + [f.depth for f in s.flight.values()]
         tensors += list(s.x0.values()) + list(s.finished.values())
         return feats + sum(t.numel() * t.element_size() for t in tensors)
@@ -248,16 +262,23 @@ class Pix2VideoEditor:
                 latent=s.video.latent(i).to(dev, self.latent_dtype),
                 depth=s.video.depth(i).to(dev, self.latent_dtype),
             )
+            s.latent_size = tuple(s.flight[i].latent.shape[1:])
             s.next_frame += 1
 
     def ready_items(self) -> list[tuple[EditSession, int]]:
-        """Work items (session, frame) that can advance one step now, oldest first."""
+        """Work items (session, frame) that can advance one step now, oldest
+        first; all of one latent size, since they share a call (sessions of
+        different sizes take turns, tick by tick)."""
         items = []
         for s in self.sessions.values():
             if s.paused:
                 continue
             self._admit(s)
             items += [(s, i) for i in sorted(s.flight) if s.ready(i)]
+        sizes = list(dict.fromkeys(s.latent_size for s, _ in items))
+        if len(sizes) > 1:
+            size = sizes[self.ticks % len(sizes)]
+            items = [(s, i) for s, i in items if s.latent_size == size]
         return items[: self.max_batch_items]
 
     @torch.no_grad()
@@ -269,16 +290,15 @@ class Pix2VideoEditor:
             return []
         timer = self.timer
         start = timer.mark() if timer is not None else None
-        with injection_installed(self.models.unet, self.context, "all"):
-            latents = torch.stack([s.flight[i].latent for s, i in items])
-            xt_items = [n for n, (s, i) in enumerate(items) if s.settings.latent_update == "xt" and self._updates(s, i)]
-            if xt_items:
-                latents = latents.clone()
-                latents[xt_items] = self._xt_update([items[n] for n in xt_items], latents[xt_items])
-                if timer is not None:
-                    start = self._lap(timer, "latent_update", start, [items[n] for n in xt_items])
-            eps, x0 = self._predict(items, latents, record=True)
-            self._advance(items, latents, eps, x0, timer, start)
+        latents = torch.stack([s.flight[i].latent for s, i in items])
+        xt_items = [n for n, (s, i) in enumerate(items) if s.settings.latent_update == "xt" and self._updates(s, i)]
+        if xt_items:
+            latents = latents.clone()
+            latents[xt_items] = self._xt_update([items[n] for n in xt_items], latents[xt_items])
+            if timer is not None:
+                start = self._lap(timer, "latent_update", start, [items[n] for n in xt_items])
+        eps, x0 = self._predict(items, latents, record=True)
+        self._advance(items, latents, eps, x0, timer, start)
         self.items_done += len(items)
         self.ticks += 1
         return self._collect()
@@ -314,14 +334,8 @@ class Pix2VideoEditor:
         if self.split_guidance:
             n_uncond = sum(1 for _, b in samples if b == UNCOND)
             parts = [p for p in (slice(0, n_uncond), slice(n_uncond, len(samples))) if p.stop > p.start]
-        outs = []
-        try:
-            for p in parts:
-                self.context.routes = routes[p]
-                outs.append(m.unet(x[p], t[p], encoder_hidden_states=emb[p]).sample)
-        finally:
-            self.context.routes = []
-        out = torch.cat(outs).to(latents.dtype)
+        layers = next((lay for lay in ("all", "decoder") if any(s.settings.inject_layers == lay for s, _ in items)), "none")
+        out = torch.cat([self._unet(x[p], t[p], emb[p], routes[p], layers) for p in parts]).to(latents.dtype)
         cond = {n: out[j] for j, (n, b) in enumerate(samples) if b == COND}
         uncond = {n: out[j] for j, (n, b) in enumerate(samples) if b == UNCOND}
         guided = torch.stack(
@@ -334,6 +348,40 @@ class Pix2VideoEditor:
         pred_types = {self._schedule(s.settings.num_steps).prediction_type for s, _ in items}
         (ptype,) = pred_types  # one model, one prediction type
         return predict_eps_x0(guided, latents, alpha, ptype)
+
+    def _unet(self, x, t, emb, routes: list[SampleRoute], layers: str) -> torch.Tensor:
+        """One UNet call through the runner, with the injection processors of
+        ``layers`` installed and the padding samples routed nowhere."""
+        routes = routes + [SampleRoute(scope="none")] * (self.runner.bucket(len(routes)) - len(routes))
+        self.context.set_routes(routes, x.device, tuple(x.shape[2:]))
+        if self.context.generation != self._generation:  # the pools moved under any captured graph
+            self.runner.forget()
+            self._generation = self.context.generation
+        try:
+            with injection_installed(self.models.unet, self.context, layers):
+                return self.runner(x, t, emb, variant=(layers, self.context.token))
+        finally:
+            self.context.clear_routes()
+
+    @torch.no_grad()
+    def warm_up(self, height: int, width: int, sizes: list[int] | None = None, compiled: list[int] | None = None) -> None:
+        """Captures the UNet call of every batch bucket up to ``2 *
+        max_batch_items`` samples (or ``sizes``), for decoder injection at
+        ``height`` x ``width`` pixels, compiling those in ``compiled`` (default
+        all, if the runner compiles): what a replica does before it reports
+        SERVING."""
+        m = self.models
+        sizes = sizes or sorted({self.runner.bucket(n) for n in range(2, 2 * self.max_batch_items + 1, 2)})
+        h, w = height // m.vae_scale_factor, width // m.vae_scale_factor
+
+        emb = encode_prompts(m, ["warm up"])
+
+        def call(size: int) -> None:
+            x = torch.zeros((size, m.unet.config.in_channels, h, w), device=m.device, dtype=m.dtype)
+            t = torch.full((size,), 1, device=m.device, dtype=torch.long)
+            self._unet(x, t, emb.expand(size, -1, -1), [SampleRoute(scope="decoder")] * size, "decoder")
+
+        self.runner.warm_up(call, sizes, (h, w), emb.shape[1], ("decoder", self.context.token), compiled)
 
     def _alphas(self, items, prev: bool) -> torch.Tensor:
         """alpha_bar of each item's current step (or the step it lands on), on the device."""
@@ -398,7 +446,7 @@ class Pix2VideoEditor:
             else:
                 del s.pending[(r, step)]
                 for b in (UNCOND, COND):
-                    self.context.bank.pop((s.id, r, step, b), None)
+                    self.context.release((s.id, r, step, b))
 
     def _collect(self) -> list[tuple[int, EditedFrame]]:
         """Decodes finished frames (batched) and hands them out in frame order."""

@@ -16,6 +16,7 @@ import torch
 from ..errors import InvalidInput
 from .ddim import DDIMSchedule, ddim_invert
 from .text import encode_prompts
+from .unet_runner import UNetRunner
 from .vae import encode_frames
 
 MIN_STEPS, MAX_STEPS = 1, 1000
@@ -28,11 +29,32 @@ def check_num_steps(num_steps: object, name: str = "num_steps") -> int:
 
 
 class Inverter:
-    """Batched DDIM inversion with the depth-conditioned UNet."""
+    """Batched DDIM inversion with the depth-conditioned UNet.
 
-    def __init__(self, models, batch_size: int = 8):
+    ``runner`` says how the UNet is called (CUDA graphs, compilation, batch
+    buckets); by default plainly. The UNet runs with its own attention
+    processors: variant ``"plain"`` of the runner's graphs.
+    """
+
+    def __init__(self, models, batch_size: int = 8, runner: UNetRunner | None = None):
         self.models = models
         self.batch_size = batch_size
+        self.runner = runner or UNetRunner(models.unet)
+
+    @torch.no_grad()
+    def warm_up(self, height: int, width: int) -> None:
+        """Captures (and compiles, if the runner does) the UNet call of a full
+        batch at ``height`` x ``width`` pixels, before a replica serves."""
+        m = self.models
+        h, w = height // m.vae_scale_factor, width // m.vae_scale_factor
+        emb = encode_prompts(m, [""])
+        size = self.runner.bucket(self.batch_size)
+
+        def call(n: int) -> None:
+            x = torch.zeros((n, m.unet.config.in_channels, h, w), device=m.device, dtype=m.dtype)
+            self.runner(x, torch.ones(n, device=m.device, dtype=torch.long), emb.expand(n, -1, -1), variant="plain")
+
+        self.runner.warm_up(call, [size], (h, w), emb.shape[1], "plain")
 
     def unet_noise_predictor(self, depth: torch.Tensor, prompt_embeds: torch.Tensor) -> Callable:
         """``predict_noise(x, t)`` for a batch of frames with their depth maps."""
@@ -41,7 +63,7 @@ class Inverter:
         def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             inp = torch.cat([x, depth.to(x.dtype)], dim=1).to(m.dtype)
             emb = prompt_embeds.expand(x.shape[0], -1, -1)
-            return m.unet(inp, t.to(m.device), encoder_hidden_states=emb).sample.to(x.dtype)
+            return self.runner(inp, t.to(m.device), emb, variant="plain").to(x.dtype)
 
         return predict
 

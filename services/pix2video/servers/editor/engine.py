@@ -119,7 +119,12 @@ class EditorEngine:
         self.settings = settings
         self.models = models or load_models(settings)
         self.store = store if store is not None else settings.open_store()
-        self.editor = Pix2VideoEditor(self.models, max_batch_items=settings.max_batch_items)
+        self.editor = Pix2VideoEditor(
+            self.models,
+            max_batch_items=settings.max_batch_items,
+            runner=settings.make_runner(self.models),
+            feature_slots=settings.feature_slots,
+        )
         self.records: dict[str, SessionRecord] = {}
         self._by_session: dict[int, SessionRecord] = {}
         # Every read of the sessions goes through store_io: the store itself, or
@@ -151,7 +156,9 @@ class EditorEngine:
                 self._close(rec)
 
     def warmup(self) -> None:
-        """Runs the whole edit path once on a one-frame synthetic video."""
+        """Captures (and compiles) the UNet graphs of every batch bucket at the
+        warm-up frame size, then runs the whole edit path once on a two-frame
+        synthetic video."""
         import torch
 
         class _One:
@@ -165,6 +172,9 @@ class EditorEngine:
                 return torch.zeros(1, self.h, self.w)
 
         with self._lock:
+            if self.editor.runner.cuda_graphs:
+                self.editor.warm_up(self.settings.warm_up_height, self.settings.warm_up_width)
+                log.info("editor warm-up: %s", self.editor.runner.warm)
             self.editor.timer = None  # warm-up frames are not service frames
             try:
                 list(self.editor.edit(_One(), EditSettings(prompt="warm up", num_steps=2, frames_in_flight=2)))

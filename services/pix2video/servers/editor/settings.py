@@ -5,11 +5,12 @@ from dataclasses import dataclass
 from ...engine.settings import MAX_FRAMES_IN_FLIGHT
 from ...errors import InvalidInput
 from ..common.settings import ModelServerSettings
+from ..common.runner_settings import UNetRunnerSettingsMixin
 from ..common.store_settings import StoreSettingsMixin
 
 
 @dataclass(frozen=True)
-class EditorServerSettings(StoreSettingsMixin, ModelServerSettings):
+class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelServerSettings):
     """Settings of the editor service.
 
     max_sessions: open sessions (attached or detached) per replica.
@@ -20,6 +21,10 @@ class EditorServerSettings(StoreSettingsMixin, ModelServerSettings):
         pauses (back-pressure), and frames kept for replay after a reconnect.
     replica_name: prefix of session ids (the pod name in Kubernetes), so that
         a reconnecting client can be routed to the replica that holds its state.
+    feature_slots: injected-feature slots preallocated on the device (about
+        14 MB each at 512x512 for decoder injection; a session at 50 steps
+        holds about 100 plus 4 per frame in flight); they grow if short, at
+        the cost of recapturing the UNet graphs.
     """
 
     port: int = 50064
@@ -30,11 +35,13 @@ class EditorServerSettings(StoreSettingsMixin, ModelServerSettings):
     max_batch_items: int = 64
     buffered_frames: int = 8
     replica_name: str = ""
+    feature_slots: int = 512
 
     def __post_init__(self):
         super().__post_init__()
         self.check_store()
-        for name in ("max_sessions", "max_batch_items", "buffered_frames"):
+        self.check_runner()
+        for name in ("max_sessions", "max_batch_items", "buffered_frames", "feature_slots"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 1 <= self.frames_in_flight <= MAX_FRAMES_IN_FLIGHT:

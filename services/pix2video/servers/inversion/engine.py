@@ -39,11 +39,16 @@ class InversionEngine:
         # Every read and write of a job goes through store_io: the store itself,
         # or what the server wraps it in (counted, timed and traced operations).
         self.store_io = self.store
-        self.inverter = Inverter(self.models, batch_size=settings.batch_size)
+        self.inverter = Inverter(self.models, batch_size=settings.batch_size, runner=settings.make_runner(self.models))
         # One job on the accelerator at a time; decoding and I/O of other jobs overlap it.
         self._device_lock = threading.Lock()
 
     def warmup(self) -> None:
+        """Captures (and compiles) the UNet graph of a full batch at the
+        warm-up frame size, then runs a one-step inversion of one frame."""
+        if self.inverter.runner.cuda_graphs:
+            with self._device_lock:
+                self.inverter.warm_up(self.settings.warm_up_height, self.settings.warm_up_width)
         frames = np.zeros((1, 64, 64, 3), np.uint8)
         depth = torch.zeros(1, 1, 64 // self.models.vae_scale_factor, 64 // self.models.vae_scale_factor)
         with self._device_lock:

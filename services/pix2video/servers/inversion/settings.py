@@ -4,11 +4,12 @@ from dataclasses import dataclass
 
 from ...errors import InvalidInput
 from ..common.settings import ModelServerSettings
+from ..common.runner_settings import UNetRunnerSettingsMixin
 from ..common.store_settings import StoreSettingsMixin
 
 
 @dataclass(frozen=True)
-class InversionServerSettings(StoreSettingsMixin, ModelServerSettings):
+class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelServerSettings):
     """Settings of the inversion service.
 
     depth_address, caption_address: the depth and caption services (host:port).
@@ -30,6 +31,7 @@ class InversionServerSettings(StoreSettingsMixin, ModelServerSettings):
     def __post_init__(self):
         super().__post_init__()
         self.check_store()
+        self.check_runner()
         for name in ("batch_size", "max_upload_bytes", "max_frames"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name}: must be at least 1, got {getattr(self, name)}")

@@ -1,0 +1,170 @@
+"""Calls the UNet without paying Python's launch overhead on every step.
+
+A denoising step at small batch is launch-bound: an eager batch-2 call of the
+SD2-depth UNet spends most of its ~30 ms launching kernels (DESIGN.md,
+section 5). :class:`UNetRunner` pads each batch to a fixed bucket size and,
+on CUDA, replays a CUDA graph captured once per (bucket, variant); optionally
+the graphed forward is first compiled with ``torch.compile`` (static shapes).
+A variant names whatever else the capture baked in (which attention
+processors were installed, where the injection pools were).
+
+Graphs are replayed only without autograd (the x_t latent update
+differentiates through the UNet and runs eagerly). On the CPU, or with
+graphs off, the runner is a plain call, padded only when buckets are set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Hashable, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUCKETS = (2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # static x, t, emb
+    output: torch.Tensor
+
+
+@dataclass
+class WarmUp:
+    """What warming a replica cost (stated in benchmark tables and logs)."""
+
+    graphs: int = 0
+    compiled: int = 0
+    seconds: float = 0.0
+    per_bucket_s: dict = field(default_factory=dict)
+
+
+class UNetRunner:
+    """Runs ``unet(x, t, encoder_hidden_states=emb).sample`` for padded batches.
+
+    Args:
+        unet: the diffusers UNet.
+        cuda_graphs: replay captured CUDA graphs (CUDA only).
+        compile: ``torch.compile`` the forward before capture; done only for
+            the (bucket, variant) pairs of :meth:`warm_up`, so no request ever
+            waits for a compilation (others are captured eagerly, ~1 s).
+        buckets: batch sizes to pad to; None pads nothing (exact sizes).
+        channels_last: convert the UNet's weights to channels-last (NHWC)
+            memory format, which cuDNN's tensor-core convolutions prefer.
+    """
+
+    def __init__(
+        self,
+        unet,
+        cuda_graphs: bool = False,
+        compile: bool = False,
+        buckets: Sequence[int] | None = None,
+        channels_last: bool = False,
+    ):
+        if channels_last:
+            unet.to(memory_format=torch.channels_last)
+        self.unet = unet
+        self.cuda_graphs = cuda_graphs
+        self.compile = compile
+        self.buckets = sorted(set(buckets)) if buckets else None
+        self._graphs: dict[tuple[int, Hashable], _Graph] = {}
+        self._compiled = torch.compile(unet, dynamic=False) if compile else None
+        self._compiled_keys: set[tuple[int, Hashable]] = set()
+        self._pool = None  # one CUDA graph memory pool: graphs run one at a time
+        self.warm = WarmUp()
+
+    def bucket(self, n: int) -> int:
+        """The batch size a call of ``n`` samples runs at."""
+        if self.buckets is None or n > self.buckets[-1]:
+            return n
+        return next(b for b in self.buckets if b >= n)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, variant: Hashable = None) -> torch.Tensor:
+        """UNet output for the ``x.shape[0]`` samples; the caller routes the padded batch (:meth:`bucket`)."""
+        n = x.shape[0]
+        size = self.bucket(n)
+        if size != n:  # padding samples: zeros, discarded
+            x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
+            t = torch.cat([t, t[:1].expand(size - n)])
+            emb = torch.cat([emb, emb[:1].expand(size - n, *emb.shape[1:])])
+        if not self._graphed(x):
+            return self.unet(x, t, encoder_hidden_states=emb).sample[:n]
+        key = self._key(x, emb, variant)
+        g = self._graphs.get(key)
+        if g is None:
+            g = self._graphs[key] = self._capture(x, t, emb, key)
+        for static, value in zip(g.inputs, (x, t, emb)):
+            static.copy_(value)
+        g.graph.replay()
+        return g.output[:n].clone()
+
+    @staticmethod
+    def _key(x: torch.Tensor, emb: torch.Tensor, variant: Hashable) -> tuple:
+        return (x.shape[0], tuple(x.shape[2:]), emb.shape[1], variant)
+
+    def _graphed(self, x: torch.Tensor) -> bool:
+        return self.cuda_graphs and x.is_cuda and not torch.is_grad_enabled()
+
+    def _forward(self, key):
+        return self._compiled if key in self._compiled_keys else self.unet
+
+    def _capture(self, x, t, emb, key) -> _Graph:
+        start = time.perf_counter()
+        inputs = (x.clone(), t.clone(), emb.clone())
+        forward = self._forward(key)
+        # Warm-up on a side stream, as capture requires (and compilation happens here).
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                forward(inputs[0], inputs[1], encoder_hidden_states=inputs[2])
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = forward(inputs[0], inputs[1], encoder_hidden_states=inputs[2]).sample
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        self.warm.graphs += 1
+        log.info("captured a UNet graph for %s in %.1f s", key, seconds)
+        return _Graph(graph, inputs, output)
+
+    def forget(self) -> None:
+        """Drops every captured graph and compiled pairing: what they baked in
+        moved (the injection pools grew). Later calls capture eagerly again."""
+        if self._graphs:
+            log.warning("UNet graphs dropped (injection pools grew); recapturing on demand")
+        self._graphs.clear()
+        self._compiled_keys.clear()
+
+    def warm_up(
+        self,
+        call,
+        sizes: Sequence[int],
+        latent_hw: tuple[int, int],
+        tokens: int,
+        variant: Hashable,
+        compiled: Sequence[int] | None = None,
+    ) -> None:
+        """Captures (and compiles, if set: the sizes in ``compiled``, default
+        all) the graph of each batch size in ``sizes`` for ``variant``, by
+        running ``call(size)``: the caller's own code path with dummy inputs,
+        so everything the capture bakes in is real."""
+        for size in sizes:
+            start = time.perf_counter()
+            key = (self.bucket(size), tuple(latent_hw), tokens, variant)
+            if self.compile and (compiled is None or size in compiled):
+                self._compiled_keys.add(key)
+                self.warm.compiled += 1
+            call(size)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            self.warm.per_bucket_s[key] = seconds
+            self.warm.seconds += seconds
