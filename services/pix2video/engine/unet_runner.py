@@ -100,7 +100,8 @@ class UNetRunner:
             g = self._graphs[key] = self._capture(x, t, emb, key)
         for static, value in zip(g.inputs, (x, t, emb)):
             static.copy_(value)
-        g.graph.replay()
+        with torch.cuda.device(x.device):  # a service thread's current device may be another GPU
+            g.graph.replay()
         return g.output[:n].clone()
 
     @staticmethod
@@ -114,6 +115,12 @@ class UNetRunner:
         return self._compiled if key in self._compiled_keys else self.unet
 
     def _capture(self, x, t, emb, key) -> _Graph:
+        # Streams and the capture must be on the inputs' GPU: in a worker thread
+        # the current device is cuda:0 whatever GPU the models are on.
+        with torch.cuda.device(x.device):
+            return self._capture_on_device(x, t, emb, key)
+
+    def _capture_on_device(self, x, t, emb, key) -> _Graph:
         start = time.perf_counter()
         inputs = (x.clone(), t.clone(), emb.clone())
         forward = self._forward(key)
@@ -129,7 +136,7 @@ class UNetRunner:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             output = forward(inputs[0], inputs[1], encoder_hidden_states=inputs[2]).sample
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(x.device)
         seconds = time.perf_counter() - start
         self.warm.graphs += 1
         log.info("captured a UNet graph for %s in %.1f s", key, seconds)
@@ -163,8 +170,6 @@ class UNetRunner:
                 self._compiled_keys.add(key)
                 self.warm.compiled += 1
             call(size)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
             seconds = time.perf_counter() - start
             self.warm.per_bucket_s[key] = seconds
             self.warm.seconds += seconds
