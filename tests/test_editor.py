@@ -253,3 +253,26 @@ def test_sessions_of_different_frame_sizes_share_an_editor(models, clip_frames, 
         assert (torch.stack([got[sid][i] for i in range(len(alone[v]))]) - alone[v]).abs().max() < 1e-9
     small, large = held.values()
     assert 0 < small < large  # each session's features counted at its own size
+
+
+def test_runner_settings_parse_and_name_what_is_wrong(models):
+    from pix2video.servers.common.settings import load_settings
+    from pix2video.servers.editor.settings import EditorServerSettings
+    from pix2video.servers.inversion.settings import InversionServerSettings
+
+    env = {"PIX2VIDEO_STORE_DIR": "/tmp/x"}
+    s = load_settings(EditorServerSettings, ["--batch-buckets", " 8, 2,64 ", "--compile-unet", "true"], env=env)
+    assert s.buckets() == (2, 8, 64) and s.compile_unet and s.cuda_graphs
+    runner = s.make_runner(models)  # on the CPU: plain calls, nothing padded or compiled
+    assert not runner.cuda_graphs and not runner.compile and runner.bucket(3) == 3
+    cases = {
+        "batch_buckets": ["--batch-buckets", "2,x"],
+        "warm_up_width": ["--warm-up-width", "100"],
+        "compile_unet": ["--cuda-graphs", "false", "--compile-unet", "true"],
+        "feature_slots": ["--feature-slots", "0"],
+    }
+    for name, flags in cases.items():
+        with pytest.raises(InvalidInput, match=name):
+            load_settings(EditorServerSettings, flags, env=env)
+    with pytest.raises(InvalidInput, match="batch_buckets"):
+        load_settings(InversionServerSettings, [], env={**env, "PIX2VIDEO_BATCH_BUCKETS": "0,4"})

@@ -150,9 +150,10 @@ class InjectionContext:
         batch = len(routes)
         if batch > self.scratch:
             self._resize(self.capacity, max(batch, 2 * self.scratch))
-        for route in routes:  # slots first: taking one may grow the pools and move the scratch slots
+        for route in routes:
             if len(route.refs) > REFS_PER_SAMPLE:
                 raise ValueError(f"injection: at most {REFS_PER_SAMPLE} references per sample, got {len(route.refs)}")
+        for route in routes:  # slots first: taking one may grow the pools and move the scratch slots
             if route.record is not None and route.scope != "none":
                 self._take(route.record)
         write, read, own = [[], []], [[], []], [[], []]

@@ -373,7 +373,6 @@ class Pix2VideoEditor:
         m = self.models
         sizes = sizes or sorted({self.runner.bucket(n) for n in range(2, 2 * self.max_batch_items + 1, 2)})
         h, w = height // m.vae_scale_factor, width // m.vae_scale_factor
-
         emb = encode_prompts(m, ["warm up"])
 
         def call(size: int) -> None:

@@ -72,9 +72,10 @@ class UNetRunner:
         self.cuda_graphs = cuda_graphs
         self.compile = compile
         self.buckets = sorted(set(buckets)) if buckets else None
-        self._graphs: dict[tuple[int, Hashable], _Graph] = {}
+        # Keyed by (batch, latent size, prompt tokens, variant): see _key.
+        self._graphs: dict[tuple, _Graph] = {}
         self._compiled = torch.compile(unet, dynamic=False) if compile else None
-        self._compiled_keys: set[tuple[int, Hashable]] = set()
+        self._compiled_keys: set[tuple] = set()
         self._pool = None  # one CUDA graph memory pool: graphs run one at a time
         self.warm = WarmUp()
 
@@ -94,7 +95,7 @@ class UNetRunner:
             emb = torch.cat([emb, emb[:1].expand(size - n, *emb.shape[1:])])
         if not self._graphed(x):
             return self.unet(x, t, encoder_hidden_states=emb).sample[:n]
-        key = self._key(x, emb, variant)
+        key = self._key(size, x.shape[2:], emb.shape[1], variant)
         g = self._graphs.get(key)
         if g is None:
             g = self._graphs[key] = self._capture(x, t, emb, key)
@@ -105,8 +106,8 @@ class UNetRunner:
         return g.output[:n].clone()
 
     @staticmethod
-    def _key(x: torch.Tensor, emb: torch.Tensor, variant: Hashable) -> tuple:
-        return (x.shape[0], tuple(x.shape[2:]), emb.shape[1], variant)
+    def _key(size: int, latent_hw, tokens: int, variant: Hashable) -> tuple:
+        return (size, tuple(latent_hw), tokens, variant)
 
     def _graphed(self, x: torch.Tensor) -> bool:
         return self.cuda_graphs and x.is_cuda and not torch.is_grad_enabled()
@@ -146,7 +147,10 @@ class UNetRunner:
         """Drops every captured graph and compiled pairing: what they baked in
         moved (the injection pools grew). Later calls capture eagerly again."""
         if self._graphs:
-            log.warning("UNet graphs dropped (injection pools grew); recapturing on demand")
+            log.warning(
+                "UNet graphs dropped (the injection pools grew): recaptured on demand, uncompiled; "
+                "raise feature_slots so that this does not happen while serving"
+            )
         self._graphs.clear()
         self._compiled_keys.clear()
 
@@ -165,7 +169,7 @@ class UNetRunner:
         so everything the capture bakes in is real."""
         for size in sizes:
             start = time.perf_counter()
-            key = (self.bucket(size), tuple(latent_hw), tokens, variant)
+            key = self._key(self.bucket(size), latent_hw, tokens, variant)
             if self.compile and (compiled is None or size in compiled):
                 self._compiled_keys.add(key)
                 self.warm.compiled += 1

@@ -35,6 +35,8 @@ class UNetRunnerSettingsMixin:
 
     def check_runner(self) -> None:
         self.buckets()
+        if self.compile_unet and not self.cuda_graphs:
+            raise InvalidInput("compile_unet: compiles the captured graphs, so it needs cuda_graphs=true")
         for name in ("warm_up_width", "warm_up_height"):
             value = getattr(self, name)
             if value < 8 or value % 8:
