@@ -194,14 +194,14 @@ def unet_call_ms(editor, size, hw, reps=10):
     return (time.perf_counter() - start) / reps * 1000, out.float()
 
 
-def probe_calls(models, hw, sizes, compile_sizes):
+def probe_calls(models, hw, sizes, compile_sizes, compile_mode="default"):
     """UNet call time, eager vs CUDA graph vs compiled + graph, with the
     largest difference from eager (the graphs must compute the same thing)."""
     from pix2video.engine.unet_runner import UNetRunner
 
     eager = Pix2VideoEditor(models)
     graphed = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True))
-    compiled = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True, compile=True))
+    compiled = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True, compile=True, compile_mode=compile_mode))
     for size in sizes:
         e_ms, e_out = unet_call_ms(eager, size, hw)
         g_ms, g_out = unet_call_ms(graphed, size, hw)
@@ -230,6 +230,7 @@ def main(argv=None):
     p.add_argument("--session-width", type=int, default=16, help="W of each of the 4 concurrent sessions")
     p.add_argument("--inversion-batch", type=int, default=32)
     p.add_argument("--compile", default="", help="batch sizes (samples) to compile, e.g. 2,64,128 (empty: none)")
+    p.add_argument("--compile-mode", default="default", help="inductor mode (default, max-autotune-no-cudagraphs)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--probe", default="", help="only time UNet calls at these batch sizes (eager/graph/compiled)")
     p.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder (default: the tiny set's)")
@@ -254,7 +255,7 @@ def main(argv=None):
     dev = models.device
     cuda = dev.type == "cuda"
     if args.probe:
-        probe_calls(models, hw, [int(b) for b in args.probe.split(",")], compile_sizes)
+        probe_calls(models, hw, [int(b) for b in args.probe.split(",")], compile_sizes, args.compile_mode)
         return 0
     rows = []
 
@@ -273,11 +274,11 @@ def main(argv=None):
         # Ours: one warm replica's editor, every bucket captured (and the chosen ones compiled) up front.
         runner = UNetRunner(models.unet, cuda_graphs=cuda, compile=bool(compile_sizes) and cuda,
                             buckets=None if args.smoke else (2, 4, 8, 16, 24, 32, 48, 64, 96, 128),
-                            channels_last=args.channels_last)
+                            channels_last=args.channels_last, compile_mode=args.compile_mode)
         ours = Pix2VideoEditor(models, max_batch_items=4 * w4, runner=runner, feature_slots=64 if args.smoke else 1024)
         if cuda:
             ours.warm_up(size, size, compiled=compile_sizes)
-        label = "graphs" + (f", compiled at {args.compile}" if compile_sizes else "") if cuda else "eager"
+        label = "graphs" + (f", compiled ({args.compile_mode}) at {args.compile}" if compile_sizes else "") if cuda else "eager"
         for w in widths:  # after the first frame and the window fill, two whole cycles
             row(f"ours ({label}): W={w}, 1 session", **bench_edit(ours, hw, steps, 3 * w + 2, w))
         row(f"ours ({label}): 4 sessions, W={w4} each", **bench_edit(ours, hw, steps, 3 * w4 + 2, w4, sessions=4))

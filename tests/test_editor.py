@@ -269,6 +269,7 @@ def test_runner_settings_parse_and_name_what_is_wrong(models):
         "batch_buckets": ["--batch-buckets", "2,x"],
         "warm_up_width": ["--warm-up-width", "100"],
         "compile_unet": ["--cuda-graphs", "false", "--compile-unet", "true"],
+        "compile_mode": ["--compile-mode", "max-autotune"],
         "feature_slots": ["--feature-slots", "0"],
     }
     for name, flags in cases.items():

@@ -25,6 +25,8 @@ import torch
 log = logging.getLogger(__name__)
 
 DEFAULT_BUCKETS = (2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
+# Inductor modes that leave CUDA graphs to the runner (it captures its own).
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -55,7 +57,10 @@ class UNetRunner:
             waits for a compilation (others are captured eagerly, ~1 s).
         buckets: batch sizes to pad to; None pads nothing (exact sizes).
         channels_last: convert the UNet's weights to channels-last (NHWC)
-            memory format, which cuDNN's tensor-core convolutions prefer.
+            memory format (slower for this UNet on an H100: docs/benchmark.md).
+        compile_mode: the inductor mode, one of :data:`COMPILE_MODES`;
+            ``max-autotune-no-cudagraphs`` benchmarks kernel choices per
+            shape (a longer warm-up).
     """
 
     def __init__(
@@ -65,7 +70,10 @@ class UNetRunner:
         compile: bool = False,
         buckets: Sequence[int] | None = None,
         channels_last: bool = False,
+        compile_mode: str = "default",
     ):
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode: must be one of {COMPILE_MODES}, got {compile_mode!r}")
         if channels_last:
             unet.to(memory_format=torch.channels_last)
         self.unet = unet
@@ -74,7 +82,7 @@ class UNetRunner:
         self.buckets = sorted(set(buckets)) if buckets else None
         # Keyed by (batch, latent size, prompt tokens, variant): see _key.
         self._graphs: dict[tuple, _Graph] = {}
-        self._compiled = torch.compile(unet, dynamic=False) if compile else None
+        self._compiled = torch.compile(unet, dynamic=False, mode=compile_mode) if compile else None
         self._compiled_keys: set[tuple] = set()
         self._pool = None  # one CUDA graph memory pool: graphs run one at a time
         self.warm = WarmUp()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...engine.unet_runner import DEFAULT_BUCKETS, UNetRunner
+from ...engine.unet_runner import COMPILE_MODES, DEFAULT_BUCKETS, UNetRunner
 from ...errors import InvalidInput
 
 
@@ -12,7 +12,8 @@ from ...errors import InvalidInput
 class UNetRunnerSettingsMixin:
     """cuda_graphs: replay captured CUDA graphs of the UNet (on CUDA devices;
     ignored elsewhere). compile_unet: also ``torch.compile`` them (a minute or
-    more per batch bucket, paid at start-up before SERVING). batch_buckets:
+    more per batch bucket, paid at start-up before SERVING), in inductor mode
+    compile_mode (``default`` or ``max-autotune-no-cudagraphs``). batch_buckets:
     comma-separated batch sizes (samples) calls are padded to, so a few
     graphs cover every call. warm_up_width/height: the frame size whose
     graphs are captured at start-up; other sizes are captured at first use.
@@ -20,6 +21,7 @@ class UNetRunnerSettingsMixin:
 
     cuda_graphs: bool = True
     compile_unet: bool = False
+    compile_mode: str = "default"
     batch_buckets: str = ",".join(str(b) for b in DEFAULT_BUCKETS)
     warm_up_width: int = 512
     warm_up_height: int = 512
@@ -35,6 +37,8 @@ class UNetRunnerSettingsMixin:
 
     def check_runner(self) -> None:
         self.buckets()
+        if self.compile_mode not in COMPILE_MODES:
+            raise InvalidInput(f"compile_mode: must be one of {', '.join(COMPILE_MODES)}; got {self.compile_mode!r}")
         if self.compile_unet and not self.cuda_graphs:
             raise InvalidInput("compile_unet: compiles the captured graphs, so it needs cuda_graphs=true")
         for name in ("warm_up_width", "warm_up_height"):
@@ -48,5 +52,6 @@ class UNetRunnerSettingsMixin:
             models.unet,
             cuda_graphs=self.cuda_graphs and cuda,
             compile=self.compile_unet and cuda,
+            compile_mode=self.compile_mode,
             buckets=self.buckets() if cuda else None,
         )
