@@ -308,6 +308,10 @@ def test_histogram_counts_equal_the_frames_processed_at_each_stage(scraped, job)
     assert sample(ed, "pix2video_editor_unet_batch_size_sum") == job["items"] == FRAMES * STEPS
     assert sample(ed, "pix2video_editor_active_sessions") == 0
     assert sample(ed, "pix2video_editor_max_sessions") == 16
+    # Feature slots: preallocated, all released once the job is done; no graphs on the CPU.
+    assert sample(ed, "pix2video_editor_feature_slots") >= 1
+    assert sample(ed, "pix2video_editor_feature_slots_used") == 0
+    assert sample(ed, "pix2video_editor_unet_graphs") == 0 and sample(ed, "pix2video_editor_warmup_seconds") == 0
     # Every histogram's +Inf bucket is its count.
     for m in scraped.values():
         for family in m.values():

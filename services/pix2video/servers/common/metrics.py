@@ -26,7 +26,8 @@ Metrics every service has (this module):
 
 The services add their own (see each ``server.py``): depth, caption and
 inversion per-frame latency, the editor's per-frame latency by stage, end to
-end and time to first frame, batch sizes and queue depths.
+end and time to first frame, batch sizes and queue depths, its injected-feature
+slots (preallocated and in use) and the UNet graphs captured at warm-up.
 """
 
 from __future__ import annotations

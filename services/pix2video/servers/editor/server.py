@@ -104,6 +104,15 @@ class EditorMetrics:
         for name, doc, key in gauges:
             m.gauge(name, doc).set_function(lambda key=key: float(engine.gauges().get(key, 0)))
         m.gauge("pix2video_editor_max_sessions", "Most open sessions this replica accepts (max_sessions).").set(settings.max_sessions)
+        ctx, runner = engine.editor.context, engine.editor.runner
+        m.gauge("pix2video_editor_feature_slots", "Injected-feature slots preallocated (they grow when short).").set_function(
+            lambda: float(ctx.capacity))
+        m.gauge("pix2video_editor_feature_slots_used", "Injected-feature slots held by sessions.").set_function(
+            lambda: float(len(ctx.slot_of)))
+        m.gauge("pix2video_editor_unet_graphs", "CUDA graphs of the UNet captured on this replica.").set_function(
+            lambda: float(runner.warm.graphs))
+        m.gauge("pix2video_editor_warmup_seconds", "Start-up UNet graph capture and compilation, before SERVING.").set_function(
+            lambda: float(runner.warm.seconds))
         m.count_frames(f"{SERVICE_NAME}/Edit", lambda r: 1 if r.WhichOneof("kind") == "frame" else 0)
 
     def on_unet_call(self, items: int, seconds: float) -> None:
