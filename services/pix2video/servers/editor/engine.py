@@ -68,18 +68,22 @@ class HostTimer:
 
 class CudaEventTimer:
     """A StageTimer on CUDA events: marks are recorded on the stream and read
-    later (:meth:`flush`), so timing never makes the loop wait for the GPU."""
+    later (:meth:`flush`), so timing never makes the loop wait for the GPU.
 
-    def __init__(self, sink: StageSink):
+    Events go on ``device``'s current stream, named explicitly: the scheduler
+    thread's current device is cuda:0 whatever GPU the models are on."""
+
+    def __init__(self, sink: StageSink, device):
         import torch
 
         self.sink = sink
         self._event = lambda: torch.cuda.Event(enable_timing=True)
+        self._stream = lambda: torch.cuda.current_stream(device)
         self.pending: collections.deque = collections.deque()
 
     def mark(self):
         event = self._event()
-        event.record()
+        event.record(self._stream())
         return time.perf_counter(), event
 
     def record(self, stage: str, start, end, items: list) -> None:
@@ -131,7 +135,7 @@ class EditorEngine:
         # what the server wraps it in (counted and timed operations).
         self.store_io = self.store
         cuda = getattr(self.models.device, "type", str(self.models.device)) == "cuda"
-        self.timer = (CudaEventTimer if cuda else HostTimer)(self._on_stage)
+        self.timer = CudaEventTimer(self._on_stage, self.models.device) if cuda else HostTimer(self._on_stage)
         self.editor.timer = self.timer
         # on_unet_call(items, seconds) after each batched denoising call (metrics).
         self.on_unet_call: Callable[[int, float], None] | None = None
