@@ -318,7 +318,7 @@ def main(argv=None):
         f"- peak GPU memory allocated (all runs): {peak:.1f} GB",
         f"- warm-up, once per replica before SERVING: {warm.graphs} CUDA graphs captured, {warm.compiled} compiled, "
         f"{warm.seconds:.0f} s in all"
-        + "".join(f"; batch {k[0]}: {v:.0f} s" for k, v in warm.per_bucket_s.items() if v >= 5),
+        + "".join(f"; batch {k}: {v:.0f} s" for k, v in warm.per_bucket_s.items() if v >= 5),
     ]
     text = "\n".join(lines) + "\n"
     print(text)

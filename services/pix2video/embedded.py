@@ -11,7 +11,7 @@ from .engine.depth import DepthEstimator
 from .engine.editor import EditedFrame, Pix2VideoEditor
 from .engine.inversion import Inverter
 from .engine.settings import EditSettings
-from .engine.unet_runner import DEFAULT_BUCKETS, UNetRunner
+from .engine.unet_runner import UNetRunner
 from .jobs import InversionResult, InversionSettings, invert_video, model_identity, prepare_frames
 from .models import ModelSet, load_model_set
 from .settings import RuntimeSettings
@@ -35,8 +35,7 @@ class EmbeddedPix2Video:
         self.captioner = Captioner(models)
         # On CUDA, UNet calls replay CUDA graphs, captured at first use of each
         # batch bucket (about a second each; no compilation in a one-shot run).
-        cuda = getattr(models.device, "type", str(models.device)) == "cuda"
-        runner = UNetRunner(models.unet, cuda_graphs=cuda, buckets=DEFAULT_BUCKETS if cuda else None)
+        runner = UNetRunner.for_models(models)
         self.inverter = Inverter(models, batch_size=inversion_batch, runner=runner)
         self.editor = Pix2VideoEditor(models, runner=runner)
 

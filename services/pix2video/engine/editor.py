@@ -380,7 +380,7 @@ class Pix2VideoEditor:
             t = torch.full((size,), 1, device=m.device, dtype=torch.long)
             self._unet(x, t, emb.expand(size, -1, -1), [SampleRoute(scope="decoder")] * size, "decoder")
 
-        self.runner.warm_up(call, sizes, (h, w), emb.shape[1], ("decoder", self.context.token), compiled)
+        self.runner.warm_up(call, sizes, compiled)
 
     def _alphas(self, items, prev: bool) -> torch.Tensor:
         """alpha_bar of each item's current step (or the step it lands on), on the device."""

@@ -54,7 +54,7 @@ class Inverter:
             x = torch.zeros((n, m.unet.config.in_channels, h, w), device=m.device, dtype=m.dtype)
             self.runner(x, torch.ones(n, device=m.device, dtype=torch.long), emb.expand(n, -1, -1), variant="plain")
 
-        self.runner.warm_up(call, [size], (h, w), emb.shape[1], "plain")
+        self.runner.warm_up(call, [size])
 
     def unet_noise_predictor(self, depth: torch.Tensor, prompt_embeds: torch.Tensor) -> Callable:
         """``predict_noise(x, t)`` for a batch of frames with their depth maps."""

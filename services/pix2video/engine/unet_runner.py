@@ -43,7 +43,7 @@ class WarmUp:
     graphs: int = 0
     compiled: int = 0
     seconds: float = 0.0
-    per_bucket_s: dict = field(default_factory=dict)
+    per_bucket_s: dict = field(default_factory=dict)  # batch bucket -> seconds
 
 
 class UNetRunner:
@@ -80,12 +80,30 @@ class UNetRunner:
         self.cuda_graphs = cuda_graphs
         self.compile = compile
         self.buckets = sorted(set(buckets)) if buckets else None
-        # Keyed by (batch, latent size, prompt tokens, variant): see _key.
+        # Keyed by (batch, latent size, prompt tokens, variant).
         self._graphs: dict[tuple, _Graph] = {}
         self._compiled = torch.compile(unet, dynamic=False, mode=compile_mode) if compile else None
         self._compiled_keys: set[tuple] = set()
         self._pool = None  # one CUDA graph memory pool: graphs run one at a time
+        self._compile_next = False  # set by warm_up: graphs captured now are compiled
         self.warm = WarmUp()
+
+    @classmethod
+    def for_models(
+        cls,
+        models,
+        cuda_graphs: bool = True,
+        compile: bool = False,
+        compile_mode: str = "default",
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+    ) -> "UNetRunner":
+        """A runner for ``models``' UNet: as asked on a CUDA device; elsewhere
+        plain calls, unpadded (graphs and compilation are CUDA-only here, and
+        padding would only cost work)."""
+        cuda = getattr(models.device, "type", str(models.device)) == "cuda"
+        if not cuda:
+            return cls(models.unet)
+        return cls(models.unet, cuda_graphs=cuda_graphs, compile=compile, compile_mode=compile_mode, buckets=buckets)
 
     def bucket(self, n: int) -> int:
         """The batch size a call of ``n`` samples runs at."""
@@ -103,19 +121,18 @@ class UNetRunner:
             emb = torch.cat([emb, emb[:1].expand(size - n, *emb.shape[1:])])
         if not self._graphed(x):
             return self.unet(x, t, encoder_hidden_states=emb).sample[:n]
-        key = self._key(size, x.shape[2:], emb.shape[1], variant)
+        key = (size, tuple(x.shape[2:]), emb.shape[1], variant)
         g = self._graphs.get(key)
         if g is None:
+            if self._compile_next:
+                self._compiled_keys.add(key)
+                self.warm.compiled += 1
             g = self._graphs[key] = self._capture(x, t, emb, key)
         for static, value in zip(g.inputs, (x, t, emb)):
             static.copy_(value)
         with torch.cuda.device(x.device):  # a service thread's current device may be another GPU
             g.graph.replay()
         return g.output[:n].clone()
-
-    @staticmethod
-    def _key(size: int, latent_hw, tokens: int, variant: Hashable) -> tuple:
-        return (size, tuple(latent_hw), tokens, variant)
 
     def _graphed(self, x: torch.Tensor) -> bool:
         return self.cuda_graphs and x.is_cuda and not torch.is_grad_enabled()
@@ -162,26 +179,19 @@ class UNetRunner:
         self._graphs.clear()
         self._compiled_keys.clear()
 
-    def warm_up(
-        self,
-        call,
-        sizes: Sequence[int],
-        latent_hw: tuple[int, int],
-        tokens: int,
-        variant: Hashable,
-        compiled: Sequence[int] | None = None,
-    ) -> None:
-        """Captures (and compiles, if set: the sizes in ``compiled``, default
-        all) the graph of each batch size in ``sizes`` for ``variant``, by
-        running ``call(size)``: the caller's own code path with dummy inputs,
-        so everything the capture bakes in is real."""
+    def warm_up(self, call, sizes: Sequence[int], compiled: Sequence[int] | None = None) -> None:
+        """Captures the graph of each batch size in ``sizes`` (compiling, if
+        set, those in ``compiled``, default all) by running ``call(size)``:
+        the caller's own code path with dummy inputs, so everything the
+        capture bakes in (shapes, processors, variant) is real."""
         for size in sizes:
             start = time.perf_counter()
-            key = self._key(self.bucket(size), latent_hw, tokens, variant)
-            if self.compile and (compiled is None or size in compiled):
-                self._compiled_keys.add(key)
-                self.warm.compiled += 1
-            call(size)
+            self._compile_next = self.compile and (compiled is None or size in compiled)
+            try:
+                call(size)
+            finally:
+                self._compile_next = False
             seconds = time.perf_counter() - start
-            self.warm.per_bucket_s[key] = seconds
+            bucket = self.bucket(size)
+            self.warm.per_bucket_s[bucket] = self.warm.per_bucket_s.get(bucket, 0.0) + seconds
             self.warm.seconds += seconds

@@ -47,11 +47,7 @@ class UNetRunnerSettingsMixin:
                 raise InvalidInput(f"{name}: must be a positive multiple of 8, got {value}")
 
     def make_runner(self, models) -> UNetRunner:
-        cuda = getattr(models.device, "type", str(models.device)) == "cuda"
-        return UNetRunner(
-            models.unet,
-            cuda_graphs=self.cuda_graphs and cuda,
-            compile=self.compile_unet and cuda,
-            compile_mode=self.compile_mode,
-            buckets=self.buckets() if cuda else None,
+        return UNetRunner.for_models(
+            models, cuda_graphs=self.cuda_graphs, compile=self.compile_unet, compile_mode=self.compile_mode,
+            buckets=self.buckets(),
         )
