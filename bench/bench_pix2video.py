@@ -21,6 +21,7 @@ The table is printed and written (markdown) to --out.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import platform
@@ -78,13 +79,14 @@ def sync(device):
 
 
 def run_sessions(editor, videos, settings):
-    """Edits videos concurrently on one editor; returns per-session frame times (s since start)."""
+    """Edits videos concurrently on one editor; returns per-session frame times
+    (s since the sessions were asked for: prompt encoding counts)."""
     dev = editor.models.device
+    sync(dev)
+    start = time.perf_counter()
     sessions = [editor.open_session(v, settings) for v in videos]
     times = {s.id: [] for s in sessions}
     peak_session = 0
-    sync(dev)
-    start = time.perf_counter()
     while not all(s.done for s in sessions):
         done = editor.tick()
         if done:
@@ -123,6 +125,34 @@ def bench_edit(editor, hw, steps, frames, width, sessions=1, skip=None):
         fps_min=float(min(1 / s for s in sec)),
         session_gb=peak / 1e9,
     )
+
+
+def profile_first_frame(editor, hw, steps):
+    """Where a warm editor's first frame goes: the GPU time of its stages
+    (CUDA events on the stream, as the editor service times them) against
+    the wall clock; what is left is the GPU waiting for the host."""
+    from pix2video.servers.editor.engine import CudaEventTimer
+
+    gpu = collections.defaultdict(float)
+    editor.timer = CudaEventTimer(lambda stage, t0, seconds, items: gpu.__setitem__(stage, gpu[stage] + seconds),
+                                  editor.models.device)
+    dev = editor.models.device
+    sync(dev)
+    start = time.perf_counter()
+    s = editor.open_session(RandomVideo(1, hw, steps), EditSettings(prompt="a swan", num_steps=steps))
+    sync(dev)
+    opened = time.perf_counter() - start
+    while not s.done:
+        editor.tick()
+    sync(dev)
+    wall = time.perf_counter() - start
+    editor.timer.flush(wait=True)
+    editor.timer = None
+    editor.close_session(s.id)
+    rest = wall - opened - gpu["denoise"] - gpu["decode"]
+    return (f"{wall:.3f} s = open (prompt encoding) {opened * 1000:.1f} ms + {steps} denoising steps "
+            f"{gpu['denoise']:.3f} s GPU ({gpu['denoise'] / steps * 1000:.2f} ms each: UNet call, guidance, DDIM move) "
+            f"+ VAE decode {gpu['decode'] * 1000:.1f} ms GPU + GPU waiting for the host {rest * 1000:.1f} ms")
 
 
 def bench_memory_growth(editor, hw, steps, width, short, long):
@@ -172,22 +202,29 @@ def _dummy_call(models, size, hw, seed=0):
     return x, t, emb
 
 
-def unet_call_ms(editor, size, hw, reps=10):
-    """ms per UNet call through ``editor``'s own path (injection routed as the
-    wavefront does: record, then attend to two recorded frames), and its output."""
+def unet_call_ms(editor, size, hw, routing="refs", reps=10):
+    """ms per UNet call through ``editor``'s own path, and its output. Routing
+    ``refs``: as the wavefront does (each sample attends to two recorded
+    frames); ``self-only``: as a lone anchor frame (records, attends to
+    itself); ``plain``: no injection installed (as inversion calls it)."""
     from pix2video.engine.attention import SampleRoute
 
     x, t, emb = _dummy_call(editor.models, size, hw)
     record = [SampleRoute(record=("probe", b)) for b in range(size)]
     refs = [SampleRoute(refs=(("probe", b), ("probe", (b + 1) % size))) for b in range(size)]
+    if routing == "plain":
+        call = lambda: editor.runner(x, t, emb, variant="plain")  # noqa: E731
+    else:
+        routes = refs if routing == "refs" else record
+        call = lambda: editor._unet(x, t, emb, routes, "decoder")  # noqa: E731
     with torch.no_grad():
         editor._unet(x, t, emb, record, "decoder")
         for _ in range(2):
-            out = editor._unet(x, t, emb, refs, "decoder")
+            out = call()
         sync(editor.models.device)
         start = time.perf_counter()
         for _ in range(reps):
-            editor._unet(x, t, emb, refs, "decoder")
+            call()
         sync(editor.models.device)
     for b in range(size):
         editor.context.release(("probe", b))
@@ -203,21 +240,20 @@ def probe_calls(models, hw, sizes, compile_sizes, compile_mode="default"):
     graphed = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True))
     compiled = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True, compile=True, compile_mode=compile_mode))
     for size in sizes:
-        e_ms, e_out = unet_call_ms(eager, size, hw)
-        g_ms, g_out = unet_call_ms(graphed, size, hw)
-        line = f"unet batch {size}: eager {e_ms:.1f} ms, graph {g_ms:.1f} ms (max diff {(g_out - e_out).abs().max():.2e})"
-        if size in compile_sizes:
-            t0 = time.perf_counter()
-            compiled.warm_up(hw * 8, hw * 8, sizes=[size])
-            c_ms, c_out = unet_call_ms(compiled, size, hw)
-            line += (f", compiled+graph {c_ms:.1f} ms (max diff {(c_out - e_out).abs().max():.2e}, "
-                     f"compile+capture {time.perf_counter() - t0:.0f} s)")
+        line = f"unet batch {size}:"
+        for routing in ("refs", "self-only", "plain"):
+            e_ms, e_out = unet_call_ms(eager, size, hw, routing)
+            g_ms, g_out = unet_call_ms(graphed, size, hw, routing)
+            line += f" [{routing}] eager {e_ms:.1f} ms, graph {g_ms:.1f} ms (max diff {(g_out - e_out).abs().max():.2e})"
+            if size in compile_sizes and routing != "plain":
+                t0 = time.perf_counter()
+                compiled.warm_up(hw * 8, hw * 8, sizes=[size]) if routing == "refs" else None
+                c_ms, c_out = unet_call_ms(compiled, size, hw, routing)
+                line += (f", compiled+graph {c_ms:.1f} ms (max diff {(c_out - e_out).abs().max():.2e}"
+                         + (f", compile+capture of both variants {time.perf_counter() - t0:.0f} s" if routing == "refs" else "")
+                         + ")")
+            line += ";"
         print(line, flush=True)
-    models.unet.to(memory_format=torch.channels_last)
-    for size in sizes:
-        e_ms, _ = unet_call_ms(Pix2VideoEditor(models), size, hw)
-        g_ms, _ = unet_call_ms(Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True)), size, hw)
-        print(f"unet batch {size}, channels-last: eager {e_ms:.1f} ms, graph {g_ms:.1f} ms", flush=True)
 
 
 # -- main ---------------------------------------------------------------------
@@ -232,12 +268,14 @@ def main(argv=None):
     p.add_argument("--compile", default="", help="batch sizes (samples) to compile, e.g. 2,64,128 (empty: none)")
     p.add_argument("--compile-mode", default="default", help="inductor mode (default, max-autotune-no-cudagraphs)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its convolution algorithms")
     p.add_argument("--probe", default="", help="only time UNet calls at these batch sizes (eager/graph/compiled)")
     p.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder (default: the tiny set's)")
     args = p.parse_args(argv)
 
     from pix2video.engine.unet_runner import UNetRunner
 
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     cache = Path("/tmp/pix2video-bench")
     compile_sizes = [int(b) for b in args.compile.split(",") if b]
     if args.smoke:
@@ -282,6 +320,8 @@ def main(argv=None):
         for w in widths:  # after the first frame and the window fill, two whole cycles
             row(f"ours ({label}): W={w}, 1 session", **bench_edit(ours, hw, steps, 3 * w + 2, w))
         row(f"ours ({label}): 4 sessions, W={w4} each", **bench_edit(ours, hw, steps, 3 * w4 + 2, w4, sessions=4))
+        first = profile_first_frame(ours, hw, steps) if cuda else "(CUDA only)"
+        print("first frame:", first, flush=True)
         short, long = mem
         m_short, m_long = bench_memory_growth(ours, hw, 4 if not args.smoke else 2, widths[0], short, long)
         inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch, runner=runner)
@@ -297,7 +337,8 @@ def main(argv=None):
         f"- device: {gpu}; torch {torch.__version__}; {datetime.date.today().isoformat()}",
         f"- {size}x{size}, {steps} DDIM steps, guidance 7.5, anchor+previous injection in the decoder, "
         f"latent update (x0 form) on the first half of the steps, {'fp16' if cuda else 'fp32'}, SDPA"
-        + (", channels-last" if args.channels_last else ""),
+        + (", channels-last" if args.channels_last else "") + (", cuDNN benchmark mode" if args.cudnn_benchmark else ""),
+        "- time to first frame: from asking for the session (prompt encoding included) to the decoded frame",
         "",
         "| way of running | s / frame (steady) | frames/s total | slowest session frames/s | time to first frame (s) | session memory (GB) |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -312,6 +353,7 @@ def main(argv=None):
         f"- inversion: {inv_fps:.1f} frames/s ({label}; eager {eager_inv_fps:.1f}); batch {inv_batch}, "
         f"{steps} steps, VAE encode included",
         f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch})",
+        f"- first frame of a warm replica (ours), profiled: {first}",
         f"- session memory (4-step schedule, W={widths[0]}): {m_short:.3f} GB after {short} frames, "
         f"{m_long:.3f} GB after {long} frames",
         f"- injected-feature pools, preallocated once per replica ({ours.context.capacity} slots): {pools:.1f} GB",

@@ -33,9 +33,16 @@ def test_anchor_and_previous_equal_to_own_features_is_plain_attention(models64):
     plain = AttnProcessor2_0()(attn, h)
 
     ctx = InjectionContext(slots=2, scratch=1)  # both grow on demand
+    # No references anywhere: a self-only call (keys from the live features, once).
+    ctx.set_routes([SampleRoute(record=("own", b)) for b in range(3)], h.device)
+    assert ctx.self_only
+    ctx.clear_routes()
     recorded = _call(ctx, name, attn, h, [SampleRoute(record=("own", b)) for b in range(3)])
     assert ctx.capacity >= 3 and ctx.scratch >= 3
     assert all(torch.equal(ctx.features(("own", b), name), h[b]) for b in range(3))
+    ctx.set_routes([SampleRoute(refs=(("own", 0),)), SampleRoute(), SampleRoute()], h.device)
+    assert not ctx.self_only  # one sample with a reference: every sample reads two slots
+    ctx.clear_routes()
     injected = _call(ctx, name, attn, h, [SampleRoute(refs=(("own", b), ("own", b))) for b in range(3)])
     single = _call(ctx, name, attn, h, [SampleRoute(refs=(("own", b),)) for b in range(3)])
     assert (recorded - plain).abs().max() < 1e-12

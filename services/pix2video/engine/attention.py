@@ -25,7 +25,10 @@ to one slot (its key's, or a scratch slot) and reads exactly two (a single
 reference is read twice; plain self-attention reads its own slot twice).
 Attending to a set of keys twice over gives the same softmax average as
 attending to it once, so this is exact, and every sample of a call is one
-attention call of the same shape.
+attention call of the same shape. A call in which no sample has references
+(an anchor frame alone: the first frame of a session) is *self-only*: its
+samples attend to their own live features once, half the keys (a separate
+graph variant, :attr:`InjectionContext.self_only`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from typing import Hashable, Iterator
 
 import torch
 import torch.nn.functional as F
+
+from .transfer import to_device
 
 INJECT_LAYERS = ("decoder", "all", "none")
 REFS_PER_SAMPLE = 2  # every reference mode uses at most two (anchor + previous)
@@ -65,11 +70,24 @@ class SampleRoute:
 
 @dataclass
 class _Index:
-    """One call's routing on the device; rows: 0 = encoder/mid layers, 1 = decoder."""
+    """One call's routing on the device; rows: 0 = encoder/mid layers, 1 = decoder.
 
-    write: torch.Tensor  # (2, B) slot each sample's features go to
-    read: torch.Tensor  # (2, B * 2) slots each sample attends to
-    own: torch.Tensor  # (2, B) bool: the sample attends to itself (plain self-attention)
+    One buffer, (2, 4B), copied in one go; the fields are views of it."""
+
+    packed: torch.Tensor
+
+    @property
+    def write(self) -> torch.Tensor:  # (2, B) slot each sample's features go to
+        return self.packed[:, : self.packed.shape[1] // 4]
+
+    @property
+    def read(self) -> torch.Tensor:  # (2, B * 2) slots each sample attends to
+        b = self.packed.shape[1] // 4
+        return self.packed[:, b : 3 * b]
+
+    @property
+    def own(self) -> torch.Tensor:  # (2, B) 1: the sample attends to itself (plain self-attention)
+        return self.packed[:, 3 * self.packed.shape[1] // 4 :]
 
 
 class InjectionContext:
@@ -92,6 +110,7 @@ class InjectionContext:
         self.latent_size: tuple[int, ...] = ()  # of the current call
         self.generation = 0  # bumped when the pools move (graphs captured before must be recaptured)
         self.batch = 0  # samples of the current call
+        self.self_only = False  # no sample of the current call has references
         self._index: dict[tuple[int, torch.device], _Index] = {}  # static buffers per batch size
         self._current: _Index | None = None
         self._processors: dict[str, InjectionAttnProcessor] = {}
@@ -164,20 +183,19 @@ class InjectionContext:
                 refs = [self.slot_of[k] for k in route.refs] if applies else []
                 write[g].append(w)
                 read[g] += (refs * REFS_PER_SAMPLE)[:REFS_PER_SAMPLE] if refs else [w] * REFS_PER_SAMPLE
-                own[g].append(not refs)
-        write, read, own = torch.tensor(write), torch.tensor(read), torch.tensor(own)
+                own[g].append(int(not refs))
+        packed = to_device([write[g] + read[g] + own[g] for g in (0, 1)], device, torch.long)
         key = (batch, torch.device(device))
         index = self._index.get(key)
-        if index is None:  # one set of buffers per batch size: captured graphs read these very tensors
-            index = self._index[key] = _Index(write.to(device), read.to(device), own.to(device))
+        if index is None:  # one buffer per batch size: captured graphs read this very tensor
+            index = self._index[key] = _Index(packed)
         else:
-            index.write.copy_(write)
-            index.read.copy_(read)
-            index.own.copy_(own)
+            index.packed.copy_(packed)
         self._current, self.batch, self.latent_size = index, batch, tuple(latent_size)
+        self.self_only = all(own[0]) and all(own[1])
 
     def clear_routes(self) -> None:
-        self._current, self.batch = None, 0
+        self._current, self.batch, self.self_only = None, 0, False
 
     def current(self, in_decoder: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._current is None:
@@ -222,12 +240,15 @@ class InjectionAttnProcessor:
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
-        kv = pool[read].view(batch, REFS_PER_SAMPLE * tokens, channels).to(hidden_states.dtype)
-        if hidden_states.requires_grad:
-            # The x_t update differentiates through the UNet: plain
-            # self-attention must take its keys from the live features, not
-            # the detached copy in the pool.
-            kv = torch.where(own.view(-1, 1, 1), hidden_states.repeat(1, REFS_PER_SAMPLE, 1), kv)
+        if self.context.self_only:
+            kv = hidden_states  # every sample attends to itself: its own keys, once
+        else:
+            kv = pool[read].view(batch, REFS_PER_SAMPLE * tokens, channels).to(hidden_states.dtype)
+            if hidden_states.requires_grad:
+                # The x_t update differentiates through the UNet: plain
+                # self-attention must take its keys from the live features,
+                # not the detached copy in the pool.
+                kv = torch.where(own.view(-1, 1, 1) != 0, hidden_states.repeat(1, REFS_PER_SAMPLE, 1), kv)
         out = self._attend(attn, attn.to_q(hidden_states), attn.to_k(kv), attn.to_v(kv))
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)

@@ -8,6 +8,7 @@ way the scheduler does (eta = 0). A test checks it against the scheduler.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,16 @@ class DDIMSchedule:
     @property
     def num_steps(self) -> int:
         return len(self.timesteps)
+
+    def to(self, device) -> "DDIMSchedule":
+        """The schedule with its tables on ``device``: stepping then indexes
+        them there, with no host-to-device copy (and wait) per step."""
+        return dataclasses.replace(
+            self,
+            timesteps=self.timesteps.to(device),
+            prev_timesteps=self.prev_timesteps.to(device),
+            alphas_cumprod=self.alphas_cumprod.to(device),
+        )
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """alpha_bar at timesteps ``t`` (long tensor); negative t -> final alpha."""
@@ -98,9 +109,9 @@ def ddim_invert(x0: torch.Tensor, predict_noise, schedule: DDIMSchedule) -> torc
     (noisier) timestep with the current latent, the usual DDIM inversion
     approximation, whose error vanishes as the step count grows.
     """
-    x = x0
+    x, schedule = x0, schedule.to(x0.device)
     for k in reversed(range(schedule.num_steps)):
-        t = schedule.timesteps[k].expand(x.shape[0]).to(x.device)
+        t = schedule.timesteps[k].expand(x.shape[0])
         eps, x0_hat = predict_eps_x0(
             predict_noise(x, t), x, schedule.alpha(schedule.prev_timesteps[k].expand(x.shape[0])), schedule.prediction_type
         )
@@ -110,9 +121,9 @@ def ddim_invert(x0: torch.Tensor, predict_noise, schedule: DDIMSchedule) -> torc
 
 def ddim_sample(x_t: torch.Tensor, predict_noise, schedule: DDIMSchedule) -> torch.Tensor:
     """Plain DDIM sampling (eta = 0) from ``x_T`` to clean latents."""
-    x = x_t
+    x, schedule = x_t, schedule.to(x_t.device)
     for k in range(schedule.num_steps):
-        t = schedule.timesteps[k].expand(x.shape[0]).to(x.device)
+        t = schedule.timesteps[k].expand(x.shape[0])
         eps, x0_hat = predict_eps_x0(predict_noise(x, t), x, schedule.alpha(t), schedule.prediction_type)
         x = ddim_move(x0_hat, eps, schedule.alpha(schedule.prev_timesteps[k].expand(x.shape[0])))
     return x

@@ -33,6 +33,7 @@ from .attention import InjectionContext, SampleRoute, injection_installed
 from .ddim import DDIMSchedule, ddim_move, predict_eps_x0
 from .settings import EditSettings
 from .text import encode_prompts
+from .transfer import to_device
 from .unet_runner import UNetRunner
 from .vae import decode_latents
 
@@ -259,8 +260,8 @@ class Pix2VideoEditor:
         while s.next_frame < s.num_frames and len(s.flight) < s.window():
             i = s.next_frame
             s.flight[i] = _Flight(
-                latent=s.video.latent(i).to(dev, self.latent_dtype),
-                depth=s.video.depth(i).to(dev, self.latent_dtype),
+                latent=to_device(s.video.latent(i), dev, self.latent_dtype),
+                depth=to_device(s.video.depth(i), dev, self.latent_dtype),
             )
             s.latent_size = tuple(s.flight[i].latent.shape[1:])
             s.next_frame += 1
@@ -328,8 +329,7 @@ class Pix2VideoEditor:
             t.append(int(self._schedule(s.settings.num_steps).timesteps[step]))
             emb.append(s.embeds[b])
             inp.append(torch.cat([latents[n], f.depth]))
-        # One host-to-device copy for all timesteps (small copies each cost a sync).
-        x, t, emb = torch.stack(inp).to(m.dtype), torch.tensor(t, device=m.device), torch.cat(emb)
+        x, t, emb = torch.stack(inp).to(m.dtype), to_device(t, m.device), torch.cat(emb)
         parts = [slice(0, len(samples))]
         if self.split_guidance:
             n_uncond = sum(1 for _, b in samples if b == UNCOND)
@@ -359,7 +359,7 @@ class Pix2VideoEditor:
             self._generation = self.context.generation
         try:
             with injection_installed(self.models.unet, self.context, layers):
-                return self.runner(x, t, emb, variant=(layers, self.context.token))
+                return self.runner(x, t, emb, variant=(layers, self.context.token, self.context.self_only))
         finally:
             self.context.clear_routes()
 
@@ -369,18 +369,25 @@ class Pix2VideoEditor:
         max_batch_items`` samples (or ``sizes``), for decoder injection at
         ``height`` x ``width`` pixels, compiling those in ``compiled`` (default
         all, if the runner compiles): what a replica does before it reports
-        SERVING."""
+        SERVING. Both variants per bucket: with references (frames after the
+        anchor) and self-only (anchors alone: a session's first frame)."""
         m = self.models
         sizes = sizes or sorted({self.runner.bucket(n) for n in range(2, 2 * self.max_batch_items + 1, 2)})
         h, w = height // m.vae_scale_factor, width // m.vae_scale_factor
         emb = encode_prompts(m, ["warm up"])
+        key = ("warm-up",)
 
         def call(size: int) -> None:
             x = torch.zeros((size, m.unet.config.in_channels, h, w), device=m.device, dtype=m.dtype)
             t = torch.full((size,), 1, device=m.device, dtype=torch.long)
-            self._unet(x, t, emb.expand(size, -1, -1), [SampleRoute(scope="decoder")] * size, "decoder")
+            e = emb.expand(size, -1, -1)
+            self._unet(x, t, e, [SampleRoute(record=key, scope="decoder")] * size, "decoder")  # self-only
+            self._unet(x, t, e, [SampleRoute(refs=(key,), scope="decoder")] * size, "decoder")
 
-        self.runner.warm_up(call, sizes, compiled)
+        try:
+            self.runner.warm_up(call, sizes, compiled)
+        finally:
+            self.context.release(key)
 
     def _alphas(self, items, prev: bool) -> torch.Tensor:
         """alpha_bar of each item's current step (or the step it lands on), on the device."""
@@ -389,7 +396,7 @@ class Pix2VideoEditor:
             sched = self._schedule(s.settings.num_steps)
             step = s.flight[i].step
             values.append(float(sched.alpha((sched.prev_timesteps if prev else sched.timesteps)[step : step + 1])[0]))
-        return torch.tensor(values, dtype=torch.float64, device=self.models.device)
+        return to_device(values, self.models.device, torch.float64)
 
     def _xt_update(self, items, latents: torch.Tensor) -> torch.Tensor:
         """Paper eq. (1): x_t -= delta * grad_{x_t} mse(x0(x_t), x0_prev), through the UNet."""
