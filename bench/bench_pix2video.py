@@ -168,10 +168,10 @@ def bench_memory_growth(editor, hw, steps, width, short, long):
     return seen[short] / 1e9, seen[long] / 1e9
 
 
-def bench_inversion(models, size, steps, frames, batch, runner=None):
+def bench_inversion(models, size, steps, frames, batch, runner=None, compile=True):
     inv = Inverter(models, batch_size=batch, runner=runner)
     if runner is not None and runner.cuda_graphs:
-        inv.warm_up(size, size)
+        inv.warm_up(size, size, compile=compile)
     imgs = np.random.default_rng(0).integers(0, 255, (frames, size, size, 3), dtype=np.uint8)
     depth = torch.rand(frames, 1, size // 8, size // 8) * 2 - 1
     inv(imgs[:batch], depth[:batch], "a lake", num_steps=2)  # warm-up
@@ -265,6 +265,8 @@ def main(argv=None):
     p.add_argument("--widths", default="16,32", help="wavefront widths to try")
     p.add_argument("--session-width", type=int, default=16, help="W of each of the 4 concurrent sessions")
     p.add_argument("--inversion-batch", type=int, default=32)
+    p.add_argument("--no-inversion-compile", dest="inversion_compile", action="store_false",
+                   help="inversion on CUDA graphs only, unless its batch is in --compile (a shorter warm-up)")
     p.add_argument("--compile", default="", help="batch sizes (samples) to compile, e.g. 2,64,128 (empty: none)")
     p.add_argument("--compile-mode", default="default", help="inductor mode (default, max-autotune-no-cudagraphs)")
     p.add_argument("--channels-last", action="store_true")
@@ -324,7 +326,8 @@ def main(argv=None):
         print("first frame:", first, flush=True)
         short, long = mem
         m_short, m_long = bench_memory_growth(ours, hw, 4 if not args.smoke else 2, widths[0], short, long)
-        inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch, runner=runner)
+        inv_compiled = bool(compile_sizes) and (args.inversion_compile or inv_batch in compile_sizes)
+        inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch, runner=runner, compile=inv_compiled)
         depth_fps = bench_depth(models, size, depth_frames, depth_batch)
     peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
     pools = sum(p.numel() * p.element_size() for p in ours.context.pools.values()) / 1e9
@@ -350,7 +353,8 @@ def main(argv=None):
         )
     lines += [
         "",
-        f"- inversion: {inv_fps:.1f} frames/s ({label}; eager {eager_inv_fps:.1f}); batch {inv_batch}, "
+        f"- inversion: {inv_fps:.1f} frames/s ({'compiled + graphs' if inv_compiled else 'graphs' if cuda else 'eager'}; "
+        f"eager {eager_inv_fps:.1f}); batch {inv_batch}, "
         f"{steps} steps, VAE encode included",
         f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch})",
         f"- first frame of a warm replica (ours), profiled: {first}",

@@ -42,9 +42,10 @@ class Inverter:
         self.runner = runner or UNetRunner(models.unet)
 
     @torch.no_grad()
-    def warm_up(self, height: int, width: int) -> None:
-        """Captures (and compiles, if the runner does) the UNet call of a full
-        batch at ``height`` x ``width`` pixels, before a replica serves."""
+    def warm_up(self, height: int, width: int, compile: bool = True) -> None:
+        """Captures (and compiles, if the runner does and ``compile``) the UNet
+        call of a full batch at ``height`` x ``width`` pixels, before a replica
+        serves."""
         m = self.models
         h, w = height // m.vae_scale_factor, width // m.vae_scale_factor
         emb = encode_prompts(m, [""])
@@ -54,7 +55,7 @@ class Inverter:
             x = torch.zeros((n, m.unet.config.in_channels, h, w), device=m.device, dtype=m.dtype)
             self.runner(x, torch.ones(n, device=m.device, dtype=torch.long), emb.expand(n, -1, -1), variant="plain")
 
-        self.runner.warm_up(call, [size])
+        self.runner.warm_up(call, [size], None if compile else [])
 
     def unet_noise_predictor(self, depth: torch.Tensor, prompt_embeds: torch.Tensor) -> Callable:
         """``predict_noise(x, t)`` for a batch of frames with their depth maps."""
