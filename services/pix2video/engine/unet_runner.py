@@ -82,7 +82,14 @@ class UNetRunner:
         self.buckets = sorted(set(buckets)) if buckets else None
         # Keyed by (batch, latent size, prompt tokens, variant).
         self._graphs: dict[tuple, _Graph] = {}
-        self._compiled = torch.compile(unet, dynamic=False, mode=compile_mode) if compile else None
+        self._compiled = None
+        if compile:
+            self._compiled = torch.compile(unet, dynamic=False, mode=compile_mode)
+            # Each warmed (bucket, variant) is a recompilation of the same
+            # forward; past dynamo's limit (8) the rest would silently run
+            # eager inside their graphs.
+            config = torch._dynamo.config
+            config.recompile_limit = max(config.recompile_limit, 4 * len(self.buckets or ()) + 8)
         self._compiled_keys: set[tuple] = set()
         self._pool = None  # one CUDA graph memory pool: graphs run one at a time
         self._compile_next = False  # set by warm_up: graphs captured now are compiled
