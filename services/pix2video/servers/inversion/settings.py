@@ -13,7 +13,8 @@ class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, Model
     """Settings of the inversion service.
 
     depth_address, caption_address: the depth and caption services (host:port).
-    batch_size: frames per batched inversion call.
+    batch_size: frames per batched inversion call (32: the UNet's cost per
+        frame falls with the batch, docs/benchmark.md; lower it on small GPUs).
     max_upload_bytes: largest uploaded video file.
     max_frames: most frames per video.
     call_timeout_seconds: deadline of each depth/caption call.
@@ -23,7 +24,7 @@ class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, Model
     metrics_port: int = 9463
     depth_address: str = "127.0.0.1:50061"
     caption_address: str = "127.0.0.1:50062"
-    batch_size: int = 8
+    batch_size: int = 32
     max_upload_bytes: int = 2 * 1024**3
     max_frames: int = 10_000
     call_timeout_seconds: float = 600.0
