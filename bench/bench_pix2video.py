@@ -241,17 +241,17 @@ def probe_calls(models, hw, sizes, compile_sizes, compile_mode="default"):
     compiled = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True, compile=True, compile_mode=compile_mode))
     for size in sizes:
         line = f"unet batch {size}:"
+        if size in compile_sizes:  # the editor's warm-up compiles both injection variants
+            t0 = time.perf_counter()
+            compiled.warm_up(hw * 8, hw * 8, sizes=[size])
+            line += f" (compile+capture of both variants {time.perf_counter() - t0:.0f} s)"
         for routing in ("refs", "self-only", "plain"):
             e_ms, e_out = unet_call_ms(eager, size, hw, routing)
             g_ms, g_out = unet_call_ms(graphed, size, hw, routing)
             line += f" [{routing}] eager {e_ms:.1f} ms, graph {g_ms:.1f} ms (max diff {(g_out - e_out).abs().max():.2e})"
             if size in compile_sizes and routing != "plain":
-                t0 = time.perf_counter()
-                compiled.warm_up(hw * 8, hw * 8, sizes=[size]) if routing == "refs" else None
                 c_ms, c_out = unet_call_ms(compiled, size, hw, routing)
-                line += (f", compiled+graph {c_ms:.1f} ms (max diff {(c_out - e_out).abs().max():.2e}"
-                         + (f", compile+capture of both variants {time.perf_counter() - t0:.0f} s" if routing == "refs" else "")
-                         + ")")
+                line += f", compiled+graph {c_ms:.1f} ms (max diff {(c_out - e_out).abs().max():.2e})"
             line += ";"
         print(line, flush=True)
 
@@ -275,7 +275,7 @@ def main(argv=None):
     p.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder (default: the tiny set's)")
     args = p.parse_args(argv)
 
-    from pix2video.engine.unet_runner import UNetRunner
+    from pix2video.engine.unet_runner import DEFAULT_BUCKETS, UNetRunner
 
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     cache = Path("/tmp/pix2video-bench")
@@ -313,7 +313,7 @@ def main(argv=None):
 
         # Ours: one warm replica's editor, every bucket captured (and the chosen ones compiled) up front.
         runner = UNetRunner(models.unet, cuda_graphs=cuda, compile=bool(compile_sizes) and cuda,
-                            buckets=None if args.smoke else (2, 4, 8, 16, 24, 32, 48, 64, 96, 128),
+                            buckets=None if args.smoke else DEFAULT_BUCKETS,
                             channels_last=args.channels_last, compile_mode=args.compile_mode)
         ours = Pix2VideoEditor(models, max_batch_items=4 * w4, runner=runner, feature_slots=64 if args.smoke else 1024)
         if cuda:
@@ -326,7 +326,7 @@ def main(argv=None):
         print("first frame:", first, flush=True)
         short, long = mem
         m_short, m_long = bench_memory_growth(ours, hw, 4 if not args.smoke else 2, widths[0], short, long)
-        inv_compiled = bool(compile_sizes) and (args.inversion_compile or inv_batch in compile_sizes)
+        inv_compiled = runner.compile and (args.inversion_compile or inv_batch in compile_sizes)
         inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch, runner=runner, compile=inv_compiled)
         depth_fps = bench_depth(models, size, depth_frames, depth_batch)
     peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
