@@ -35,16 +35,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT / "clients"), str(ROOT / "bench")]
 
+from full_size import full_size_models  # noqa: E402
+
 from pix2video.engine.depth import DepthEstimator  # noqa: E402
 from pix2video.engine.editor import Pix2VideoEditor  # noqa: E402
 from pix2video.engine.inversion import Inverter  # noqa: E402
 from pix2video.engine.settings import EditSettings  # noqa: E402
 from pix2video.models.loading import ModelSet  # noqa: E402
 
-from full_size import full_size_models  # noqa: E402
-
-
 # -- models -------------------------------------------------------------------
+
 
 def tiny_models(folder: Path) -> ModelSet:
     from pix2video.models import load_model_set
@@ -72,6 +72,7 @@ class RandomVideo:
 
 
 # -- measurements -------------------------------------------------------------
+
 
 def sync(device):
     if device.type == "cuda":
@@ -131,11 +132,12 @@ def profile_first_frame(editor, hw, steps):
     """Where a warm editor's first frame goes: the GPU time of its stages
     (CUDA events on the stream, as the editor service times them) against
     the wall clock; what is left is the GPU waiting for the host."""
-    from pix2video.servers.editor.engine import CudaEventTimer
+    from pix2video.servers.editor.worker import CudaEventTimer
 
     gpu = collections.defaultdict(float)
-    editor.timer = CudaEventTimer(lambda stage, t0, seconds, items: gpu.__setitem__(stage, gpu[stage] + seconds),
-                                  editor.models.device)
+    editor.timer = CudaEventTimer(
+        lambda stage, t0, seconds, items: gpu.__setitem__(stage, gpu[stage] + seconds), editor.models.device
+    )
     dev = editor.models.device
     sync(dev)
     start = time.perf_counter()
@@ -150,9 +152,11 @@ def profile_first_frame(editor, hw, steps):
     editor.timer = None
     editor.close_session(s.id)
     rest = wall - opened - gpu["denoise"] - gpu["decode"]
-    return (f"{wall:.3f} s = open (prompt encoding) {opened * 1000:.1f} ms + {steps} denoising steps "
-            f"{gpu['denoise']:.3f} s GPU ({gpu['denoise'] / steps * 1000:.2f} ms each: UNet call, guidance, DDIM move) "
-            f"+ VAE decode {gpu['decode'] * 1000:.1f} ms GPU + GPU waiting for the host {rest * 1000:.1f} ms")
+    return (
+        f"{wall:.3f} s = open (prompt encoding) {opened * 1000:.1f} ms + {steps} denoising steps "
+        f"{gpu['denoise']:.3f} s GPU ({gpu['denoise'] / steps * 1000:.2f} ms each: UNet call, guidance, DDIM move) "
+        f"+ VAE decode {gpu['decode'] * 1000:.1f} ms GPU + GPU waiting for the host {rest * 1000:.1f} ms"
+    )
 
 
 def bench_memory_growth(editor, hw, steps, width, short, long):
@@ -238,7 +242,9 @@ def probe_calls(models, hw, sizes, compile_sizes, compile_mode="default"):
 
     eager = Pix2VideoEditor(models)
     graphed = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True))
-    compiled = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True, compile=True, compile_mode=compile_mode))
+    compiled = Pix2VideoEditor(
+        models, runner=UNetRunner(models.unet, cuda_graphs=True, compile=True, compile_mode=compile_mode)
+    )
     for size in sizes:
         line = f"unet batch {size}:"
         if size in compile_sizes:  # the editor's warm-up compiles both injection variants
@@ -248,7 +254,9 @@ def probe_calls(models, hw, sizes, compile_sizes, compile_mode="default"):
         for routing in ("refs", "self-only", "plain"):
             e_ms, e_out = unet_call_ms(eager, size, hw, routing)
             g_ms, g_out = unet_call_ms(graphed, size, hw, routing)
-            line += f" [{routing}] eager {e_ms:.1f} ms, graph {g_ms:.1f} ms (max diff {(g_out - e_out).abs().max():.2e})"
+            line += (
+                f" [{routing}] eager {e_ms:.1f} ms, graph {g_ms:.1f} ms (max diff {(g_out - e_out).abs().max():.2e})"
+            )
             if size in compile_sizes and routing != "plain":
                 c_ms, c_out = unet_call_ms(compiled, size, hw, routing)
                 line += f", compiled+graph {c_ms:.1f} ms (max diff {(c_out - e_out).abs().max():.2e})"
@@ -258,6 +266,7 @@ def probe_calls(models, hw, sizes, compile_sizes, compile_mode="default"):
 
 # -- main ---------------------------------------------------------------------
 
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny models on the CPU, a few frames (CI)")
@@ -265,8 +274,12 @@ def main(argv=None):
     p.add_argument("--widths", default="16,32", help="wavefront widths to try")
     p.add_argument("--session-width", type=int, default=16, help="W of each of the 4 concurrent sessions")
     p.add_argument("--inversion-batch", type=int, default=32)
-    p.add_argument("--no-inversion-compile", dest="inversion_compile", action="store_false",
-                   help="inversion on CUDA graphs only, unless its batch is in --compile (a shorter warm-up)")
+    p.add_argument(
+        "--no-inversion-compile",
+        dest="inversion_compile",
+        action="store_false",
+        help="inversion on CUDA graphs only, unless its batch is in --compile (a shorter warm-up)",
+    )
     p.add_argument("--compile", default="", help="batch sizes (samples) to compile, e.g. 2,64,128 (empty: none)")
     p.add_argument("--compile-mode", default="default", help="inductor mode (default, max-autotune-no-cudagraphs)")
     p.add_argument("--channels-last", action="store_true")
@@ -308,17 +321,29 @@ def main(argv=None):
         split = Pix2VideoEditor(models, split_guidance=True)
         row("baseline A: sequential, 2 batch-1 calls/step, eager", **bench_edit(split, hw, steps, frames_a, 1, skip=1))
         row("baseline B: sequential, 1 batch-2 call/step, eager", **bench_edit(eager, hw, steps, frames_a, 1, skip=1))
-        row(f"wavefront W={widths[-1]}, 1 session, eager", **bench_edit(eager, hw, steps, 3 * widths[-1] + 2, widths[-1]))
+        row(
+            f"wavefront W={widths[-1]}, 1 session, eager",
+            **bench_edit(eager, hw, steps, 3 * widths[-1] + 2, widths[-1]),
+        )
         eager_inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch)
 
         # Ours: one warm replica's editor, every bucket captured (and the chosen ones compiled) up front.
-        runner = UNetRunner(models.unet, cuda_graphs=cuda, compile=bool(compile_sizes) and cuda,
-                            buckets=None if args.smoke else DEFAULT_BUCKETS,
-                            channels_last=args.channels_last, compile_mode=args.compile_mode)
+        runner = UNetRunner(
+            models.unet,
+            cuda_graphs=cuda,
+            compile=bool(compile_sizes) and cuda,
+            buckets=None if args.smoke else DEFAULT_BUCKETS,
+            channels_last=args.channels_last,
+            compile_mode=args.compile_mode,
+        )
         ours = Pix2VideoEditor(models, max_batch_items=4 * w4, runner=runner, feature_slots=64 if args.smoke else 1024)
         if cuda:
             ours.warm_up(size, size, compiled=compile_sizes)
-        label = "graphs" + (f", compiled ({args.compile_mode}) at {args.compile}" if compile_sizes else "") if cuda else "eager"
+        label = (
+            "graphs" + (f", compiled ({args.compile_mode}) at {args.compile}" if compile_sizes else "")
+            if cuda
+            else "eager"
+        )
         for w in widths:  # after the first frame and the window fill, two whole cycles
             row(f"ours ({label}): W={w}, 1 session", **bench_edit(ours, hw, steps, 3 * w + 2, w))
         row(f"ours ({label}): 4 sessions, W={w4} each", **bench_edit(ours, hw, steps, 3 * w4 + 2, w4, sessions=4))
@@ -340,7 +365,8 @@ def main(argv=None):
         f"- device: {gpu}; torch {torch.__version__}; {datetime.date.today().isoformat()}",
         f"- {size}x{size}, {steps} DDIM steps, guidance 7.5, anchor+previous injection in the decoder, "
         f"latent update (x0 form) on the first half of the steps, {'fp16' if cuda else 'fp32'}, SDPA"
-        + (", channels-last" if args.channels_last else "") + (", cuDNN benchmark mode" if args.cudnn_benchmark else ""),
+        + (", channels-last" if args.channels_last else "")
+        + (", cuDNN benchmark mode" if args.cudnn_benchmark else ""),
         "- time to first frame: from asking for the session (prompt encoding included) to the decoded frame",
         "",
         "| way of running | s / frame (steady) | frames/s total | slowest session frames/s | time to first frame (s) | session memory (GB) |",

@@ -76,13 +76,24 @@ def services(model: str, store: dict, devices: dict, workdir: Path, extra: dict)
             if name in ("inversion", "editor"):
                 flags += store_flags
             if name == "inversion":
-                flags += ["--depth-address", f"127.0.0.1:{ports['depth']}", "--caption-address", f"127.0.0.1:{ports['caption']}"]
+                flags += [
+                    "--depth-address",
+                    f"127.0.0.1:{ports['depth']}",
+                    "--caption-address",
+                    f"127.0.0.1:{ports['caption']}",
+                ]
             flags += extra.get(name, [])
             log = workdir / f"{name}.log"
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"pix2video.servers.{name}", *flags],
-                stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "services"), str(ROOT / "clients"), os.environ.get("PYTHONPATH", "")])},
+                stdout=open(log, "wb"),
+                stderr=subprocess.STDOUT,
+                env={
+                    **os.environ,
+                    "PYTHONPATH": os.pathsep.join(
+                        [str(ROOT / "services"), str(ROOT / "clients"), os.environ.get("PYTHONPATH", "")]
+                    ),
+                },
             )
             procs.append((proc, log, ports[name]))
         for proc, log, port in procs:
@@ -218,7 +229,6 @@ def main(argv=None):
         layouts = {"cpu (smoke)": dict(depth="cpu", caption="cpu", inversion="cpu", editor="cpu")}
     else:
         import torch
-
         from full_size import save_random_model_set
 
         n = torch.cuda.device_count()
@@ -228,7 +238,9 @@ def main(argv=None):
         size, steps, frames = 512, 50, args.frames
         layouts = {}
         if n >= 2 and not args.only_shared:
-            layouts["split: inversion+depth on GPU 0, editor on GPU 1"] = dict(depth="cuda:0", caption="cpu", inversion="cuda:0", editor="cuda:1")
+            layouts["split: inversion+depth on GPU 0, editor on GPU 1"] = dict(
+                depth="cuda:0", caption="cpu", inversion="cuda:0", editor="cuda:1"
+            )
         if not (args.only_split and n >= 2):
             layouts["shared: everything on GPU 0"] = dict(
                 depth="cuda:0", caption="cpu", inversion="cuda:0", editor="cuda:0"
@@ -247,16 +259,31 @@ def main(argv=None):
         print(f"no S3 server ({exc}); using a shared local store", file=sys.stderr)
         s3 = None
     results = {}
-    with (s3 if s3 is not None else contextlib.nullcontext()) as s3s:
+    with s3 if s3 is not None else contextlib.nullcontext() as s3s:
         progress(f"store: S3 (SeaweedFS) at {s3s.endpoint}" if s3s is not None else "store: shared local folder")
         for i, (name, devices) in enumerate(layouts.items()):
             if s3s is not None:
-                store = dict(store="s3", s3_endpoint=s3s.endpoint, s3_bucket=s3s.bucket, s3_access_key=s3s.access_key,
-                             s3_secret_key=s3s.secret_key, s3_prefix=f"layout{i}")
+                store = dict(
+                    store="s3",
+                    s3_endpoint=s3s.endpoint,
+                    s3_bucket=s3s.bucket,
+                    s3_access_key=s3s.access_key,
+                    s3_secret_key=s3s.secret_key,
+                    s3_prefix=f"layout{i}",
+                )
             else:
                 store = dict(store="local", store_dir=str(work / f"store{i}"))
             results[name] = run_layout(
-                f"layout{i}", model, store, devices, work, clips_edit, clips_inv, inv_options, edit_options, args.sessions
+                f"layout{i}",
+                model,
+                store,
+                devices,
+                work,
+                clips_edit,
+                clips_inv,
+                inv_options,
+                edit_options,
+                args.sessions,
             )
             print(name, results[name], flush=True)
 

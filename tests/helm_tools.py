@@ -143,7 +143,11 @@ def kubectl_binary() -> Path:
 def kustomize(folder: Path) -> list[dict[str, Any]]:
     """``kubectl kustomize FOLDER`` parsed (no cluster needed)."""
     proc = subprocess.run(
-        [str(kubectl_binary()), "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False,
+        [str(kubectl_binary()), "kustomize", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, "KUBECONFIG": os.devnull},
     )
     if proc.returncode != 0:
@@ -156,7 +160,9 @@ def helm(*args: str, check: bool = True, timeout: float = 120) -> subprocess.Com
     # Keep helm away from the user's repositories, plugins and cluster.
     home = cache_dir() / "helm-home"
     env.update(
-        HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"), HELM_DATA_HOME=str(home / "data"),
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
         KUBECONFIG=os.devnull,
     )
     proc = subprocess.run(
@@ -179,8 +185,13 @@ def _value_args(values: Iterable[str | Path] = (), set_values: Iterable[str] = (
 
 
 def template_text(
-    values: Iterable[str | Path] = (), set_values: Iterable[str] = (), api_versions: Iterable[str] = (),
-    release: str = RELEASE, namespace: str = NAMESPACE, chart: Path = CHART, extra: Sequence[str] = (),
+    values: Iterable[str | Path] = (),
+    set_values: Iterable[str] = (),
+    api_versions: Iterable[str] = (),
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    chart: Path = CHART,
+    extra: Sequence[str] = (),
 ) -> str:
     args = ["template", release, str(chart), "--namespace", namespace, "--kube-version", KUBE_VERSION]
     args += _value_args(values, set_values, api_versions) + list(extra)
@@ -201,69 +212,138 @@ def lint(values: Iterable[str | Path] = (), set_values: Iterable[str] = (), char
 
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _LABEL_SELECTOR = {
-    "type": "object", "additionalProperties": False,
+    "type": "object",
+    "additionalProperties": False,
     "properties": {"matchLabels": _STR_MAP, "matchExpressions": {"type": "array", "items": {"type": "object"}}},
 }
 _META = {
-    "type": "object", "required": ["name"],
-    "properties": {"name": {"type": "string", "minLength": 1}, "namespace": {"type": "string"},
-                   "labels": _STR_MAP, "annotations": _STR_MAP},
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "namespace": {"type": "string"},
+        "labels": _STR_MAP,
+        "annotations": _STR_MAP,
+    },
 }
 # Subsets of the CRDs' OpenAPI schemas (monitoring.coreos.com/v1 ServiceMonitor,
 # keda.sh/v1alpha1 ScaledObject): every field the chart writes, strictly.
 CRD_SCHEMAS: dict[tuple[str, str], dict] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
-        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
         "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"}, "metadata": _META,
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": "ServiceMonitor"},
+            "metadata": _META,
             "spec": {
-                "type": "object", "required": ["selector", "endpoints"], "additionalProperties": False,
+                "type": "object",
+                "required": ["selector", "endpoints"],
+                "additionalProperties": False,
                 "properties": {
-                    "selector": _LABEL_SELECTOR, "jobLabel": {"type": "string"},
-                    "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {
-                        "any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}}},
-                    "endpoints": {"type": "array", "minItems": 1, "items": {
-                        "type": "object", "required": ["port"], "additionalProperties": False,
+                    "selector": _LABEL_SELECTOR,
+                    "jobLabel": {"type": "string"},
+                    "namespaceSelector": {
+                        "type": "object",
+                        "additionalProperties": False,
                         "properties": {
-                            "port": {"type": "string", "minLength": 1}, "path": {"type": "string"},
-                            "scheme": {"enum": ["http", "https"]},
-                            "interval": {"type": "string", "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
-                            "scrapeTimeout": {"type": "string", "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
-                            "honorLabels": {"type": "boolean"},
-                        }}},
+                            "any": {"type": "boolean"},
+                            "matchNames": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                    "endpoints": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["port"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "port": {"type": "string", "minLength": 1},
+                                "path": {"type": "string"},
+                                "scheme": {"enum": ["http", "https"]},
+                                "interval": {
+                                    "type": "string",
+                                    "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+                                },
+                                "scrapeTimeout": {
+                                    "type": "string",
+                                    "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+                                },
+                                "honorLabels": {"type": "boolean"},
+                            },
+                        },
+                    },
                 },
             },
         },
     },
     ("keda.sh/v1alpha1", "ScaledObject"): {
-        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
         "properties": {
-            "apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": "ScaledObject"}, "metadata": _META,
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "kind": {"const": "ScaledObject"},
+            "metadata": _META,
             "spec": {
-                "type": "object", "required": ["scaleTargetRef", "triggers"], "additionalProperties": False,
+                "type": "object",
+                "required": ["scaleTargetRef", "triggers"],
+                "additionalProperties": False,
                 "properties": {
-                    "scaleTargetRef": {"type": "object", "required": ["name"], "additionalProperties": False,
-                                       "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                                      "name": {"type": "string"}}},
+                    "scaleTargetRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "apiVersion": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "name": {"type": "string"},
+                        },
+                    },
                     "minReplicaCount": {"type": "integer", "minimum": 0},
                     "maxReplicaCount": {"type": "integer", "minimum": 1},
                     "pollingInterval": {"type": "integer", "minimum": 1},
                     "cooldownPeriod": {"type": "integer", "minimum": 0},
-                    "advanced": {"type": "object", "additionalProperties": False, "properties": {
-                        "horizontalPodAutoscalerConfig": {"type": "object", "additionalProperties": False, "properties": {
-                            "name": {"type": "string"}, "behavior": {"type": "object"}}},
-                        "restoreToOriginalReplicaCount": {"type": "boolean"}}},
-                    "triggers": {"type": "array", "minItems": 1, "items": {
-                        "type": "object", "required": ["type", "metadata"], "additionalProperties": False,
+                    "advanced": {
+                        "type": "object",
+                        "additionalProperties": False,
                         "properties": {
-                            "type": {"const": "prometheus"}, "name": {"type": "string"},
-                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                            "metadata": {"type": "object", "required": ["serverAddress", "query", "threshold"],
-                                         "additionalProperties": {"type": "string"},
-                                         "properties": {"serverAddress": {"type": "string", "pattern": "^https?://"}}},
-                            "authenticationRef": {"type": "object", "required": ["name"], "additionalProperties": False,
-                                                  "properties": {"name": {"type": "string"}, "kind": {"type": "string"}}},
-                        }}},
+                            "horizontalPodAutoscalerConfig": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"name": {"type": "string"}, "behavior": {"type": "object"}},
+                            },
+                            "restoreToOriginalReplicaCount": {"type": "boolean"},
+                        },
+                    },
+                    "triggers": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["type", "metadata"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {"const": "prometheus"},
+                                "name": {"type": "string"},
+                                "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                                "metadata": {
+                                    "type": "object",
+                                    "required": ["serverAddress", "query", "threshold"],
+                                    "additionalProperties": {"type": "string"},
+                                    "properties": {"serverAddress": {"type": "string", "pattern": "^https?://"}},
+                                },
+                                "authenticationRef": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "additionalProperties": False,
+                                    "properties": {"name": {"type": "string"}, "kind": {"type": "string"}},
+                                },
+                            },
+                        },
+                    },
                 },
             },
         },

@@ -9,7 +9,6 @@ distinct ``prefix`` settings.
 from __future__ import annotations
 
 import pytest
-
 from s3server import running_s3_server, weed_binary
 
 

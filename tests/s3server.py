@@ -73,7 +73,8 @@ def _pick_ports(rng: random.Random) -> dict[str, int]:
 
 def weed_command(data_dir: Path, ports: dict[str, int]) -> list[str]:
     args = [
-        weed_binary(), "mini",
+        weed_binary(),
+        "mini",
         f"-dir={data_dir}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
@@ -95,7 +96,10 @@ def _socket_paths(ports: dict[str, int]) -> list[Path]:
     not all removed on exit); the ports are ours, so are these."""
     paths = []
     for service, port in ports.items():
-        paths += [Path(f"/tmp/seaweedfs-{service}-{port}.sock"), Path(f"/tmp/seaweedfs-{service}-grpc-{port + GRPC_OFFSET}.sock")]
+        paths += [
+            Path(f"/tmp/seaweedfs-{service}-{port}.sock"),
+            Path(f"/tmp/seaweedfs-{service}-grpc-{port + GRPC_OFFSET}.sock"),
+        ]
     return paths
 
 
@@ -151,7 +155,10 @@ def _probe(settings: S3Settings) -> None:
     from minio import Minio
 
     client = Minio(
-        settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key, secure=False,
+        settings.endpoint,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        secure=False,
         http_client=urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=10), retries=False),
     )
     try:
@@ -189,14 +196,22 @@ def running_s3_server(
         log = run_dir / "weed.log"
         ports = _pick_ports(rng)
         settings = S3Settings(
-            endpoint=f"127.0.0.1:{ports['s3']}", bucket=bucket,
-            access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False,
+            endpoint=f"127.0.0.1:{ports['s3']}",
+            bucket=bucket,
+            access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY,
+            secure=False,
         )
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
-                weed_command(data_dir, ports), cwd=run_dir, env=env,
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                weed_command(data_dir, ports),
+                cwd=run_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         try:
             deadline = time.monotonic() + timeout

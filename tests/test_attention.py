@@ -66,7 +66,8 @@ def test_injection_attends_to_the_reference_features(models64):
     k, v = attn.to_k(kv), attn.to_v(kv)
     heads, d = attn.heads, q.shape[-1] // attn.heads
     w = torch.softmax(
-        (q.view(1, -1, heads, d).transpose(1, 2) @ k.view(1, -1, heads, d).transpose(1, 2).transpose(-1, -2)) / d**0.5, -1
+        (q.view(1, -1, heads, d).transpose(1, 2) @ k.view(1, -1, heads, d).transpose(1, 2).transpose(-1, -2)) / d**0.5,
+        -1,
     )
     o = (w @ v.view(1, -1, heads, d).transpose(1, 2)).transpose(1, 2).reshape(1, -1, heads * d)
     expected = attn.to_out[0](o)

@@ -9,9 +9,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_benchmark_smoke_mode_writes_the_table(tmp_path):
     out = tmp_path / "bench.md"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_pix2video.py"), "--smoke", "--out", str(out)], check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_pix2video.py"), "--smoke", "--out", str(out)],
+        check=True,
+        timeout=600,
+    )
     text = out.read_text()
-    for row in ("baseline A", "baseline B", "wavefront W=4, 1 session, eager", "ours (eager): W=2, 1 session",
-                "ours (eager): 4 sessions"):
+    for row in (
+        "baseline A",
+        "baseline B",
+        "wavefront W=4, 1 session, eager",
+        "ours (eager): W=2, 1 session",
+        "ours (eager): 4 sessions",
+    ):
         assert f"| {row}" in text
     assert "inversion:" in text and "depth:" in text and "session memory" in text and "warm-up" in text

@@ -40,7 +40,8 @@ def store_snapshot(store: Path) -> dict[str, tuple[int, int]]:
     """Every file under the store with its (st_mtime_ns, st_ino)."""
     return {
         p.relative_to(store).as_posix(): (p.stat().st_mtime_ns, p.stat().st_ino)
-        for p in sorted(store.rglob("*")) if p.is_file()
+        for p in sorted(store.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -85,8 +86,18 @@ def test_sample_edit_reuse_and_invert(tmp_path, home, tiny_dir, capfd):
     sample = decode(clip)
     assert len(sample) == 5 and all(f.shape == (64, 96, 3) for f in sample)
 
-    edit = ["edit", str(clip), "--prompt", "a crochet swan", "-o", str(out), "--frames-dir", str(frames_dir),
-            *runtime(tiny_dir, tmp_path), *TINY]
+    edit = [
+        "edit",
+        str(clip),
+        "--prompt",
+        "a crochet swan",
+        "-o",
+        str(out),
+        "--frames-dir",
+        str(frames_dir),
+        *runtime(tiny_dir, tmp_path),
+        *TINY,
+    ]
     assert main(edit) == 0
     err = capfd.readouterr().err
     lines = err.splitlines()
@@ -145,8 +156,10 @@ def test_sample_edit_reuse_and_invert(tmp_path, home, tiny_dir, capfd):
     # The same frames at 12 fps: the stored inversion (made from the 8 fps clip)
     # is found by content, and the output keeps the new clip's rate.
     clip12, out12 = retime(clip, tmp_path / "clip12.mp4", Fraction(8, 12)), tmp_path / "out12.mp4"
-    assert main(["edit", str(clip12), "--prompt", "a crochet swan", "-o", str(out12),
-                 *runtime(tiny_dir, tmp_path), *TINY]) == 0
+    assert (
+        main(["edit", str(clip12), "--prompt", "a crochet swan", "-o", str(out12), *runtime(tiny_dir, tmp_path), *TINY])
+        == 0
+    )
     assert capfd.readouterr().err.startswith(f"reused stored inversion {video_id} ")
     assert store_snapshot(store) == before
     assert frame_rate(out12) == pytest.approx(12.0, abs=0.01)
@@ -163,8 +176,18 @@ def test_installed_console_script(tmp_path, tiny_dir):
 
     r = run("sample", str(clip), "--frames", "3", "--width", "64", "--height", "64")
     assert r.returncode == 0, r.stderr
-    r = run("edit", str(clip), "--prompt", "a crochet swan", "-o", str(out), "--max-frames", "2",
-            *runtime(tiny_dir, tmp_path), *TINY)
+    r = run(
+        "edit",
+        str(clip),
+        "--prompt",
+        "a crochet swan",
+        "-o",
+        str(out),
+        "--max-frames",
+        "2",
+        *runtime(tiny_dir, tmp_path),
+        *TINY,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr.splitlines()[-1] == f"wrote 2 frames to {out}", r.stderr
     frames = decode(out)
@@ -231,8 +254,18 @@ def _case(name, tmp_path, tiny_dir):
     raise AssertionError(name)
 
 
-CASES = ["missing input", "not a video", "zero frames", "empty prompt", "blank prompt", "width 100",
-         "zero steps", "max frames 0", "model without vae", "missing model folder"]
+CASES = [
+    "missing input",
+    "not a video",
+    "zero frames",
+    "empty prompt",
+    "blank prompt",
+    "width 100",
+    "zero steps",
+    "max frames 0",
+    "model without vae",
+    "missing model folder",
+]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -241,8 +274,21 @@ def test_bad_input_gives_one_error_line_and_no_output(name, tmp_path, home, tiny
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "out.mp4"
-    args = ["edit", str(src), "--prompt", "a crochet swan", "-o", str(out), "--frames-dir", str(out_dir / "frames"),
-            "--model", str(model), "--store", str(tmp_path / "store"), *TINY]
+    args = [
+        "edit",
+        str(src),
+        "--prompt",
+        "a crochet swan",
+        "-o",
+        str(out),
+        "--frames-dir",
+        str(out_dir / "frames"),
+        "--model",
+        str(model),
+        "--store",
+        str(tmp_path / "store"),
+        *TINY,
+    ]
     args += extra  # a later --prompt/--width wins in argparse
     capfd.readouterr()
 
@@ -291,8 +337,18 @@ def test_sample_bad_input(tmp_path, capfd, args, word):
 def test_output_folder_missing_fails_before_work(tmp_path, home, tiny_dir, capfd):
     clip = _sample_clip(tmp_path / "clip.mp4")
     capfd.readouterr()
-    code = main(["edit", str(clip), "--prompt", "x", "-o", str(tmp_path / "nope" / "out.mp4"),
-                 *runtime(tiny_dir, tmp_path), *TINY])
+    code = main(
+        [
+            "edit",
+            str(clip),
+            "--prompt",
+            "x",
+            "-o",
+            str(tmp_path / "nope" / "out.mp4"),
+            *runtime(tiny_dir, tmp_path),
+            *TINY,
+        ]
+    )
     err = capfd.readouterr().err
     assert code == 2 and err.splitlines() == [err.strip()] and "output" in err and "nope" in err
     assert not (tmp_path / "store").exists()

@@ -85,8 +85,12 @@ def test_depth_matches_diffusers_depth2img_preparation(models, clip_frames):
 
     m = models
     pipe = StableDiffusionDepth2ImgPipeline(
-        vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
-        scheduler=DDIMScheduler.from_config(m.scheduler_config), depth_estimator=m.depth_estimator,
+        vae=m.vae,
+        text_encoder=m.text_encoder,
+        tokenizer=m.tokenizer,
+        unet=m.unet,
+        scheduler=DDIMScheduler.from_config(m.scheduler_config),
+        depth_estimator=m.depth_estimator,
         feature_extractor=m.feature_extractor,
     )
     ours = DepthEstimator(m, batch_size=4)(clip_frames)

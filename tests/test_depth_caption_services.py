@@ -64,8 +64,14 @@ def tensor(msg: common_pb2.Tensor) -> np.ndarray:
     return np.frombuffer(msg.data, "<f4").reshape(tuple(msg.shape))
 
 
-ENCODINGS = [ENC.IMAGE_ENCODING_PNG, ENC.IMAGE_ENCODING_PNG, ENC.IMAGE_ENCODING_JPEG,
-             ENC.IMAGE_ENCODING_JPEG, ENC.IMAGE_ENCODING_RAW_RGB8, ENC.IMAGE_ENCODING_RAW_RGB8]
+ENCODINGS = [
+    ENC.IMAGE_ENCODING_PNG,
+    ENC.IMAGE_ENCODING_PNG,
+    ENC.IMAGE_ENCODING_JPEG,
+    ENC.IMAGE_ENCODING_JPEG,
+    ENC.IMAGE_ENCODING_RAW_RGB8,
+    ENC.IMAGE_ENCODING_RAW_RGB8,
+]
 
 
 def depth_requests(frames, **kw) -> list[depth_pb2.EstimateDepthRequest]:
@@ -108,12 +114,20 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def depth(tiny_dir):
     settings = DepthSettings(
-        host="127.0.0.1", port=0, model=str(tiny_dir), device="cpu", batch_size=4, max_wait_ms=20.0,
-        max_message_bytes=MAX_MESSAGE_BYTES, grace_seconds=1.0,
+        host="127.0.0.1",
+        port=0,
+        model=str(tiny_dir),
+        device="cpu",
+        batch_size=4,
+        max_wait_ms=20.0,
+        max_message_bytes=MAX_MESSAGE_BYTES,
+        grace_seconds=1.0,
     )
     thread, running, channel = _start(build_depth, settings)
     yield SimpleNamespace(
-        running=running, channel=channel, stub=depth_pb2_grpc.DepthServiceStub(channel),
+        running=running,
+        channel=channel,
+        stub=depth_pb2_grpc.DepthServiceStub(channel),
         batcher=running.servicer.batcher,
     )
     channel.close()
@@ -122,10 +136,14 @@ def depth(tiny_dir):
 
 @pytest.fixture(scope="module")
 def caption(tiny_dir):
-    settings = CaptionSettings(host="127.0.0.1", port=0, model=str(tiny_dir), device="cpu", max_wait_ms=20.0, grace_seconds=1.0)
+    settings = CaptionSettings(
+        host="127.0.0.1", port=0, model=str(tiny_dir), device="cpu", max_wait_ms=20.0, grace_seconds=1.0
+    )
     thread, running, channel = _start(build_caption, settings)
     yield SimpleNamespace(
-        running=running, channel=channel, stub=caption_pb2_grpc.CaptionServiceStub(channel),
+        running=running,
+        channel=channel,
+        stub=caption_pb2_grpc.CaptionServiceStub(channel),
         batcher=running.servicer.batcher,
     )
     channel.close()
@@ -165,7 +183,9 @@ def test_depth_equals_the_engine_for_png_jpeg_and_raw_frames(depth, models, clip
 def test_explicit_output_size_and_mixed_frame_sizes_in_one_stream(depth, models, clip_frames):
     tall = np.ascontiguousarray(np.concatenate([clip_frames[0], clip_frames[1][:6]], axis=0))  # 70 x 64
     requests = [
-        depth_pb2.EstimateDepthRequest(frame=encode(clip_frames[3], ENC.IMAGE_ENCODING_PNG), output_width=5, output_height=7),
+        depth_pb2.EstimateDepthRequest(
+            frame=encode(clip_frames[3], ENC.IMAGE_ENCODING_PNG), output_width=5, output_height=7
+        ),
         depth_pb2.EstimateDepthRequest(frame=encode(tall, ENC.IMAGE_ENCODING_PNG), output_width=16, output_height=12),
         depth_pb2.EstimateDepthRequest(frame=encode(clip_frames[4][:32], ENC.IMAGE_ENCODING_PNG)),  # 32 x 64
     ]
@@ -189,7 +209,9 @@ def test_concurrent_streams_get_their_own_results_and_are_batched(depth, models,
 
     def stream(key):
         try:
-            requests = [depth_pb2.EstimateDepthRequest(frame=encode(f, ENC.IMAGE_ENCODING_RAW_RGB8)) for f in inputs[key]]
+            requests = [
+                depth_pb2.EstimateDepthRequest(frame=encode(f, ENC.IMAGE_ENCODING_RAW_RGB8)) for f in inputs[key]
+            ]
             start.wait()
             results[key] = list(depth.stub.EstimateDepth(iter(requests), timeout=30))
         except Exception as exc:  # noqa: BLE001
@@ -212,11 +234,15 @@ def test_concurrent_streams_get_their_own_results_and_are_batched(depth, models,
 
 
 def _bad_png():
-    return depth_pb2.EstimateDepthRequest(frame=common_pb2.Image(data=b"\x89PNG\r\n\x1a\nnot really", encoding=ENC.IMAGE_ENCODING_PNG))
+    return depth_pb2.EstimateDepthRequest(
+        frame=common_pb2.Image(data=b"\x89PNG\r\n\x1a\nnot really", encoding=ENC.IMAGE_ENCODING_PNG)
+    )
 
 
 def _bad_raw():
-    return depth_pb2.EstimateDepthRequest(frame=common_pb2.Image(data=bytes(64 * 64 * 3 - 1), encoding=ENC.IMAGE_ENCODING_RAW_RGB8, width=64, height=64))
+    return depth_pb2.EstimateDepthRequest(
+        frame=common_pb2.Image(data=bytes(64 * 64 * 3 - 1), encoding=ENC.IMAGE_ENCODING_RAW_RGB8, width=64, height=64)
+    )
 
 
 def _no_encoding():
@@ -230,7 +256,9 @@ def _tall():
 
 
 def _too_wide_output():
-    return depth_pb2.EstimateDepthRequest(frame=encode(np.zeros((64, 64, 3), np.uint8), ENC.IMAGE_ENCODING_PNG), output_width=2000)
+    return depth_pb2.EstimateDepthRequest(
+        frame=encode(np.zeros((64, 64, 3), np.uint8), ENC.IMAGE_ENCODING_PNG), output_width=2000
+    )
 
 
 def _too_big():  # 256 * 256 * 3 = 196608 bytes > max_message_bytes
@@ -280,7 +308,9 @@ def test_concurrent_captions_are_batched(caption, models, clip_frames):
     want = [Captioner(models)(clip_frames[i : i + 1])[0] for i in range(len(clip_frames))]
     batches, items = caption.batcher.batches, caption.batcher.items
     futures = [
-        caption.stub.Caption.future(caption_pb2.CaptionRequest(image=encode(f, ENC.IMAGE_ENCODING_RAW_RGB8)), timeout=30)
+        caption.stub.Caption.future(
+            caption_pb2.CaptionRequest(image=encode(f, ENC.IMAGE_ENCODING_RAW_RGB8)), timeout=30
+        )
         for f in clip_frames
     ]
     assert [f.result().caption for f in futures] == want
@@ -291,9 +321,17 @@ def test_concurrent_captions_are_batched(caption, models, clip_frames):
 @pytest.mark.parametrize(
     "request_, words",
     [
-        (caption_pb2.CaptionRequest(image=common_pb2.Image(data=b"junk", encoding=ENC.IMAGE_ENCODING_JPEG)), "image.data"),
+        (
+            caption_pb2.CaptionRequest(image=common_pb2.Image(data=b"junk", encoding=ENC.IMAGE_ENCODING_JPEG)),
+            "image.data",
+        ),
         (caption_pb2.CaptionRequest(image=common_pb2.Image(data=b"junk")), "image.encoding"),
-        (caption_pb2.CaptionRequest(image=encode(np.zeros((32, 32, 3), np.uint8), ENC.IMAGE_ENCODING_PNG), max_new_tokens=1000), "max_new_tokens"),
+        (
+            caption_pb2.CaptionRequest(
+                image=encode(np.zeros((32, 32, 3), np.uint8), ENC.IMAGE_ENCODING_PNG), max_new_tokens=1000
+            ),
+            "max_new_tokens",
+        ),
     ],
     ids=["malformed-jpeg", "no-encoding", "too-many-tokens"],
 )
@@ -335,8 +373,9 @@ def test_batcher_groups_calls_runs_in_one_thread_and_fails_only_the_failing_batc
                 ticks += 1
 
         ticker = asyncio.create_task(tick())
-        mixed = await asyncio.gather(batcher.submit(5), batcher.submit("bad"), batcher.submit(6), batcher.submit(7),
-                                     return_exceptions=True)
+        mixed = await asyncio.gather(
+            batcher.submit(5), batcher.submit("bad"), batcher.submit(6), batcher.submit(7), return_exceptions=True
+        )
         ticker.cancel()
         await batcher.close()
         return first, mixed, ticks, batcher
@@ -382,8 +421,19 @@ def test_module_serves_until_sigterm_then_exits_cleanly(tiny_dir, clip_frames):
     port = _free_port()
     grace = 2
     env = dict(os.environ, HF_HUB_OFFLINE="1", PIX2VIDEO_DEVICE="cpu")
-    cmd = [sys.executable, "-m", "pix2video.servers.depth", "--host", "127.0.0.1", "--port", str(port),
-           "--model", str(tiny_dir), "--grace-seconds", str(grace)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pix2video.servers.depth",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        str(tiny_dir),
+        "--grace-seconds",
+        str(grace),
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -397,7 +447,9 @@ def test_module_serves_until_sigterm_then_exits_cleanly(tiny_dir, clip_frames):
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     break
                 time.sleep(0.2)
-            assert status == health_pb2.HealthCheckResponse.SERVING, proc.stdout.read().decode() if proc.poll() is not None else "timed out"
+            assert status == health_pb2.HealthCheckResponse.SERVING, (
+                proc.stdout.read().decode() if proc.poll() is not None else "timed out"
+            )
             stub = depth_pb2_grpc.DepthServiceStub(channel)
             (reply,) = stub.EstimateDepth(iter(depth_requests(clip_frames[:1])), timeout=30)
             assert list(reply.depth.shape) == [1, 8, 8]

@@ -55,8 +55,13 @@ def test_without_injection_and_update_each_frame_is_plain_depth2img_sampling(inv
     # An independent reference: diffusers' own scheduler and prompt encoding.
     scheduler = DDIMScheduler.from_config(m.scheduler_config)
     pipe = StableDiffusionDepth2ImgPipeline(
-        vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet, scheduler=scheduler,
-        depth_estimator=m.depth_estimator, feature_extractor=m.feature_extractor,
+        vae=m.vae,
+        text_encoder=m.text_encoder,
+        tokenizer=m.tokenizer,
+        unet=m.unet,
+        scheduler=scheduler,
+        depth_estimator=m.depth_estimator,
+        feature_extractor=m.feature_extractor,
     )
     cond, uncond = pipe.encode_prompt("a crochet swan", m.device, 1, True, negative_prompt="")
     emb = torch.cat([uncond, cond])
@@ -155,7 +160,9 @@ def test_session_memory_is_constant_over_a_long_video(models, tmp_path_factory):
     frames = np.stack(make_sample_frames(24, 64, 64))
     engine, vid = _invert(models, frames, tmp_path_factory, steps=4)
     editor = Pix2VideoEditor(models)
-    session = editor.open_session(StoredVideo(engine.store, vid), EditSettings("a swan", num_steps=4, frames_in_flight=3))
+    session = editor.open_session(
+        StoredVideo(engine.store, vid), EditSettings("a swan", num_steps=4, frames_in_flight=3)
+    )
     held = {}
     while not session.done:
         for _, frame in editor.tick():
@@ -170,7 +177,9 @@ def test_session_memory_is_constant_over_a_long_video(models, tmp_path_factory):
 def test_closing_a_session_mid_video_frees_its_state(inverted32):
     engine, vid = inverted32
     editor = Pix2VideoEditor(engine.models)
-    session = editor.open_session(StoredVideo(engine.store, vid), EditSettings("a swan", num_steps=STEPS, frames_in_flight=2))
+    session = editor.open_session(
+        StoredVideo(engine.store, vid), EditSettings("a swan", num_steps=STEPS, frames_in_flight=2)
+    )
     for _ in range(STEPS + 3):
         editor.tick()
     assert editor.context.keys and session.flight
@@ -218,10 +227,21 @@ def test_padded_batches_growing_slots_and_mixed_layers_change_nothing(inverted64
     runner = UNetRunner(engine.models.unet, buckets=(4, 16))
     editor = Pix2VideoEditor(engine.models, runner=runner, feature_slots=1)
     sessions = [
-        editor.open_session(StoredVideo(engine.store, vid), EditSettings("a crochet swan", num_steps=STEPS,
-                            frames_in_flight=3, update_strength=DELTA)),
-        editor.open_session(StoredVideo(engine.store, vid), EditSettings("a crochet swan", num_steps=STEPS,
-                            reference="previous", inject_layers="all", frames_in_flight=2, update_strength=DELTA)),
+        editor.open_session(
+            StoredVideo(engine.store, vid),
+            EditSettings("a crochet swan", num_steps=STEPS, frames_in_flight=3, update_strength=DELTA),
+        ),
+        editor.open_session(
+            StoredVideo(engine.store, vid),
+            EditSettings(
+                "a crochet swan",
+                num_steps=STEPS,
+                reference="previous",
+                inject_layers="all",
+                frames_in_flight=2,
+                update_strength=DELTA,
+            ),
+        ),
     ]
     got = {s.id: {} for s in sessions}
     while not all(s.done for s in sessions):
@@ -240,7 +260,10 @@ def test_sessions_of_different_frame_sizes_share_an_editor(models, clip_frames, 
     settings = InversionSettings(width=128, height=128, num_steps=4, source_prompt="a red ball")
     vid_large = engine.invert(list(clip_frames), settings).video_id
     edit = EditSettings("a crochet swan", num_steps=4, frames_in_flight=2)
-    alone = {v: torch.stack([f.latent for f in Pix2VideoEditor(models).edit(StoredVideo(store, v), edit)]) for v in (vid, vid_large)}
+    alone = {
+        v: torch.stack([f.latent for f in Pix2VideoEditor(models).edit(StoredVideo(store, v), edit)])
+        for v in (vid, vid_large)
+    }
     editor = Pix2VideoEditor(models)
     sessions = {editor.open_session(StoredVideo(store, v), edit).id: v for v in (vid, vid_large)}
     got = {sid: {} for sid in sessions}

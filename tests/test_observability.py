@@ -52,12 +52,23 @@ IN_CI = os.environ.get("CI") == "true"
 
 def _suite_settings(tiny_dir, s3_settings, home, tracing_kind: str, prefix: str) -> dict:
     shared = dict(
-        host="127.0.0.1", port=0, metrics_port=0, tracing=tracing_kind, model=str(tiny_dir), device="cpu",
-        dtype="float32", home=str(home), grace_seconds=1.0,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        tracing=tracing_kind,
+        model=str(tiny_dir),
+        device="cpu",
+        dtype="float32",
+        home=str(home),
+        grace_seconds=1.0,
     )
     s3 = dict(
-        store="s3", s3_endpoint=s3_settings.endpoint, s3_bucket=s3_settings.bucket,
-        s3_access_key=s3_settings.access_key, s3_secret_key=s3_settings.secret_key, s3_prefix=prefix,
+        store="s3",
+        s3_endpoint=s3_settings.endpoint,
+        s3_bucket=s3_settings.bucket,
+        s3_access_key=s3_settings.access_key,
+        s3_secret_key=s3_settings.secret_key,
+        s3_prefix=prefix,
     )
     return {
         "depth": DepthSettings(**shared),
@@ -96,7 +107,8 @@ def sample(families: dict, name: str, **labels) -> float:
         if name.endswith(suffix) and name.removesuffix(suffix) in families:
             family = name.removesuffix(suffix)
     values = [
-        s.value for s in families[family].samples
+        s.value
+        for s in families[family].samples
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     ]
     assert values, f"no sample {name} {labels}"
@@ -105,7 +117,8 @@ def sample(families: dict, name: str, **labels) -> float:
 
 def buckets(families: dict, name: str, **labels) -> list[tuple[float, float]]:
     out = [
-        (float(s.labels["le"]), s.value) for s in families[name].samples
+        (float(s.labels["le"]), s.value)
+        for s in families[name].samples
         if s.name == name + "_bucket" and all(s.labels.get(k) == v for k, v in labels.items())
     ]
     return sorted(out)
@@ -148,9 +161,15 @@ class Prometheus:
         (folder / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
         self.log = open(folder / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.wait(lambda: self.query("up") is not None, "Prometheus to answer")
 
@@ -244,7 +263,7 @@ def job(suite, prometheus, clip, tmp_path_factory):
     exporter.clear()
     provider = TracerProvider()  # the application's provider: spans to the same memory exporter
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    editor = suite["editor"].servicer.engine.editor
+    editor = suite["editor"].servicer.worker.editor
     items_before, ticks_before = editor.items_done, editor.ticks
     out = tmp_path_factory.mktemp("out") / "edited.mp4"
     address = f"127.0.0.1:{suite['inversion'].port}"
@@ -252,7 +271,9 @@ def job(suite, prometheus, clip, tmp_path_factory):
         info = client.edit_video(clip, "a crochet swan", out, inversion=INV, options=EDIT)
     assert info.num_frames == FRAMES and not info.cached and out.stat().st_size > 0
     root, spans = _spans_of_job(exporter)
-    return dict(info=info, items=editor.items_done - items_before, ticks=editor.ticks - ticks_before, root=root, spans=spans)
+    return dict(
+        info=info, items=editor.items_done - items_before, ticks=editor.ticks - ticks_before, root=root, spans=spans
+    )
 
 
 @pytest.fixture(scope="module")
@@ -296,12 +317,16 @@ def test_histogram_counts_equal_the_frames_processed_at_each_stage(scraped, job)
     assert sample(ed, "pix2video_edit_frame_seconds_count") == FRAMES
     for stage in ("denoise", "latent_update", "decode", "encode"):
         assert sample(ed, "pix2video_edit_frame_stage_seconds_count", stage=stage) == FRAMES, stage
-    stage_sum = sum(sample(ed, "pix2video_edit_frame_stage_seconds_sum", stage=s) for s in ("denoise", "latent_update", "decode", "encode"))
+    stage_sum = sum(
+        sample(ed, "pix2video_edit_frame_stage_seconds_sum", stage=s)
+        for s in ("denoise", "latent_update", "decode", "encode")
+    )
     assert stage_sum == pytest.approx(sample(ed, "pix2video_edit_frame_seconds_sum"), rel=1e-9)
     assert sample(ed, "pix2video_edit_frame_stage_seconds_sum", stage="denoise") > 0
     assert sample(ed, "pix2video_editor_frame_latency_seconds_count") == FRAMES
-    assert sample(ed, "pix2video_editor_frame_latency_seconds_sum") >= sample(ed, "pix2video_edit_frame_seconds_sum") - sample(
-        ed, "pix2video_edit_frame_stage_seconds_sum", stage="encode")
+    assert sample(ed, "pix2video_editor_frame_latency_seconds_sum") >= sample(
+        ed, "pix2video_edit_frame_seconds_sum"
+    ) - sample(ed, "pix2video_edit_frame_stage_seconds_sum", stage="encode")
     assert sample(ed, "pix2video_editor_time_to_first_frame_seconds_count") == 1
     # UNet batch sizes: one observation per batched call, items summed = work items advanced.
     assert sample(ed, "pix2video_editor_unet_batch_size_count") == job["ticks"]
@@ -367,7 +392,12 @@ def test_errors_are_counted_by_status_code(suite):
             stub.GetVideo(inversion_pb2.GetVideoRequest(video_id="no-such-video"), timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     m = scrape(suite["inversion"].metrics_port)
-    assert sample(m, "pix2video_grpc_requests_total", rpc="pix2video.inversion.v1.InversionService/GetVideo", code="NOT_FOUND") == 1
+    assert (
+        sample(
+            m, "pix2video_grpc_requests_total", rpc="pix2video.inversion.v1.InversionService/GetVideo", code="NOT_FOUND"
+        )
+        == 1
+    )
 
 
 # -- a real Prometheus server ----------------------------------------------------------------------
@@ -378,7 +408,9 @@ def test_prometheus_scrapes_the_services_and_answers_p95_edit_frame_latency(prom
         pytest.skip("prometheus not installed (apt-get install -y prometheus); CI fails instead")
     # Wait for a scrape after the job.
     prometheus.wait(
-        lambda: (r := prometheus.query("sum(pix2video_edit_frame_seconds_count)")) and float(r[0]["value"][1]) == FRAMES,
+        lambda: (
+            (r := prometheus.query("sum(pix2video_edit_frame_seconds_count)")) and float(r[0]["value"][1]) == FRAMES
+        ),
         "a scrape after the job",
     )
     up = {r["metric"]["job"]: r["value"][1] for r in prometheus.query("up")}
@@ -393,8 +425,11 @@ def test_prometheus_scrapes_the_services_and_answers_p95_edit_frame_latency(prom
     assert float(total["value"][1]) == pytest.approx(ours, rel=1e-9)
     # The alert rules of deploy/ load and evaluate against the live series without errors.
     prometheus.wait(
-        lambda: all(r.get("lastEvaluation", "").startswith("2") and r["health"] == "ok"
-                    for g in prometheus.api("rules")["groups"] for r in g["rules"]),
+        lambda: all(
+            r.get("lastEvaluation", "").startswith("2") and r["health"] == "ok"
+            for g in prometheus.api("rules")["groups"]
+            for r in g["rules"]
+        ),
         "every alert rule evaluated",
     )
     firing = [a["labels"]["alertname"] for a in prometheus.api("alerts")["alerts"]]
@@ -449,7 +484,11 @@ def test_one_trace_spans_the_client_and_every_service(job):
         return s.resource.attributes.get("service.name")
 
     def one(name, kind=None, svc=None):
-        found = [s for s in mine if s.name == name and (kind is None or s.kind == kind) and (svc is None or service(s) == svc)]
+        found = [
+            s
+            for s in mine
+            if s.name == name and (kind is None or s.kind == kind) and (svc is None or service(s) == svc)
+        ]
         assert len(found) == 1, (name, [x.name for x in mine])
         return found[0]
 
@@ -468,8 +507,10 @@ def test_one_trace_spans_the_client_and_every_service(job):
     inv_server = one("/pix2video.inversion.v1.InversionService/Invert", SpanKind.SERVER, "pix2video-inversion")
     assert parent(inv_server) is inv_client
     # inversion -> depth and caption, each through a stage span and a client span.
-    for svc, stage, method in (("depth", "depth", "/pix2video.depth.v1.DepthService/EstimateDepth"),
-                               ("caption", "caption", "/pix2video.caption.v1.CaptionService/Caption")):
+    for svc, stage, method in (
+        ("depth", "depth", "/pix2video.depth.v1.DepthService/EstimateDepth"),
+        ("caption", "caption", "/pix2video.caption.v1.CaptionService/Caption"),
+    ):
         server = one(method, SpanKind.SERVER, f"pix2video-{svc}")
         client = parent(server)
         assert client.kind == SpanKind.CLIENT and service(client) == "pix2video-inversion"
@@ -495,14 +536,22 @@ def test_one_trace_spans_the_client_and_every_service(job):
     assert all(s.attributes.get("rpc.grpc.status_code") == 0 for s in mine if s.kind == SpanKind.SERVER)
 
 
-def test_with_tracing_off_an_edit_makes_no_spans_and_metrics_still_work(tiny_dir, s3_settings, clip, tmp_path_factory, job):
+def test_with_tracing_off_an_edit_makes_no_spans_and_metrics_still_work(
+    tiny_dir, s3_settings, clip, tmp_path_factory, job
+):
     exporter = tracing.memory_exporter()
-    thread, running = _start(_suite_settings(tiny_dir, s3_settings, tmp_path_factory.mktemp("home-off"), "off", "observability-off"))
+    thread, running = _start(
+        _suite_settings(tiny_dir, s3_settings, tmp_path_factory.mktemp("home-off"), "off", "observability-off")
+    )
     try:
         assert all(r.telemetry.tracing.provider is None for r in running.values())
         exporter.clear()
-        with Pix2VideoClient(f"127.0.0.1:{running['inversion'].port}", f"127.0.0.1:{running['editor'].port}", timeout=120) as client:
-            info = client.invert(clip, InversionOptions(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a ball"))
+        with Pix2VideoClient(
+            f"127.0.0.1:{running['inversion'].port}", f"127.0.0.1:{running['editor'].port}", timeout=120
+        ) as client:
+            info = client.invert(
+                clip, InversionOptions(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a ball")
+            )
             frames = list(client.edit(info.video_id, "a glass bird", EDIT, encoding="raw"))
         assert len(frames) == FRAMES
         assert exporter.get_finished_spans() == ()
@@ -588,13 +637,21 @@ def test_json_logs_carry_the_trace_and_span_ids():
 
 def test_promtool_checks_the_deploy_files():
     tool = promtool()
-    config = subprocess.run([tool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], capture_output=True, text=True)
+    config = subprocess.run(
+        [tool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], capture_output=True, text=True
+    )
     assert config.returncode == 0, config.stdout + config.stderr
-    local = subprocess.run([tool, "check", "config", str(DEPLOY / "prometheus" / "prometheus-local.yml")], capture_output=True, text=True)
+    local = subprocess.run(
+        [tool, "check", "config", str(DEPLOY / "prometheus" / "prometheus-local.yml")], capture_output=True, text=True
+    )
     assert local.returncode == 0, local.stdout + local.stderr
-    rules = subprocess.run([tool, "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")], capture_output=True, text=True)
+    rules = subprocess.run(
+        [tool, "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")], capture_output=True, text=True
+    )
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    tests = subprocess.run([tool, "test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml")], capture_output=True, text=True)
+    tests = subprocess.run(
+        [tool, "test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml")], capture_output=True, text=True
+    )
     assert tests.returncode == 0, tests.stdout + tests.stderr
 
 

@@ -55,9 +55,7 @@ def test_local_store_missing_key_is_not_found(tmp_path):
         store.get("videos/x/manifest.json/deeper")
 
 
-@pytest.mark.parametrize(
-    "key", ["", "../escape", "a/../../b", "a/./b", "a//b", "/abs", "trailing/", "..", "."]
-)
+@pytest.mark.parametrize("key", ["", "../escape", "a/../../b", "a/./b", "a//b", "/abs", "trailing/", "..", "."])
 def test_local_store_rejects_bad_keys(tmp_path, key):
     store = LocalDiskStore(tmp_path / "s")
     for op in (lambda: store.put(key, b"x"), lambda: store.get(key), lambda: store.exists(key)):
@@ -71,8 +69,14 @@ def test_local_store_rejects_bad_keys(tmp_path, key):
 
 def _manifest(video_id="v" * 40, n=3, h=8, w=8):
     return Manifest(
-        video_id=video_id, num_frames=n, width=w * 8, height=h * 8, num_steps=4,
-        source_prompt="a swan", model="{}", fps=12.0,
+        video_id=video_id,
+        num_frames=n,
+        width=w * 8,
+        height=h * 8,
+        num_steps=4,
+        source_prompt="a swan",
+        model="{}",
+        fps=12.0,
     )
 
 
@@ -125,7 +129,9 @@ def test_manifest_is_written_after_every_frame(tmp_path):
             super().put(key, data)
 
     manifest, _, _ = _record(Recording(tmp_path))
-    assert order == [frame_key(manifest.video_id, i, manifest.attempt) for i in range(3)] + [manifest_key(manifest.video_id)]
+    assert order == [frame_key(manifest.video_id, i, manifest.attempt) for i in range(3)] + [
+        manifest_key(manifest.video_id)
+    ]
 
 
 def test_flipped_byte_is_corrupt(tmp_path):
@@ -218,8 +224,9 @@ def test_invert_video_second_call_is_cache_hit(tmp_path, frames):
     store = LocalDiskStore(tmp_path)
     stages = FakeStages()
     stage_names = []
-    first = invert_video(frames, SETTINGS, store=store, model_identity=MODEL, fps=10.0,
-                         on_stage=stage_names.append, **stages.kwargs())
+    first = invert_video(
+        frames, SETTINGS, store=store, model_identity=MODEL, fps=10.0, on_stage=stage_names.append, **stages.kwargs()
+    )
     assert not first.cached
     assert stages.calls == {"depth": 1, "caption": 1, "invert": 1}
     assert stage_names == ["depth", "caption", "inversion", "store"]
@@ -285,8 +292,10 @@ def test_video_id_depends_on_frames_settings_and_models(tmp_path, frames):
         vid(f=frames[:2]),
         vid(settings=InversionSettings(width=64, height=64, num_steps=5)),
         vid(settings=InversionSettings(width=64, height=64, num_steps=4, source_prompt="a ball")),
-        vid(f=prepare_frames(list(frames), InversionSettings(width=64, height=128, num_steps=4)),
-            settings=InversionSettings(width=64, height=128, num_steps=4)),
+        vid(
+            f=prepare_frames(list(frames), InversionSettings(width=64, height=128, num_steps=4)),
+            settings=InversionSettings(width=64, height=128, num_steps=4),
+        ),
         vid(model={**MODEL, "model": "fp-bbbb"}),
         vid(model={**MODEL, "dtype": "float16"}),
         vid(model={**MODEL, "caption_model": "other"}),

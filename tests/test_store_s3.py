@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 import torch
+from test_store import MODEL, SETTINGS, FakeStages, _record
 
 from pix2video.errors import CorruptObject, InvalidInput, NotFound
 from pix2video.jobs import invert_video, prepare_frames
 from pix2video.store import LocalDiskStore, StoredVideo, read_manifest
 from pix2video.store.s3 import S3Settings, S3Store, StoreUnavailable
 from pix2video.store.videos import frame_key, manifest_key
-from test_store import MODEL, SETTINGS, FakeStages, _record
 
 
 @pytest.fixture
@@ -82,7 +82,9 @@ def test_s3_store_round_trip(store):
 
 def test_s3_store_large_object_round_trip(store):
     """Above minio's 5 MiB part size the upload is multipart; still one object."""
-    payload = torch.randint(0, 256, (6 * 1024 * 1024 + 17,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    payload = torch.randint(
+        0, 256, (6 * 1024 * 1024 + 17,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     payload = payload.numpy().tobytes()
     store.put("big/object.bin", payload)
     assert store.get("big/object.bin") == payload
@@ -99,13 +101,14 @@ def test_s3_store_missing_key_is_not_found(store):
         store.get("videos/x/manifest.json/deeper")
 
 
-@pytest.mark.parametrize(
-    "key", ["", "../escape", "a/../../b", "a/./b", "a//b", "/abs", "trailing/", "..", "."]
-)
+@pytest.mark.parametrize("key", ["", "../escape", "a/../../b", "a/./b", "a//b", "/abs", "trailing/", "..", "."])
 def test_s3_store_rejects_bad_keys_like_local(tmp_path, key):
     # No server needed: keys are checked before any request.
-    s3 = S3Store(S3Settings(endpoint=f"127.0.0.1:{_closed_port()}", bucket="any-bucket",
-                            access_key="a", secret_key="b", secure=False))
+    s3 = S3Store(
+        S3Settings(
+            endpoint=f"127.0.0.1:{_closed_port()}", bucket="any-bucket", access_key="a", secret_key="b", secure=False
+        )
+    )
     local = LocalDiskStore(tmp_path)
     for store in (s3, local):
         for op in (lambda: store.put(key, b"x"), lambda: store.get(key), lambda: store.exists(key)):
@@ -152,8 +155,12 @@ def test_missing_bucket_without_create_is_unavailable(s3_settings):
 @pytest.mark.parametrize("create_bucket", [True, False])
 def test_wrong_credentials_are_unavailable(settings, change, create_bucket):
     store = S3Store(dataclasses.replace(settings, create_bucket=create_bucket, **change))
-    for op in (lambda: store.get("k"), lambda: store.exists("k"), lambda: store.put("k", b"x"),
-               lambda: store.delete_prefix("k")):
+    for op in (
+        lambda: store.get("k"),
+        lambda: store.exists("k"),
+        lambda: store.put("k", b"x"),
+        lambda: store.delete_prefix("k"),
+    ):
         with pytest.raises(StoreUnavailable) as info:
             op()
         message = str(info.value)
@@ -255,8 +262,9 @@ def test_settings_from_env():
     s = S3Settings.from_env(ENV)
     assert (s.endpoint, s.bucket, s.access_key, s.secret_key) == ("seaweedfs:8333", "latents", "ak", "sk")
     assert s.secure and s.region is None and s.prefix == "" and s.create_bucket
-    s = S3Settings.from_env({**ENV, "PIX2VIDEO_S3_SECURE": "false", "PIX2VIDEO_S3_REGION": "eu-west-1",
-                             "PIX2VIDEO_S3_PREFIX": "staging"})
+    s = S3Settings.from_env(
+        {**ENV, "PIX2VIDEO_S3_SECURE": "false", "PIX2VIDEO_S3_REGION": "eu-west-1", "PIX2VIDEO_S3_PREFIX": "staging"}
+    )
     assert not s.secure and s.region == "eu-west-1" and s.prefix == "staging"
     assert "sk" not in repr(s)
 
@@ -278,8 +286,10 @@ def test_settings_from_env_names_missing_variable(var):
 
 @pytest.mark.parametrize(
     "change, name",
-    [({"PIX2VIDEO_S3_SECURE": "maybe"}, "PIX2VIDEO_S3_SECURE"),
-     ({"PIX2VIDEO_S3_ENDPOINT": "http://seaweedfs:8333"}, "PIX2VIDEO_S3_ENDPOINT")],
+    [
+        ({"PIX2VIDEO_S3_SECURE": "maybe"}, "PIX2VIDEO_S3_SECURE"),
+        ({"PIX2VIDEO_S3_ENDPOINT": "http://seaweedfs:8333"}, "PIX2VIDEO_S3_ENDPOINT"),
+    ],
 )
 def test_settings_from_env_rejects_bad_values(change, name):
     with pytest.raises(InvalidInput, match=name):

@@ -38,8 +38,12 @@ def suite(tiny_dir, s3_settings, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     shared = dict(host="127.0.0.1", port=0, model=str(tiny_dir), device="cpu", dtype="float64", home=str(home))
     s3 = dict(
-        store="s3", s3_endpoint=s3_settings.endpoint, s3_bucket=s3_settings.bucket,
-        s3_access_key=s3_settings.access_key, s3_secret_key=s3_settings.secret_key, s3_prefix="suite",
+        store="s3",
+        s3_endpoint=s3_settings.endpoint,
+        s3_bucket=s3_settings.bucket,
+        s3_access_key=s3_settings.access_key,
+        s3_secret_key=s3_settings.secret_key,
+        s3_prefix="suite",
     )
     settings = {
         "depth": DepthSettings(**shared),
@@ -71,13 +75,17 @@ def clip(tmp_path_factory):
 def embedded(models64, clip, tmp_path_factory):
     engine = EmbeddedPix2Video(models64, LocalDiskStore(tmp_path_factory.mktemp("embedded")))
     frames, info = read_video(clip)
-    result = engine.invert(frames, InversionSettings(SIZE, SIZE, num_steps=STEPS, source_prompt="a red ball"), fps=info.fps)
+    result = engine.invert(
+        frames, InversionSettings(SIZE, SIZE, num_steps=STEPS, source_prompt="a red ball"), fps=info.fps
+    )
     return engine, result.video_id
 
 
 def _embedded_frames(embedded, prompt, **kw):
     engine, vid = embedded
-    return np.stack([f.image for f in engine.edit(vid, EditSettings(prompt, num_steps=STEPS, update_strength=DELTA, **kw))])
+    return np.stack(
+        [f.image for f in engine.edit(vid, EditSettings(prompt, num_steps=STEPS, update_strength=DELTA, **kw))]
+    )
 
 
 def _suite_frames(client, vid, prompt, **kw):
@@ -99,7 +107,9 @@ def test_suite_frames_equal_the_embedded_engine(client, embedded, clip):
 def test_png_and_jpeg_outputs(client, clip):
     vid = client.invert(clip, INV).video_id
     raw = _suite_frames(client, vid, "a swan")
-    png = np.stack([f.to_array() for f in client.edit(vid, "a swan", EditOptions(update_strength=DELTA), encoding="png")])
+    png = np.stack(
+        [f.to_array() for f in client.edit(vid, "a swan", EditOptions(update_strength=DELTA), encoding="png")]
+    )
     jpeg = [f for f in client.edit(vid, "a swan", EditOptions(update_strength=DELTA), encoding="jpeg", jpeg_quality=80)]
     assert np.array_equal(png, raw)
     assert jpeg[0].data[:2] == b"\xff\xd8" and jpeg[0].to_array().shape == (SIZE, SIZE, 3)
@@ -110,12 +120,14 @@ def test_inversion_goes_to_s3_and_is_cached(client, suite, clip):
     first = client.invert(clip, INV, progress=lambda s, d, t: stages.append(s))
     again = client.invert(clip, INV)
     assert again.cached and again.video_id == first.video_id
-    store = suite["inversion"].servicer.engine.store
+    store = suite["inversion"].servicer.worker.store
     manifest = read_manifest(store, first.video_id)
     assert manifest is not None and manifest.num_frames == 5
     assert type(store).__name__ == "S3Store"
     # A new clip walks every stage, and its manifest only appears at the end.
-    other = client.invert(clip, dataclasses.replace(INV, source_prompt="another prompt"), progress=lambda s, d, t: stages.append(s))
+    other = client.invert(
+        clip, dataclasses.replace(INV, source_prompt="another prompt"), progress=lambda s, d, t: stages.append(s)
+    )
     assert not other.cached
     assert {"decode", "depth", "inversion", "store"} <= set(stages)
     assert client.get_video(other.video_id).num_frames == 5
@@ -135,7 +147,10 @@ def test_two_sessions_at_once_each_get_their_own_frames(client, embedded, clip):
     def run(prompt, kw):
         results[prompt] = _suite_frames(client, vid, prompt, **kw)
 
-    jobs = [("a crochet swan", dict(frames_in_flight=2)), ("a glass bird", dict(reference="anchor", frames_in_flight=3))]
+    jobs = [
+        ("a crochet swan", dict(frames_in_flight=2)),
+        ("a glass bird", dict(reference="anchor", frames_in_flight=3)),
+    ]
     threads = [threading.Thread(target=run, args=job) for job in jobs]
     for t in threads:
         t.start()
@@ -180,7 +195,7 @@ def long_clip(tmp_path_factory):
 
 def test_cancel_stops_the_work_and_frees_the_state(client, suite, long_clip):
     vid = client.invert(long_clip, INV).video_id
-    engine = suite["editor"].servicer.engine
+    engine = suite["editor"].servicer.worker
     frames = client.edit(vid, "a swan", EditOptions(update_strength=DELTA, frames_in_flight=1))
     next(frames), next(frames)
     assert engine.records
@@ -197,7 +212,7 @@ def test_cancel_stops_the_work_and_frees_the_state(client, suite, long_clip):
 def test_reconnect_resumes_with_the_same_frames(client, suite, long_clip):
     vid = client.invert(long_clip, INV).video_id
     whole = [f.image.data for f in _collect(_raw_stream(suite, _open(vid))[0])]
-    engine = suite["editor"].servicer.engine
+    engine = suite["editor"].servicer.worker
 
     call, _, gate = _raw_stream(suite, _open(vid))
     got, session_id = [], None
@@ -247,7 +262,9 @@ def test_bad_input_gets_the_right_status_and_the_services_keep_serving(client, s
         list(client.edit(vid, "a swan", EditOptions(guidance_scale=0.1)))
     with pytest.raises(client_errors.InvalidArgument, match="num_steps"):
         list(client.edit(vid, "a swan", EditOptions(num_steps=STEPS + 1)))
-    code, details = _code(_raw_stream(suite, editor_pb2.EditRequest(resume=editor_pb2.ResumeSession(session_id="nope")))[0])
+    code, details = _code(
+        _raw_stream(suite, editor_pb2.EditRequest(resume=editor_pb2.ResumeSession(session_id="nope")))[0]
+    )
     assert code == grpc.StatusCode.NOT_FOUND and "session_id" in details
     code, details = _code(_raw_stream(suite, editor_pb2.EditRequest(cancel=editor_pb2.CancelSession()))[0])
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "open" in details
@@ -266,7 +283,9 @@ def test_bad_input_gets_the_right_status_and_the_services_keep_serving(client, s
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "start" in details
     # A message over the server's limit is refused by the transport.
     big = inversion_pb2.InvertRequest(chunk=b"\0" * (65 * 1024 * 1024))
-    start = inversion_pb2.InvertRequest(start=inversion_pb2.InvertStart(settings=INV.to_proto(), upload=inversion_pb2.Upload()))
+    start = inversion_pb2.InvertRequest(
+        start=inversion_pb2.InvertStart(settings=INV.to_proto(), upload=inversion_pb2.Upload())
+    )
     code, _ = _code(inv.Invert(iter([start, big])))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -280,10 +299,14 @@ def test_protos_alone_are_enough(suite, clip):
     inv = inversion_pb2_grpc.InversionServiceStub(grpc.insecure_channel(f"127.0.0.1:{suite['inversion'].port}"))
     data = clip.read_bytes()
     requests = [
-        inversion_pb2.InvertRequest(start=inversion_pb2.InvertStart(
-            settings=inversion_pb2.InversionSettings(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a red ball"),
-            upload=inversion_pb2.Upload(size_bytes=len(data)),
-        )),
+        inversion_pb2.InvertRequest(
+            start=inversion_pb2.InvertStart(
+                settings=inversion_pb2.InversionSettings(
+                    width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a red ball"
+                ),
+                upload=inversion_pb2.Upload(size_bytes=len(data)),
+            )
+        ),
         inversion_pb2.InvertRequest(chunk=data[: len(data) // 2]),
         inversion_pb2.InvertRequest(chunk=data[len(data) // 2 :]),
     ]
@@ -325,13 +348,18 @@ def test_serve_all_and_the_cli_against_it(tiny_dir, clip, tmp_path, monkeypatch,
     cmd = [sys.executable, "-m", "pix2video.cli", "serve", "--all"]
     cmd += [f"--{name}-port={port}" for name, port in ports.items()]
     cmd += ["--host", "127.0.0.1", "--model", str(tiny_dir), "--device", "cpu", "--store-dir", str(tmp_path / "store")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PIX2VIDEO_HOME": str(tmp_path)})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PIX2VIDEO_HOME": str(tmp_path)}
+    )
     try:
         health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{ports['editor']}"))
         deadline = time.time() + 120
         while True:
             try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     break
             except grpc.RpcError:
                 pass
@@ -341,12 +369,18 @@ def test_serve_all_and_the_cli_against_it(tiny_dir, clip, tmp_path, monkeypatch,
         server = ["--server", f"127.0.0.1:{ports['inversion']}", "--editor-server", f"127.0.0.1:{ports['editor']}"]
         common = ["--width", "64", "--height", "64", "--steps", "4", "--source-prompt", "a ball", "-q", *server]
         capfd.readouterr()
-        assert main(["edit", str(clip), "--prompt", "a swan", "-o", str(out), "--update-strength", str(DELTA), *common]) == 0
+        assert (
+            main(["edit", str(clip), "--prompt", "a swan", "-o", str(out), "--update-strength", str(DELTA), *common])
+            == 0
+        )
         frames, info = read_video(out)
         assert len(frames) == 5 and frames[0].shape == (64, 64, 3) and info.fps == pytest.approx(10)
         # bad input at the CLI, answered by the server: one line, non-zero, no file
         capfd.readouterr()
-        assert main(["edit", "videos/absent.mp4", "--key", "--prompt", "a swan", "-o", str(tmp_path / "bad.mp4"), *common]) == 2
+        assert (
+            main(["edit", "videos/absent.mp4", "--key", "--prompt", "a swan", "-o", str(tmp_path / "bad.mp4"), *common])
+            == 2
+        )
         err = capfd.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "object_key" in err[0] and not (tmp_path / "bad.mp4").exists()
     finally:
@@ -403,7 +437,9 @@ class _DroppingProxy:
             s.close()
 
 
-def test_the_sdk_resumes_a_broken_stream_on_the_replica_that_holds_the_session(suite, client, tiny_dir, s3_settings, long_clip, tmp_path):
+def test_the_sdk_resumes_a_broken_stream_on_the_replica_that_holds_the_session(
+    suite, client, tiny_dir, s3_settings, long_clip, tmp_path
+):
     """The editor runs as replica "localhost"; the client reaches it through a
     proxy (a load balancer) that dies mid-stream. The SDK resumes on
     "{replica}:port", the replica itself, and gets the same frames."""
@@ -419,15 +455,18 @@ def test_the_sdk_resumes_a_broken_stream_on_the_replica_that_holds_the_session(s
         whole = [f.data for f in direct.edit(vid, "a swan", options, encoding="raw")]
         direct.close()
 
-        engine = editor.servicer.engine
+        engine = editor.servicer.worker
         resumes = []
         real_resume = engine.resume
         engine.resume = lambda *a: resumes.append(a) or real_resume(*a)  # counts, then the real thing
 
         proxy = _DroppingProxy(editor.port)
         routed = Pix2VideoClient(
-            f"127.0.0.1:{suite['inversion'].port}", f"127.0.0.1:{proxy.port}",
-            editor_replica_address=f"{{replica}}:{editor.port}", retries=3, backoff=0.1,
+            f"127.0.0.1:{suite['inversion'].port}",
+            f"127.0.0.1:{proxy.port}",
+            editor_replica_address=f"{{replica}}:{editor.port}",
+            retries=3,
+            backoff=0.1,
         )
         got = []
         for frame in routed.edit(vid, "a swan", options, encoding="raw"):

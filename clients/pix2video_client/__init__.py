@@ -15,9 +15,21 @@ from .errors import (
 from .types import EditOptions, Frame, InversionOptions, VideoInfo
 
 __all__ = [
-    "Pix2VideoClient", "AsyncPix2VideoClient", "EditOptions", "InversionOptions", "Frame", "VideoInfo",
-    "Pix2VideoClientError", "InvalidArgument", "NotFound", "ResourceExhausted", "FailedPrecondition",
-    "Unavailable", "DeadlineExceeded", "Cancelled", "DataLoss",
+    "Pix2VideoClient",
+    "AsyncPix2VideoClient",
+    "EditOptions",
+    "InversionOptions",
+    "Frame",
+    "VideoInfo",
+    "Pix2VideoClientError",
+    "InvalidArgument",
+    "NotFound",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Unavailable",
+    "DeadlineExceeded",
+    "Cancelled",
+    "DataLoss",
 ]
 
 

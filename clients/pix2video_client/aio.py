@@ -13,7 +13,15 @@ from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
 from .client import (
-    CANCEL_WAIT_SECONDS, EDIT, GET_VIDEO, INVERT, STAGE_NAMES, Progress, ReplicaRouter, key_requests, upload_requests,
+    CANCEL_WAIT_SECONDS,
+    EDIT,
+    GET_VIDEO,
+    INVERT,
+    STAGE_NAMES,
+    Progress,
+    ReplicaRouter,
+    key_requests,
+    upload_requests,
 )
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
 from .tracing import ClientTracer, RpcSpan
@@ -24,13 +32,23 @@ class AsyncPix2VideoClient:
     """Arguments as :class:`~pix2video_client.Pix2VideoClient`; use ``async with``."""
 
     def __init__(
-        self, inversion: str, editor: str | None = None, *, timeout: float | None = 3600.0, retries: int = 3,
-        backoff: float = 0.5, max_message_bytes: int = 64 * 1024 * 1024,
-        credentials: grpc.ChannelCredentials | None = None, tracer_provider=None,
+        self,
+        inversion: str,
+        editor: str | None = None,
+        *,
+        timeout: float | None = 3600.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        credentials: grpc.ChannelCredentials | None = None,
+        tracer_provider=None,
         editor_replica_address: str | None = None,
     ):
         self._tracer = ClientTracer(tracer_provider)
-        opts = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
+        opts = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
 
         def make(addr):
             if credentials is not None:
@@ -78,8 +96,12 @@ class AsyncPix2VideoClient:
                 await asyncio.sleep(self.backoff * 2**attempt)
 
     async def invert(
-        self, source: str | os.PathLike, options: InversionOptions = InversionOptions(), *,
-        key: bool | None = None, progress: Progress | None = None,
+        self,
+        source: str | os.PathLike,
+        options: InversionOptions = InversionOptions(),
+        *,
+        key: bool | None = None,
+        progress: Progress | None = None,
     ) -> VideoInfo:
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
@@ -108,13 +130,20 @@ class AsyncPix2VideoClient:
         return await self._traced(rpc, lambda: self._retrying(call))
 
     async def edit(
-        self, video_id: str, prompt: str, options: EditOptions = EditOptions(), *,
-        encoding: str = "png", jpeg_quality: int = 0,
+        self,
+        video_id: str,
+        prompt: str,
+        options: EditOptions = EditOptions(),
+        *,
+        encoding: str = "png",
+        jpeg_quality: int = 0,
     ) -> AsyncIterator[Frame]:
         """Edited frames in order; resumes a broken stream on the same session;
         leaving the loop early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
-        first = editor_pb2.EditRequest(open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt))
+        first = editor_pb2.EditRequest(
+            open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt)
+        )
         rpc = self._tracer.rpc(EDIT)
         frames = self._edit(first, fmt, rpc)
         try:

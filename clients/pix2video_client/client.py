@@ -161,8 +161,12 @@ class Pix2VideoClient:
     # -- inversion ----------------------------------------------------------
 
     def invert(
-        self, source: str | os.PathLike, options: InversionOptions = InversionOptions(), *,
-        key: bool | None = None, progress: Progress | None = None,
+        self,
+        source: str | os.PathLike,
+        options: InversionOptions = InversionOptions(),
+        *,
+        key: bool | None = None,
+        progress: Progress | None = None,
     ) -> VideoInfo:
         """Inverts a local video file (uploaded) or, with ``key=True`` or when no
         such file exists, a video already in the service's object store.
@@ -191,21 +195,30 @@ class Pix2VideoClient:
         return traced(
             rpc,
             lambda: self._retrying(
-                lambda: VideoInfo.from_proto(self.inversion.GetVideo(request, timeout=self.timeout, metadata=rpc.metadata))
+                lambda: VideoInfo.from_proto(
+                    self.inversion.GetVideo(request, timeout=self.timeout, metadata=rpc.metadata)
+                )
             ),
         )
 
     # -- editing ------------------------------------------------------------
 
     def edit(
-        self, video_id: str, prompt: str, options: EditOptions = EditOptions(), *,
-        encoding: str = "png", jpeg_quality: int = 0,
+        self,
+        video_id: str,
+        prompt: str,
+        options: EditOptions = EditOptions(),
+        *,
+        encoding: str = "png",
+        jpeg_quality: int = 0,
     ) -> Iterator[Frame]:
         """Edited frames in order as the editor finishes them. A broken stream is
         resumed on the same session (same frames as an unbroken run); closing
         the iterator early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
-        first = editor_pb2.EditRequest(open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt))
+        first = editor_pb2.EditRequest(
+            open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt)
+        )
         rpc = self._tracer.rpc(EDIT)
         try:
             yield from self._edit(first, fmt, rpc)
@@ -270,8 +283,13 @@ class Pix2VideoClient:
                 outbox.put(None)
 
     def edit_video(
-        self, source: str | os.PathLike, prompt: str, output: str | os.PathLike, *,
-        inversion: InversionOptions = InversionOptions(), options: EditOptions = EditOptions(),
+        self,
+        source: str | os.PathLike,
+        prompt: str,
+        output: str | os.PathLike,
+        *,
+        inversion: InversionOptions = InversionOptions(),
+        options: EditOptions = EditOptions(),
         progress: Progress | None = None,
     ) -> VideoInfo:
         """Inverts (or finds) a clip, edits it and writes an .mp4 (needs the

@@ -72,7 +72,8 @@ class ClientTracer:
             return _NO_SPAN
         service, _, method = full_method.partition("/")
         span = self._tracer.start_span(
-            full_method, kind=_SpanKind.CLIENT,
+            full_method,
+            kind=_SpanKind.CLIENT,
             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
         )
         # Without an SDK the span is the caller's context (or an invalid one,

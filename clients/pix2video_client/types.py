@@ -14,10 +14,16 @@ ENCODINGS = {
     "raw": common_pb2.IMAGE_ENCODING_RAW_RGB8,
 }
 _REF = {
-    "anchor+previous": editor_pb2.REFERENCE_ANCHOR_PREVIOUS, "anchor": editor_pb2.REFERENCE_ANCHOR,
-    "previous": editor_pb2.REFERENCE_PREVIOUS, "anchor+random": editor_pb2.REFERENCE_ANCHOR_RANDOM,
+    "anchor+previous": editor_pb2.REFERENCE_ANCHOR_PREVIOUS,
+    "anchor": editor_pb2.REFERENCE_ANCHOR,
+    "previous": editor_pb2.REFERENCE_PREVIOUS,
+    "anchor+random": editor_pb2.REFERENCE_ANCHOR_RANDOM,
 }
-_LAYERS = {"decoder": editor_pb2.INJECT_LAYERS_DECODER, "all": editor_pb2.INJECT_LAYERS_ALL, "none": editor_pb2.INJECT_LAYERS_NONE}
+_LAYERS = {
+    "decoder": editor_pb2.INJECT_LAYERS_DECODER,
+    "all": editor_pb2.INJECT_LAYERS_ALL,
+    "none": editor_pb2.INJECT_LAYERS_NONE,
+}
 _UPDATE = {"x0": editor_pb2.LATENT_UPDATE_X0, "xt": editor_pb2.LATENT_UPDATE_XT, "off": editor_pb2.LATENT_UPDATE_OFF}
 _RESIZE = {"crop": inversion_pb2.RESIZE_MODE_CROP, "pad": inversion_pb2.RESIZE_MODE_PAD}
 
@@ -41,8 +47,11 @@ class InversionOptions:
 
     def to_proto(self) -> inversion_pb2.InversionSettings:
         msg = inversion_pb2.InversionSettings(
-            width=self.width, height=self.height, resize=_pick(_RESIZE, self.resize, "resize"),
-            num_steps=self.num_steps, max_frames=self.max_frames,
+            width=self.width,
+            height=self.height,
+            resize=_pick(_RESIZE, self.resize, "resize"),
+            num_steps=self.num_steps,
+            max_frames=self.max_frames,
         )
         if self.source_prompt is not None:
             msg.source_prompt = self.source_prompt
@@ -67,7 +76,9 @@ class EditOptions:
 
     def to_proto(self, prompt: str) -> editor_pb2.EditSettings:
         msg = editor_pb2.EditSettings(
-            prompt=prompt, negative_prompt=self.negative_prompt, seed=self.seed,
+            prompt=prompt,
+            negative_prompt=self.negative_prompt,
+            seed=self.seed,
             reference=_pick(_REF, self.reference, "reference"),
             inject_layers=_pick(_LAYERS, self.inject_layers, "inject_layers"),
             latent_update=_pick(_UPDATE, self.latent_update, "latent_update"),

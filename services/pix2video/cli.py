@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
 from pix2video_client import errors as client_errors
 
+from . import __version__
 from .errors import CorruptObject, InvalidInput, ModelLoadError, NotFound, Pix2VideoError
 
 EXIT_INPUT, EXIT_MODEL, EXIT_CORRUPT, EXIT_UNEXPECTED = 2, 3, 4, 1
@@ -47,9 +47,14 @@ def _quiet_libraries() -> None:
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and runtime")
-    g.add_argument("--model", default="stabilityai/stable-diffusion-2-depth",
-                   help="SD2-depth hub id, local folder in its layout, or 'tiny' (built-in random tiny models)")
-    g.add_argument("--caption-model", default=None, help="BLIP hub id or folder (default: <model>/captioner or BLIP base)")
+    g.add_argument(
+        "--model",
+        default="stabilityai/stable-diffusion-2-depth",
+        help="SD2-depth hub id, local folder in its layout, or 'tiny' (built-in random tiny models)",
+    )
+    g.add_argument(
+        "--caption-model", default=None, help="BLIP hub id or folder (default: <model>/captioner or BLIP base)"
+    )
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16")
     g.add_argument("--store", default=None, help="latent store folder (default: ~/.cache/pix2video/store)")
@@ -61,8 +66,12 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("input", help="input video file (mp4, mov, webm, ...)")
     g.add_argument("--width", type=int, default=512, help="working width, a multiple of 64 (default 512)")
     g.add_argument("--height", type=int, default=512, help="working height, a multiple of 64 (default 512)")
-    g.add_argument("--resize", default="crop", choices=["crop", "pad"],
-                   help="keep the aspect ratio by scaling to cover and centre-cropping (crop) or fitting and padding (pad)")
+    g.add_argument(
+        "--resize",
+        default="crop",
+        choices=["crop", "pad"],
+        help="keep the aspect ratio by scaling to cover and centre-cropping (crop) or fitting and padding (pad)",
+    )
     g.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and editing (default 50)")
     g.add_argument("--source-prompt", default=None, help="prompt for inversion (default: BLIP caption of frame 1)")
     g.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
@@ -80,18 +89,35 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--negative-prompt", default="", help="prompt of the unconditional branch (default empty)")
     g.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--reference", default="anchor+previous",
-                   choices=["anchor+previous", "anchor", "previous", "anchor+random"],
-                   help="frames whose self-attention features are injected (default anchor+previous)")
-    g.add_argument("--inject-layers", default="decoder", choices=["decoder", "all", "none"],
-                   help="self-attention layers that inject (default decoder)")
-    g.add_argument("--latent-update", default="x0", choices=["x0", "xt", "off"],
-                   help="guided latent update: x0 (authors' code), xt (paper eq. 1, through the UNet), off")
+    g.add_argument(
+        "--reference",
+        default="anchor+previous",
+        choices=["anchor+previous", "anchor", "previous", "anchor+random"],
+        help="frames whose self-attention features are injected (default anchor+previous)",
+    )
+    g.add_argument(
+        "--inject-layers",
+        default="decoder",
+        choices=["decoder", "all", "none"],
+        help="self-attention layers that inject (default decoder)",
+    )
+    g.add_argument(
+        "--latent-update",
+        default="x0",
+        choices=["x0", "xt", "off"],
+        help="guided latent update: x0 (authors' code), xt (paper eq. 1, through the UNet), off",
+    )
     g.add_argument("--update-strength", type=float, default=100.0, help="latent update step size delta (default 100)")
     g.add_argument("--update-start", type=float, default=0.0, help="update from this fraction of the steps (default 0)")
-    g.add_argument("--update-end", type=float, default=0.5, help="update until this fraction of the steps (default 0.5)")
-    g.add_argument("--frames-in-flight", type=int, default=1,
-                   help="wavefront width: frames denoised together per UNet call (same result, faster on GPU)")
+    g.add_argument(
+        "--update-end", type=float, default=0.5, help="update until this fraction of the steps (default 0.5)"
+    )
+    g.add_argument(
+        "--frames-in-flight",
+        type=int,
+        default=1,
+        help="wavefront width: frames denoised together per UNet call (same result, faster on GPU)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=8.0)
 
     sub.add_parser(
-        "serve", add_help=False,
+        "serve",
+        add_help=False,
         help="serve {depth,caption,inversion,editor} [settings] | serve --all [--depth-port N ...] [settings]",
     )
 
@@ -152,7 +179,10 @@ def _runtime(args):
     from .settings import RuntimeSettings
 
     return RuntimeSettings(
-        model=args.model, caption_model=args.caption_model, device=args.device, dtype=args.dtype,
+        model=args.model,
+        caption_model=args.caption_model,
+        device=args.device,
+        dtype=args.dtype,
         store=Path(args.store) if args.store else None,
     )
 
@@ -165,7 +195,10 @@ def _invert(args, bars):
     if args.max_frames is not None and args.max_frames < 1:
         raise InvalidInput(f"max_frames: must be at least 1, got {args.max_frames}")
     inv = InversionSettings(
-        width=args.width, height=args.height, resize=args.resize, num_steps=args.steps,
+        width=args.width,
+        height=args.height,
+        resize=args.resize,
+        num_steps=args.steps,
         source_prompt=args.source_prompt,
     )
     runtime = _runtime(args)
@@ -183,10 +216,18 @@ def _edit_settings(args):
     from .engine.settings import EditSettings
 
     return EditSettings(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, guidance_scale=args.guidance,
-        num_steps=args.steps, seed=args.seed, reference=args.reference, inject_layers=args.inject_layers,
-        latent_update=args.latent_update, update_strength=args.update_strength, update_start=args.update_start,
-        update_end=args.update_end, frames_in_flight=args.frames_in_flight,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        guidance_scale=args.guidance,
+        num_steps=args.steps,
+        seed=args.seed,
+        reference=args.reference,
+        inject_layers=args.inject_layers,
+        latent_update=args.latent_update,
+        update_strength=args.update_strength,
+        update_start=args.update_start,
+        update_end=args.update_end,
+        frames_in_flight=args.frames_in_flight,
     )
 
 
@@ -201,14 +242,29 @@ def _remote(args, bars):
     settings = _edit_settings(args) if args.command == "edit" else None  # checked before any remote work
     client = Pix2VideoClient(args.server, args.editor_server)
     inv = InversionOptions(
-        width=args.width, height=args.height, resize=args.resize, num_steps=args.steps,
-        source_prompt=args.source_prompt, max_frames=args.max_frames or 0,
+        width=args.width,
+        height=args.height,
+        resize=args.resize,
+        num_steps=args.steps,
+        source_prompt=args.source_prompt,
+        max_frames=args.max_frames or 0,
     )
     info = client.invert(args.input, inv, key=args.key, progress=bars)
     if settings is None:
         return info, None
-    fields = ("negative_prompt", "guidance_scale", "num_steps", "seed", "reference", "inject_layers",
-              "latent_update", "update_strength", "update_start", "update_end", "frames_in_flight")
+    fields = (
+        "negative_prompt",
+        "guidance_scale",
+        "num_steps",
+        "seed",
+        "reference",
+        "inject_layers",
+        "latent_update",
+        "update_strength",
+        "update_start",
+        "update_end",
+        "frames_in_flight",
+    )
     options = EditOptions(**{f: getattr(settings, f) for f in fields})
     frames = client.edit(info.video_id, settings.prompt, options, encoding="raw")
     return info, (f.to_array() for f in frames)

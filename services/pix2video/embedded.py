@@ -42,8 +42,11 @@ class EmbeddedPix2Video:
     @classmethod
     def from_settings(cls, settings: RuntimeSettings) -> "EmbeddedPix2Video":
         models = load_model_set(
-            settings.model, device=settings.resolved_device, dtype=settings.torch_dtype,
-            caption_model=settings.caption_model, cache_dir=settings.home,
+            settings.model,
+            device=settings.resolved_device,
+            dtype=settings.torch_dtype,
+            caption_model=settings.caption_model,
+            cache_dir=settings.home,
         )
         return cls(models, LocalDiskStore(settings.store_dir))
 
@@ -65,7 +68,10 @@ class EmbeddedPix2Video:
             return step
 
         return invert_video(
-            prepared, settings, store=self.store, model_identity=model_identity(self.models),
+            prepared,
+            settings,
+            store=self.store,
+            model_identity=model_identity(self.models),
             depth_fn=lambda f: self.depth(f, progress=counter("depth", n)),
             caption_fn=self.captioner,
             invert_fn=lambda f, d, p, s: self.inverter(f, d, p, s, progress=counter("inversion", n)),

@@ -79,7 +79,11 @@ def video_id_for(frames: np.ndarray, settings: InversionSettings, model_identity
 
 def model_identity(models) -> dict:
     """What names a loaded model set inside video ids."""
-    return {"model": models.fingerprint, "caption_model": models.caption_model, "dtype": str(models.dtype).removeprefix("torch.")}
+    return {
+        "model": models.fingerprint,
+        "caption_model": models.caption_model,
+        "dtype": str(models.dtype).removeprefix("torch."),
+    }
 
 
 @dataclass
@@ -150,9 +154,15 @@ def invert_video(
         latents = invert_fn(frames, depth, prompt, settings.num_steps)
         stage("store")
         manifest = Manifest(
-            video_id=video_id, num_frames=len(frames), width=settings.width, height=settings.height,
-            num_steps=settings.num_steps, source_prompt=prompt, model=json.dumps(model_identity, sort_keys=True),
-            fps=fps, settings=asdict(settings),
+            video_id=video_id,
+            num_frames=len(frames),
+            width=settings.width,
+            height=settings.height,
+            num_steps=settings.num_steps,
+            source_prompt=prompt,
+            model=json.dumps(model_identity, sort_keys=True),
+            fps=fps,
+            settings=asdict(settings),
         )
         write_video_record(store, manifest, latents, depth)
         return InversionResult(video_id, manifest, cached=False)

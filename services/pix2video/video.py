@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+
 from pix2video_client.video import FrameSizeError, encode_mp4
 
 from .errors import InvalidInput, NotFound

@@ -113,7 +113,10 @@ def ddim_invert(x0: torch.Tensor, predict_noise, schedule: DDIMSchedule) -> torc
     for k in reversed(range(schedule.num_steps)):
         t = schedule.timesteps[k].expand(x.shape[0])
         eps, x0_hat = predict_eps_x0(
-            predict_noise(x, t), x, schedule.alpha(schedule.prev_timesteps[k].expand(x.shape[0])), schedule.prediction_type
+            predict_noise(x, t),
+            x,
+            schedule.alpha(schedule.prev_timesteps[k].expand(x.shape[0])),
+            schedule.prediction_type,
         )
         x = ddim_move(x0_hat, eps, schedule.alpha(t))
     return x

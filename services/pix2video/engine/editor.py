@@ -53,11 +53,9 @@ class StageTimer(Protocol):
     (the VAE decode of finished frames).
     """
 
-    def mark(self) -> object:
-        ...
+    def mark(self) -> object: ...
 
-    def record(self, stage: str, start: object, end: object, items: list[tuple[int, int]]) -> None:
-        ...
+    def record(self, stage: str, start: object, end: object, items: list[tuple[int, int]]) -> None: ...
 
 
 class FrameSource(Protocol):
@@ -211,8 +209,13 @@ class Pix2VideoEditor:
             for j in set(r):
                 consumers[j] += 1
         session = EditSession(
-            id=next(self._ids), video=video, settings=settings, embeds=embeds, refs=refs,
-            consumers=consumers, progress=[0] * video.num_frames,
+            id=next(self._ids),
+            video=video,
+            settings=settings,
+            embeds=embeds,
+            refs=refs,
+            consumers=consumers,
+            progress=[0] * video.num_frames,
         )
         self.sessions[session.id] = session
         return session
@@ -334,7 +337,9 @@ class Pix2VideoEditor:
         if self.split_guidance:
             n_uncond = sum(1 for _, b in samples if b == UNCOND)
             parts = [p for p in (slice(0, n_uncond), slice(n_uncond, len(samples))) if p.stop > p.start]
-        layers = next((lay for lay in ("all", "decoder") if any(s.settings.inject_layers == lay for s, _ in items)), "none")
+        layers = next(
+            (lay for lay in ("all", "decoder") if any(s.settings.inject_layers == lay for s, _ in items)), "none"
+        )
         out = torch.cat([self._unet(x[p], t[p], emb[p], routes[p], layers) for p in parts]).to(latents.dtype)
         cond = {n: out[j] for j, (n, b) in enumerate(samples) if b == COND}
         uncond = {n: out[j] for j, (n, b) in enumerate(samples) if b == UNCOND}
@@ -364,7 +369,9 @@ class Pix2VideoEditor:
             self.context.clear_routes()
 
     @torch.no_grad()
-    def warm_up(self, height: int, width: int, sizes: list[int] | None = None, compiled: list[int] | None = None) -> None:
+    def warm_up(
+        self, height: int, width: int, sizes: list[int] | None = None, compiled: list[int] | None = None
+    ) -> None:
         """Captures the UNet call of every batch bucket up to ``2 *
         max_batch_items`` samples (or ``sizes``), for decoder injection at
         ``height`` x ``width`` pixels, compiling those in ``compiled`` (default
@@ -469,7 +476,6 @@ class Pix2VideoEditor:
                 if self.timer is not None:
                     self.timer.record("decode", start, self.timer.mark(), [(s.id, i) for i in ready])
                 out += [
-                    (s.id, EditedFrame(index=i, image=img, latent=lat))
-                    for i, img, lat in zip(ready, images, latents)
+                    (s.id, EditedFrame(index=i, image=img, latent=lat)) for i, img, lat in zip(ready, images, latents)
                 ]
         return out

@@ -26,9 +26,7 @@ MAX_SIDE = 2048
 def check_resolution(width: int, height: int) -> None:
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, int) or v <= 0 or v % SIZE_MULTIPLE or v > MAX_SIDE:
-            raise InvalidInput(
-                f"{name}: must be a positive multiple of {SIZE_MULTIPLE} up to {MAX_SIDE}, got {v!r}"
-            )
+            raise InvalidInput(f"{name}: must be a positive multiple of {SIZE_MULTIPLE} up to {MAX_SIDE}, got {v!r}")
 
 
 def fit_frame(frame: np.ndarray, width: int, height: int, mode: str = "crop") -> np.ndarray:

@@ -188,14 +188,24 @@ def load_model_set(
             f"model: {path!r} is not a depth-conditioned UNet (in_channels={unet.config.in_channels}, expected 5)"
         )
     if caption_model is None:
-        caption_model = str(Path(path) / "captioner") if local and (Path(path) / "captioner").is_dir() else DEFAULT_CAPTION_MODEL
+        caption_model = (
+            str(Path(path) / "captioner") if local and (Path(path) / "captioner").is_dir() else DEFAULT_CAPTION_MODEL
+        )
     for m in (unet, vae, text_encoder, depth):
         if m is not None:
             m.to(device).eval().requires_grad_(False)
     return ModelSet(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler_config=scheduler_config, depth_estimator=depth, feature_extractor=feature_extractor,
-        device=device, dtype=dtype, model_id=model, fingerprint=fingerprint_model(path),
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler_config=scheduler_config,
+        depth_estimator=depth,
+        feature_extractor=feature_extractor,
+        device=device,
+        dtype=dtype,
+        model_id=model,
+        fingerprint=fingerprint_model(path),
         caption_model=caption_model,
     )
 

@@ -90,14 +90,25 @@ def _write_blip(folder: Path) -> None:
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     config = BlipConfig(
         text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=37, max_position_embeddings=64, encoder_hidden_size=32,
-            bos_token_id=vocab.index("[DEC]"), sep_token_id=vocab.index("[SEP]"),
-            pad_token_id=0, eos_token_id=vocab.index("[SEP]"),
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            encoder_hidden_size=32,
+            bos_token_id=vocab.index("[DEC]"),
+            sep_token_id=vocab.index("[SEP]"),
+            pad_token_id=0,
+            eos_token_id=vocab.index("[SEP]"),
         ),
         vision_config=dict(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-            image_size=32, patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=8,
         ),
     )
     torch.manual_seed(TINY_SEED)
@@ -137,16 +148,30 @@ def tiny_modules(vocab_size: int) -> dict[str, torch.nn.Module]:
     )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
-            bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
         )
     )
     depth = DPTForDepthEstimation(
         DPTConfig(
-            hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
-            image_size=32, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
-            neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, is_hybrid=False,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=8,
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 16, 32, 32],
+            fusion_hidden_size=16,
+            is_hybrid=False,
             reassemble_factors=[4, 2, 1, 0.5],
         )
     )
@@ -163,8 +188,14 @@ def build_tiny_model_set(folder: str | Path) -> Path:
     vocab_size = _write_clip_tokenizer(folder / "tokenizer")
     modules = tiny_modules(vocab_size)
     scheduler = DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
     )
     for name, module in modules.items():
         module.eval().save_pretrained(folder / name)

@@ -1,2 +1,2 @@
 """gRPC services: transport only. Each converts protobuf <-> domain types and
-calls an engine object given to its servicer's constructor."""
+calls a worker object (its ``worker.py``: no gRPC; the torch code is the ``pix2video.engine`` library) given to its servicer's constructor."""

@@ -86,9 +86,7 @@ def read_manifest(store: ObjectStore, video_id: str) -> Manifest | None:
     return manifest
 
 
-def write_video_record(
-    store: ObjectStore, manifest: Manifest, latents: torch.Tensor, depth: torch.Tensor
-) -> Manifest:
+def write_video_record(store: ObjectStore, manifest: Manifest, latents: torch.Tensor, depth: torch.Tensor) -> Manifest:
     """Writes every frame object, then the manifest (with checksums) last."""
     checksums = {}
     manifest.attempt = uuid.uuid4().hex[:12]

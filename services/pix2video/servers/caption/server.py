@@ -26,49 +26,51 @@ SERVICE_NAME = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_na
 
 
 class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
-    """Args: engine: a CaptionEngine (``check_max_new_tokens``, ``caption``);
+    """Args: worker: a CaptionWorker (``check_max_new_tokens``, ``caption``);
     batcher: a DynamicBatcher over ``(image, max_new_tokens)`` items."""
 
-    def __init__(self, engine, batcher: DynamicBatcher):
-        self.engine = engine
+    def __init__(self, worker, batcher: DynamicBatcher):
+        self.worker = worker
         self.batcher = batcher
 
     async def Caption(self, request: caption_pb2.CaptionRequest, context) -> caption_pb2.CaptionResponse:
-        max_new_tokens = self.engine.check_max_new_tokens(request.max_new_tokens)
+        max_new_tokens = self.worker.check_max_new_tokens(request.max_new_tokens)
         # Decoding (PNG/JPEG) runs off the event loop, which serves every call.
         image = await asyncio.to_thread(image_to_array, request.image, "image")
         text = await self.batcher.submit((image, max_new_tokens))
         return caption_pb2.CaptionResponse(caption=text)
 
 
-def _run_batch(engine):
+def _run_batch(worker):
     def run(items):
-        return engine.caption([image for image, _ in items], [n for _, n in items])
+        return worker.caption([image for image, _ in items], [n for _, n in items])
 
     return run
 
 
-async def build(settings: CaptionSettings, engine=None) -> RunningServer:
-    """Loads the engine (in a thread; unless given), starts the server, warms up
+async def build(settings: CaptionSettings, worker=None) -> RunningServer:
+    """Loads the worker (in a thread; unless given), starts the server, warms up
     in the batcher's worker thread, then reports SERVING."""
-    if engine is None:
-        from .engine import CaptionEngine  # torch enters here, not at import
+    if worker is None:
+        from .worker import CaptionWorker  # torch enters here, not at import
 
-        engine = await asyncio.to_thread(CaptionEngine, settings)
+        worker = await asyncio.to_thread(CaptionWorker, settings)
     telemetry = Telemetry(settings, "caption")
     stats = BatchMetrics(telemetry.metrics, "caption", "image", "BLIP")
     batcher = DynamicBatcher(
-        _run_batch(engine), settings.batch_size, settings.max_wait_ms, name="caption-batcher", on_batch=stats.on_batch
+        _run_batch(worker), settings.batch_size, settings.max_wait_ms, name="caption-batcher", on_batch=stats.on_batch
     )
     stats.watch(batcher)
     telemetry.metrics.count_frames(f"{SERVICE_NAME}/Caption", lambda response: 1)
-    servicer = CaptionServicer(engine, batcher)
+    servicer = CaptionServicer(worker, batcher)
 
     def add(server: grpc.aio.Server) -> list[str]:
         caption_pb2_grpc.add_CaptionServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    running = await start_server(settings, add, warmup=lambda: batcher.run_in_worker(engine.warmup), telemetry=telemetry)
+    running = await start_server(
+        settings, add, warmup=lambda: batcher.run_in_worker(worker.warmup), telemetry=telemetry
+    )
     running.on_stop.append(batcher.close)
     running.servicer = servicer  # for tests and metrics: servicer.batcher.batches / .items
     return running

@@ -79,12 +79,14 @@ class GpuMemoryCollector:
         if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
             return
         used = GaugeMetricFamily(
-            "pix2video_gpu_memory_allocated_bytes", "GPU memory in use by tensors (torch.cuda.memory_allocated).",
+            "pix2video_gpu_memory_allocated_bytes",
+            "GPU memory in use by tensors (torch.cuda.memory_allocated).",
             labels=["device"],
         )
         reserved = GaugeMetricFamily(
             "pix2video_gpu_memory_reserved_bytes",
-            "GPU memory held by torch's caching allocator (torch.cuda.memory_reserved).", labels=["device"],
+            "GPU memory held by torch's caching allocator (torch.cuda.memory_reserved).",
+            labels=["device"],
         )
         for i in range(torch.cuda.device_count()):
             used.add_metric([str(i)], float(torch.cuda.memory_allocated(i)))
@@ -134,10 +136,12 @@ class ServiceMetrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         r.register(GpuMemoryCollector())
-        self.gauge("pix2video_build_info", "Always 1; the labels tell the service and its version.", ["service", "version"]).labels(
-            service, _version()
-        ).set(1)
-        self.rpc_requests = self.counter("pix2video_grpc_requests_total", "gRPC calls handled, by rpc and status code.", ["rpc", "code"])
+        self.gauge(
+            "pix2video_build_info", "Always 1; the labels tell the service and its version.", ["service", "version"]
+        ).labels(service, _version()).set(1)
+        self.rpc_requests = self.counter(
+            "pix2video_grpc_requests_total", "gRPC calls handled, by rpc and status code.", ["rpc", "code"]
+        )
         self.rpc_frames = self.counter(
             "pix2video_grpc_frames_total",
             "Frames delivered by gRPC calls (depth maps, captions, edited frames, inverted frames), by rpc and the "
@@ -149,12 +153,16 @@ class ServiceMetrics:
         )
         self.rpc_in_flight = self.gauge("pix2video_grpc_requests_in_flight", "gRPC calls being handled.", ["rpc"])
         self.store_operations = self.counter(
-            "pix2video_store_operations_total", "Object store operations, by operation and result.", ["operation", "result"]
+            "pix2video_store_operations_total",
+            "Object store operations, by operation and result.",
+            ["operation", "result"],
         )
         self.store_seconds = self.histogram(
             "pix2video_store_operation_seconds", "Latency of object store operations.", ["operation"]
         )
-        self.store_bytes = self.counter("pix2video_store_bytes_total", "Bytes written to and read from the object store.", ["operation"])
+        self.store_bytes = self.counter(
+            "pix2video_store_bytes_total", "Bytes written to and read from the object store.", ["operation"]
+        )
         self._frame_counters: dict[str, Callable[[object], int]] = {}
 
     # -- making metrics in this registry --------------------------------------
@@ -165,7 +173,9 @@ class ServiceMetrics:
     def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
         return Gauge(name, doc, list(labels), registry=self.registry)
 
-    def histogram(self, name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] = SECONDS_BUCKETS) -> Histogram:
+    def histogram(
+        self, name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] = SECONDS_BUCKETS
+    ) -> Histogram:
         return Histogram(name, doc, list(labels), buckets=tuple(buckets), registry=self.registry)
 
     # -- the interceptor's hooks ------------------------------------------------
@@ -228,8 +238,12 @@ class BatchMetrics:
             f"pix2video_{prefix}_{unit}_seconds",
             f"{model} latency per {unit}: the batched {model} call it ran in ({unit}s of one batch share it).",
         )
-        self.batch_size = metrics.histogram(f"pix2video_{prefix}_batch_size", f"{unit.capitalize()}s per {model} call.", buckets=BATCH_BUCKETS)
-        self.queued = metrics.gauge(f"pix2video_{prefix}_queued_{unit}s", f"{unit.capitalize()}s accepted and waiting for a {model} call.")
+        self.batch_size = metrics.histogram(
+            f"pix2video_{prefix}_batch_size", f"{unit.capitalize()}s per {model} call.", buckets=BATCH_BUCKETS
+        )
+        self.queued = metrics.gauge(
+            f"pix2video_{prefix}_queued_{unit}s", f"{unit.capitalize()}s accepted and waiting for a {model} call."
+        )
 
     def on_batch(self, items: int, seconds: float) -> None:
         self.batch_size.observe(items)

@@ -10,7 +10,9 @@ from .settings import ModelServerSettings
 
 
 def runtime_from(settings: ModelServerSettings) -> RuntimeSettings:
-    kw = dict(model=settings.model, caption_model=settings.caption_model or None, device=settings.device, dtype=settings.dtype)
+    kw = dict(
+        model=settings.model, caption_model=settings.caption_model or None, device=settings.device, dtype=settings.dtype
+    )
     if settings.home:
         kw["home"] = Path(settings.home)
     return RuntimeSettings(**kw)
@@ -21,6 +23,10 @@ def load_models(settings: ModelServerSettings):
     (the depth service has it; the editor reads depth from the store)."""
     rt = runtime_from(settings)
     return load_model_set(
-        rt.model, device=rt.resolved_device, dtype=rt.torch_dtype, caption_model=rt.caption_model,
-        cache_dir=rt.home, with_depth=False,
+        rt.model,
+        device=rt.resolved_device,
+        dtype=rt.torch_dtype,
+        caption_model=rt.caption_model,
+        cache_dir=rt.home,
+        with_depth=False,
     )

@@ -1,7 +1,7 @@
 """An ObjectStore decorator that counts, times and traces every operation.
 
-The services hand it to the engine code in place of the store itself; the
-engine code still sees only the :class:`~pix2video.store.ObjectStore`
+The services hand it to the workers and engine code in place of the store itself; the
+code still sees only the :class:`~pix2video.store.ObjectStore`
 interface. Results: ``ok``, ``not_found`` (a missing key, a normal answer to
 ``get``) and ``error`` (anything else: the store is down, refused, ...).
 A span per operation is recorded only under a span of the service (a job or
@@ -46,7 +46,9 @@ class ObservedStore(ObjectStore):
     def _run(self, op: str, key: str, fn, *args):
         if self._tracing.recording():
             with self._tracing.tracer.start_as_current_span(
-                f"store {op}", attributes={"pix2video.store.key": key}, record_exception=False,
+                f"store {op}",
+                attributes={"pix2video.store.key": key},
+                record_exception=False,
                 set_status_on_exception=False,
             ) as span:
                 try:

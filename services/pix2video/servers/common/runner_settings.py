@@ -48,6 +48,9 @@ class UNetRunnerSettingsMixin:
 
     def make_runner(self, models) -> UNetRunner:
         return UNetRunner.for_models(
-            models, cuda_graphs=self.cuda_graphs, compile=self.compile_unet, compile_mode=self.compile_mode,
+            models,
+            cuda_graphs=self.cuda_graphs,
+            compile=self.compile_unet,
+            compile_mode=self.compile_mode,
             buckets=self.buckets(),
         )

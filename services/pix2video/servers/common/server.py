@@ -70,7 +70,9 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 async def start_server(
-    settings: ServerSettings, add_servicers: AddServicers, warmup: Callable[[], Awaitable[None]] | None = None,
+    settings: ServerSettings,
+    add_servicers: AddServicers,
+    warmup: Callable[[], Awaitable[None]] | None = None,
     telemetry: Telemetry | None = None,
 ) -> RunningServer:
     """Starts listening at once (health answers NOT_SERVING, metrics are
@@ -104,7 +106,9 @@ async def start_server(
             raise
     await running.set_serving(True)
     log.info(
-        "serving %s on port %d (metrics: %s)", ", ".join(names), port,
+        "serving %s on port %d (metrics: %s)",
+        ", ".join(names),
+        port,
         f"port {running.metrics_port}" if running.metrics_port is not None else "off",
     )
     return running

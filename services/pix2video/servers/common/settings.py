@@ -53,7 +53,9 @@ class ServerSettings:
         if not 0 <= self.port <= 65535:
             raise InvalidInput(f"port: must be in [0, 65535], got {self.port}")
         if not -1 <= self.metrics_port <= 65535:
-            raise InvalidInput(f"metrics_port: must be in [-1, 65535] (0: a free port, -1: off), got {self.metrics_port}")
+            raise InvalidInput(
+                f"metrics_port: must be in [-1, 65535] (0: a free port, -1: off), got {self.metrics_port}"
+            )
         if self.log_format not in LOG_FORMATS:
             raise InvalidInput(f"log_format: must be one of {', '.join(LOG_FORMATS)}; got {self.log_format!r}")
         if self.tracing not in TRACING_KINDS:
@@ -108,7 +110,10 @@ def env_name(field_name: str) -> str:
 
 
 def load_settings(
-    cls: type[T], argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, prog: str | None = None,
+    cls: type[T],
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    prog: str | None = None,
     ignore_unknown: bool = False,
 ) -> T:
     """Builds ``cls`` from flags (``argv``) over environment (``env``) over defaults.

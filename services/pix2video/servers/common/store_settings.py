@@ -42,8 +42,12 @@ class StoreSettingsMixin:
 
         return S3Store(
             S3Settings(
-                endpoint=self.s3_endpoint, bucket=self.s3_bucket, access_key=self.s3_access_key,
-                secret_key=self.s3_secret_key, secure=self.s3_secure, region=self.s3_region or None,
+                endpoint=self.s3_endpoint,
+                bucket=self.s3_bucket,
+                access_key=self.s3_access_key,
+                secret_key=self.s3_secret_key,
+                secure=self.s3_secure,
+                region=self.s3_region or None,
                 prefix=self.s3_prefix,
             )
         )

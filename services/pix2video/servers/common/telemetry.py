@@ -1,5 +1,5 @@
 """Metrics and traces of one service, made once in its ``build`` and handed
-to its servicer, its engine's hooks and :func:`~.server.start_server`."""
+to its servicer, its worker's hooks and :func:`~.server.start_server`."""
 
 from __future__ import annotations
 

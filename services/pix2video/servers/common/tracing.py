@@ -96,7 +96,12 @@ class Tracing:
             insecure = not endpoint.startswith("https://")
             self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure)))
         self.tracer = self.provider.get_tracer("pix2video.servers")
-        log.info("tracing %s: spans of pix2video-%s go to %s", self.kind, service, settings.otlp_endpoint if self.kind == "otlp" else self.kind)
+        log.info(
+            "tracing %s: spans of pix2video-%s go to %s",
+            self.kind,
+            service,
+            settings.otlp_endpoint if self.kind == "otlp" else self.kind,
+        )
 
     # -- gRPC -------------------------------------------------------------------
 
@@ -116,7 +121,9 @@ class Tracing:
         from opentelemetry.instrumentation.grpc import client_interceptor
         from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
-        return intercept_channel(channel, client_interceptor(tracer_provider=self.provider, filter_=_not_infrastructure))
+        return intercept_channel(
+            channel, client_interceptor(tracer_provider=self.provider, filter_=_not_infrastructure)
+        )
 
     # -- spans --------------------------------------------------------------------
 
@@ -131,8 +138,13 @@ class Tracing:
         return self.enabled and trace.get_current_span().is_recording()
 
     def record(
-        self, name: str, start_perf: float, end_perf: float | None = None, attributes: Mapping[str, object] | None = None,
-        parent: trace.Span | None = None, error: str | None = None,
+        self,
+        name: str,
+        start_perf: float,
+        end_perf: float | None = None,
+        attributes: Mapping[str, object] | None = None,
+        parent: trace.Span | None = None,
+        error: str | None = None,
     ) -> None:
         """A finished span from ``time.perf_counter()`` readings, child of
         ``parent`` (default the current span): work that ran elsewhere (the

@@ -33,12 +33,12 @@ MAX_OUTPUT_SIDE = 1024
 
 
 class DepthServicer(depth_pb2_grpc.DepthServiceServicer):
-    """Args: engine: a DepthEngine (``output_size``, ``estimate``); batcher: a
+    """Args: worker: a DepthWorker (``output_size``, ``estimate``); batcher: a
     DynamicBatcher over ``(frame, (output_height, output_width))`` items;
     window: most frames of one stream in flight."""
 
-    def __init__(self, engine, batcher: DynamicBatcher, window: int = 64):
-        self.engine = engine
+    def __init__(self, worker, batcher: DynamicBatcher, window: int = 64):
+        self.worker = worker
         self.batcher = batcher
         self.window = window
 
@@ -48,7 +48,7 @@ class DepthServicer(depth_pb2_grpc.DepthServiceServicer):
             if not 0 <= v <= MAX_OUTPUT_SIDE:
                 raise InvalidInput(f"{name}: must be in [0, {MAX_OUTPUT_SIDE}] (0: frame / 8), got {v}")
         frame = image_to_array(request.frame, "frame")
-        size = self.engine.output_size(frame.shape[0], frame.shape[1], request.output_height, request.output_width)
+        size = self.worker.output_size(frame.shape[0], frame.shape[1], request.output_height, request.output_width)
         return frame, size
 
     async def EstimateDepth(self, request_iterator, context):
@@ -103,34 +103,36 @@ class DepthServicer(depth_pb2_grpc.DepthServiceServicer):
                 f.cancel()
 
 
-def _run_batch(engine):
+def _run_batch(worker):
     def run(items):
-        return engine.estimate([frame for frame, _ in items], [size for _, size in items])
+        return worker.estimate([frame for frame, _ in items], [size for _, size in items])
 
     return run
 
 
-async def build(settings: DepthSettings, engine=None) -> RunningServer:
-    """Loads the engine (in a thread; unless given), starts the server, warms up
+async def build(settings: DepthSettings, worker=None) -> RunningServer:
+    """Loads the worker (in a thread; unless given), starts the server, warms up
     in the batcher's worker thread, then reports SERVING."""
-    if engine is None:
-        from .engine import DepthEngine  # torch enters here, not at import
+    if worker is None:
+        from .worker import DepthWorker  # torch enters here, not at import
 
-        engine = await asyncio.to_thread(DepthEngine, settings)
+        worker = await asyncio.to_thread(DepthWorker, settings)
     telemetry = Telemetry(settings, "depth")
     stats = BatchMetrics(telemetry.metrics, "depth", "frame", "DPT")
     batcher = DynamicBatcher(
-        _run_batch(engine), settings.batch_size, settings.max_wait_ms, name="depth-batcher", on_batch=stats.on_batch
+        _run_batch(worker), settings.batch_size, settings.max_wait_ms, name="depth-batcher", on_batch=stats.on_batch
     )
     stats.watch(batcher)
     telemetry.metrics.count_frames(f"{SERVICE_NAME}/EstimateDepth", lambda response: 1)
-    servicer = DepthServicer(engine, batcher, window=max(64, 4 * settings.batch_size))
+    servicer = DepthServicer(worker, batcher, window=max(64, 4 * settings.batch_size))
 
     def add(server: grpc.aio.Server) -> list[str]:
         depth_pb2_grpc.add_DepthServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    running = await start_server(settings, add, warmup=lambda: batcher.run_in_worker(engine.warmup), telemetry=telemetry)
+    running = await start_server(
+        settings, add, warmup=lambda: batcher.run_in_worker(worker.warmup), telemetry=telemetry
+    )
     running.on_stop.append(batcher.close)
     running.servicer = servicer  # for tests and metrics: servicer.batcher.batches / .items
     return running

@@ -1,4 +1,4 @@
-"""EditorService: protobuf <-> domain only; sessions live in the engine."""
+"""EditorService: protobuf <-> domain only; sessions live in the worker."""
 
 from __future__ import annotations
 
@@ -16,23 +16,30 @@ from ..common.convert import array_to_image, check_output_format
 from ..common.metrics import BATCH_BUCKETS
 from ..common.server import RunningServer, start_server
 from ..common.telemetry import Telemetry
-from .engine import EditorEngine, FrameStats, SessionRecord
 from .settings import EditorServerSettings
+from .worker import EditorWorker, FrameStats, SessionRecord
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EditorService"].full_name
 FRAME_STAGES = ("denoise", "latent_update", "decode", "encode")
 
 REFERENCE = {
-    pb.REFERENCE_UNSPECIFIED: "anchor+previous", pb.REFERENCE_ANCHOR_PREVIOUS: "anchor+previous",
-    pb.REFERENCE_ANCHOR: "anchor", pb.REFERENCE_PREVIOUS: "previous", pb.REFERENCE_ANCHOR_RANDOM: "anchor+random",
+    pb.REFERENCE_UNSPECIFIED: "anchor+previous",
+    pb.REFERENCE_ANCHOR_PREVIOUS: "anchor+previous",
+    pb.REFERENCE_ANCHOR: "anchor",
+    pb.REFERENCE_PREVIOUS: "previous",
+    pb.REFERENCE_ANCHOR_RANDOM: "anchor+random",
 }
 LAYERS = {
-    pb.INJECT_LAYERS_UNSPECIFIED: "decoder", pb.INJECT_LAYERS_DECODER: "decoder",
-    pb.INJECT_LAYERS_ALL: "all", pb.INJECT_LAYERS_NONE: "none",
+    pb.INJECT_LAYERS_UNSPECIFIED: "decoder",
+    pb.INJECT_LAYERS_DECODER: "decoder",
+    pb.INJECT_LAYERS_ALL: "all",
+    pb.INJECT_LAYERS_NONE: "none",
 }
 UPDATE = {
-    pb.LATENT_UPDATE_UNSPECIFIED: "x0", pb.LATENT_UPDATE_X0: "x0",
-    pb.LATENT_UPDATE_XT: "xt", pb.LATENT_UPDATE_OFF: "off",
+    pb.LATENT_UPDATE_UNSPECIFIED: "x0",
+    pb.LATENT_UPDATE_X0: "x0",
+    pb.LATENT_UPDATE_XT: "xt",
+    pb.LATENT_UPDATE_OFF: "off",
 }
 
 
@@ -45,7 +52,9 @@ def _enum(table: dict, value: int, field: str) -> str:
 def settings_from_proto(msg: pb.EditSettings, video_steps: int, default_in_flight: int) -> EditSettings:
     """Proto settings -> EditSettings; unset fields take the paper's defaults."""
     kw = dict(
-        prompt=msg.prompt, negative_prompt=msg.negative_prompt, seed=msg.seed,
+        prompt=msg.prompt,
+        negative_prompt=msg.negative_prompt,
+        seed=msg.seed,
         reference=_enum(REFERENCE, msg.reference, "reference"),
         inject_layers=_enum(LAYERS, msg.inject_layers, "inject_layers"),
         latent_update=_enum(UPDATE, msg.latent_update, "latent_update"),
@@ -62,9 +71,9 @@ def settings_from_proto(msg: pb.EditSettings, video_steps: int, default_in_fligh
 
 
 class EditorMetrics:
-    """The editor's own metrics, its per-frame span, and its hooks into the engine."""
+    """The editor's own metrics, its per-frame span, and its hooks into the worker."""
 
-    def __init__(self, telemetry: Telemetry, engine: EditorEngine, settings: EditorServerSettings):
+    def __init__(self, telemetry: Telemetry, worker: EditorWorker, settings: EditorServerSettings):
         m = telemetry.metrics
         self.tracing = telemetry.tracing
         self.frame_seconds = m.histogram(
@@ -74,7 +83,8 @@ class EditorMetrics:
         )
         self.stage_seconds = m.histogram(
             "pix2video_edit_frame_stage_seconds",
-            "Editor time per edited frame by stage: denoise, latent_update, decode, encode.", ["stage"],
+            "Editor time per edited frame by stage: denoise, latent_update, decode, encode.",
+            ["stage"],
         )
         self.stage = {name: self.stage_seconds.labels(name) for name in FRAME_STAGES}
         self.latency = m.histogram(
@@ -87,32 +97,44 @@ class EditorMetrics:
             "From a session's open request to its first frame handed to the stream.",
         )
         self.unet_batch = m.histogram(
-            "pix2video_editor_unet_batch_size", "Work items (frames, each both guidance branches) per batched UNet call.",
+            "pix2video_editor_unet_batch_size",
+            "Work items (frames, each both guidance branches) per batched UNet call.",
             buckets=BATCH_BUCKETS,
         )
         self.unet_seconds = m.histogram(
-            "pix2video_editor_unet_call_seconds", "Duration of the editor's batched denoising calls (UNet and DDIM step)."
+            "pix2video_editor_unet_call_seconds",
+            "Duration of the editor's batched denoising calls (UNet and DDIM step).",
         )
-        engine.on_unet_call = self.on_unet_call
+        worker.on_unet_call = self.on_unet_call
         gauges = (
             ("pix2video_editor_active_sessions", "Open sessions (attached or detached) on this replica.", "active"),
-            ("pix2video_editor_detached_sessions", "Open sessions whose client is away (kept until the idle timeout).", "detached"),
+            (
+                "pix2video_editor_detached_sessions",
+                "Open sessions whose client is away (kept until the idle timeout).",
+                "detached",
+            ),
             ("pix2video_editor_frames_in_flight", "Frames being denoised, all sessions.", "in_flight"),
             ("pix2video_editor_queued_frames", "Frames of open sessions waiting to enter the flight.", "queued"),
             ("pix2video_editor_buffered_frames", "Edited frames waiting to be sent to their client.", "buffered"),
         )
         for name, doc, key in gauges:
-            m.gauge(name, doc).set_function(lambda key=key: float(engine.gauges().get(key, 0)))
-        m.gauge("pix2video_editor_max_sessions", "Most open sessions this replica accepts (max_sessions).").set(settings.max_sessions)
-        ctx, runner = engine.editor.context, engine.editor.runner
-        m.gauge("pix2video_editor_feature_slots", "Injected-feature slots preallocated (they grow when short).").set_function(
-            lambda: float(ctx.capacity))
+            m.gauge(name, doc).set_function(lambda key=key: float(worker.gauges().get(key, 0)))
+        m.gauge("pix2video_editor_max_sessions", "Most open sessions this replica accepts (max_sessions).").set(
+            settings.max_sessions
+        )
+        ctx, runner = worker.editor.context, worker.editor.runner
+        m.gauge(
+            "pix2video_editor_feature_slots", "Injected-feature slots preallocated (they grow when short)."
+        ).set_function(lambda: float(ctx.capacity))
         m.gauge("pix2video_editor_feature_slots_used", "Injected-feature slots held by sessions.").set_function(
-            lambda: float(len(ctx.slot_of)))
+            lambda: float(len(ctx.slot_of))
+        )
         m.gauge("pix2video_editor_unet_graphs", "CUDA graphs of the UNet captured on this replica.").set_function(
-            lambda: float(runner.warm.graphs))
-        m.gauge("pix2video_editor_warmup_seconds", "Start-up UNet graph capture and compilation, before SERVING.").set_function(
-            lambda: float(runner.warm.seconds))
+            lambda: float(runner.warm.graphs)
+        )
+        m.gauge(
+            "pix2video_editor_warmup_seconds", "Start-up UNet graph capture and compilation, before SERVING."
+        ).set_function(lambda: float(runner.warm.seconds))
         m.count_frames(f"{SERVICE_NAME}/Edit", lambda r: 1 if r.WhichOneof("kind") == "frame" else 0)
 
     def on_unet_call(self, items: int, seconds: float) -> None:
@@ -122,7 +144,12 @@ class EditorMetrics:
     def frame_sent(self, rec: SessionRecord, index: int, stats: FrameStats, encode: float, parent) -> None:
         """A frame went out: its stage times, its total, its end-to-end latency and its span."""
         end = time.perf_counter()
-        parts = {"denoise": stats.denoise, "latent_update": stats.latent_update, "decode": stats.decode, "encode": encode}
+        parts = {
+            "denoise": stats.denoise,
+            "latent_update": stats.latent_update,
+            "decode": stats.decode,
+            "encode": encode,
+        }
         for name, seconds in parts.items():
             self.stage[name].observe(seconds)
         self.frame_seconds.observe(sum(parts.values()))
@@ -134,10 +161,10 @@ class EditorMetrics:
 
 
 class EditorServicer(pb_grpc.EditorServiceServicer):
-    def __init__(self, engine: EditorEngine, settings: EditorServerSettings, metrics: EditorMetrics | None = None):
-        self.engine = engine
+    def __init__(self, worker: EditorWorker, settings: EditorServerSettings, metrics: EditorMetrics | None = None):
+        self.worker = worker
         self.settings = settings
-        self.metrics = metrics or EditorMetrics(Telemetry(settings, "editor"), engine, settings)
+        self.metrics = metrics or EditorMetrics(Telemetry(settings, "editor"), worker, settings)
 
     async def _first(self, requests) -> tuple[SessionRecord, object]:
         try:
@@ -149,14 +176,15 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
             msg = first.open
             check_output_format(msg.output, "open.output")
             rec = await asyncio.to_thread(
-                self.engine.open, msg.video_id,
+                self.worker.open,
+                msg.video_id,
                 lambda steps: settings_from_proto(msg.settings, steps, self.settings.frames_in_flight),
             )
             return rec, msg.output
         if kind == "resume":
             msg = first.resume
             check_output_format(msg.output, "resume.output")
-            return await asyncio.to_thread(self.engine.resume, msg.session_id, msg.next_frame), msg.output
+            return await asyncio.to_thread(self.worker.resume, msg.session_id, msg.next_frame), msg.output
         raise InvalidInput("open: the first request must be open or resume")
 
     async def Edit(self, request_iterator, context):
@@ -176,7 +204,7 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
         async def read_rest():
             async for req in requests:
                 if req.WhichOneof("kind") == "cancel":
-                    await asyncio.to_thread(self.engine.cancel, rec)
+                    await asyncio.to_thread(self.worker.cancel, rec)
                 else:
                     problem.append(f"{req.WhichOneof('kind')}: only cancel may follow open or resume")
                 wake.set()
@@ -184,9 +212,11 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
         reader = asyncio.ensure_future(read_rest())
         finished = False
         try:
-            yield pb.EditResponse(opened=pb.SessionOpened(session_id=rec.id, num_frames=rec.num_frames, next_frame=rec.sent))
+            yield pb.EditResponse(
+                opened=pb.SessionOpened(session_id=rec.id, num_frames=rec.num_frames, next_frame=rec.sent)
+            )
             while True:
-                for index, image, stats in self.engine.take(rec):
+                for index, image, stats in self.worker.take(rec):
                     encode_start = time.perf_counter()
                     msg = await asyncio.to_thread(array_to_image, image, output)
                     encode = time.perf_counter() - encode_start
@@ -196,7 +226,7 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
                     if first_pending:
                         first_pending = False
                         metrics.first_frame.observe(time.perf_counter() - opened_at)
-                    await asyncio.to_thread(self.engine.mark_sent, rec, index + 1)
+                    await asyncio.to_thread(self.worker.mark_sent, rec, index + 1)
                 if problem:
                     raise InvalidInput(problem[0])
                 if rec.sent >= rec.num_frames:
@@ -215,28 +245,28 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
             if not finished and not rec.closed:
                 # The client went away (or broke the protocol): stop the work,
                 # keep the state for a resume until the idle timeout.
-                self.engine.detach(rec, stream)
+                self.worker.detach(rec, stream)
 
 
-async def build(settings: EditorServerSettings, engine: EditorEngine | None = None) -> RunningServer:
+async def build(settings: EditorServerSettings, worker: EditorWorker | None = None) -> RunningServer:
     telemetry = Telemetry(settings, "editor")
-    engine = engine or await asyncio.to_thread(EditorEngine, settings)
-    engine.store_io = telemetry.observe_store(engine.store)
-    servicer = EditorServicer(engine, settings, EditorMetrics(telemetry, engine, settings))
+    worker = worker or await asyncio.to_thread(EditorWorker, settings)
+    worker.store_io = telemetry.observe_store(worker.store)
+    servicer = EditorServicer(worker, settings, EditorMetrics(telemetry, worker, settings))
 
     def add(server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_EditorServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
     async def warmup():
-        await asyncio.to_thread(engine.warmup)
-        engine.start()
+        await asyncio.to_thread(worker.warmup)
+        worker.start()
 
     running = await start_server(settings, add, warmup=warmup, telemetry=telemetry)
     running.servicer = servicer
 
-    async def stop_engine():
-        await asyncio.to_thread(engine.stop)
+    async def stop_worker():
+        await asyncio.to_thread(worker.stop)
 
-    running.on_stop.append(stop_engine)
+    running.on_stop.append(stop_worker)
     return running

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 from ...engine.settings import MAX_FRAMES_IN_FLIGHT
 from ...errors import InvalidInput
-from ..common.settings import ModelServerSettings
 from ..common.runner_settings import UNetRunnerSettingsMixin
+from ..common.settings import ModelServerSettings
 from ..common.store_settings import StoreSettingsMixin
 
 

@@ -30,7 +30,11 @@ class RemoteStages:
     """Depth and caption over gRPC (blocking; called from the job's thread)."""
 
     def __init__(
-        self, depth_address: str, caption_address: str, timeout: float, max_message_bytes: int,
+        self,
+        depth_address: str,
+        caption_address: str,
+        timeout: float,
+        max_message_bytes: int,
         wrap_channel: Callable[[grpc.Channel], grpc.Channel] | None = None,
     ):
         """``wrap_channel``: applied to each channel (tracing: client spans and
@@ -56,7 +60,11 @@ class RemoteStages:
         out = []
         for f in frames:
             try:
-                out.append(self._caption.Caption(caption_pb2.CaptionRequest(image=_raw(f)), timeout=self.timeout).caption)
+                out.append(
+                    self._caption.Caption(caption_pb2.CaptionRequest(image=_raw(f)), timeout=self.timeout).caption
+                )
             except grpc.RpcError as exc:
-                raise Unavailable(f"caption service at {self.caption_address}: {exc.code().name}: {exc.details()}") from None
+                raise Unavailable(
+                    f"caption service at {self.caption_address}: {exc.code().name}: {exc.details()}"
+                ) from None
         return out

@@ -1,4 +1,4 @@
-"""InversionService: protobuf <-> domain only; the work is in the engine."""
+"""InversionService: protobuf <-> domain only; the work is in the worker."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from ...store import read_manifest
 from ..common.metrics import BATCH_BUCKETS, observe_many
 from ..common.server import RunningServer, start_server
 from ..common.telemetry import Telemetry
-from .engine import InversionEngine
 from .remote import RemoteStages
 from .settings import InversionServerSettings
+from .worker import InversionWorker
 
 STAGES = {
     "decode": pb.STAGE_DECODE,
@@ -48,13 +48,16 @@ class InversionMetrics:
             "DDIM inversion latency per frame: the batched VAE encoding and inverse DDIM steps it ran in "
             "(frames of one batch share it).",
         )
-        self.batch_size = m.histogram("pix2video_inversion_batch_size", "Frames per batched inversion call.", buckets=BATCH_BUCKETS)
+        self.batch_size = m.histogram(
+            "pix2video_inversion_batch_size", "Frames per batched inversion call.", buckets=BATCH_BUCKETS
+        )
         self.stage_seconds = m.histogram(
             "pix2video_inversion_stage_seconds", "Duration of each stage of an inversion job.", ["stage"]
         )
         self.jobs = m.counter("pix2video_inversion_jobs_total", "Inversion jobs, by result.", ["result"])
         self.queue_depth = m.gauge(
-            "pix2video_inversion_queue_depth", "Inversion requests in progress or waiting (for the device or the upload)."
+            "pix2video_inversion_queue_depth",
+            "Inversion requests in progress or waiting (for the device or the upload).",
         )
         for name in JOB_STAGES:
             self.stage_seconds.labels(name)
@@ -84,7 +87,9 @@ def settings_from_proto(msg: pb.InversionSettings) -> InversionSettings:
         raise InvalidInput(f"settings.max_frames: must be >= 0, got {msg.max_frames}")
     try:
         return InversionSettings(
-            width=msg.width or 512, height=msg.height or 512, resize=RESIZE[msg.resize],
+            width=msg.width or 512,
+            height=msg.height or 512,
+            resize=RESIZE[msg.resize],
             num_steps=msg.num_steps or 50,
             source_prompt=msg.source_prompt if msg.HasField("source_prompt") else None,
         )
@@ -94,17 +99,26 @@ def settings_from_proto(msg: pb.InversionSettings) -> InversionSettings:
 
 def video_info(manifest, cached: bool) -> pb.VideoInfo:
     return pb.VideoInfo(
-        video_id=manifest.video_id, cached=cached, num_frames=manifest.num_frames, width=manifest.width,
-        height=manifest.height, num_steps=manifest.num_steps, source_prompt=manifest.source_prompt, fps=manifest.fps,
+        video_id=manifest.video_id,
+        cached=cached,
+        num_frames=manifest.num_frames,
+        width=manifest.width,
+        height=manifest.height,
+        num_steps=manifest.num_steps,
+        source_prompt=manifest.source_prompt,
+        fps=manifest.fps,
     )
 
 
 class InversionServicer(pb_grpc.InversionServiceServicer):
     def __init__(
-        self, engine: InversionEngine, stages: RemoteStages, settings: InversionServerSettings,
+        self,
+        worker: InversionWorker,
+        stages: RemoteStages,
+        settings: InversionServerSettings,
         metrics: InversionMetrics | None = None,
     ):
-        self.engine = engine
+        self.worker = worker
         self.stages = stages
         self.settings = settings
         self.metrics = metrics or InversionMetrics(Telemetry(settings, "inversion"))
@@ -114,7 +128,7 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         path = os.path.join(folder, "input" + Path(start.upload.filename or start.object_key or "v").suffix[:8])
         if start.HasField("object_key"):
             try:
-                data = await asyncio.to_thread(self.engine.store_io.get, start.object_key)
+                data = await asyncio.to_thread(self.worker.store_io.get, start.object_key)
             except (NotFound, InvalidInput) as exc:
                 raise type(exc)(f"start.object_key: {exc}") from None
             Path(path).write_bytes(data)
@@ -176,8 +190,15 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
                 path = await self._receive_file(start, requests, folder)
             job = asyncio.ensure_future(
                 asyncio.to_thread(
-                    self.engine.invert_file, path, settings, start.settings.max_frames,
-                    self.stages.depth, self.stages.caption, progress, self.metrics.stage, self.metrics.on_batch,
+                    self.worker.invert_file,
+                    path,
+                    settings,
+                    start.settings.max_frames,
+                    self.stages.depth,
+                    self.stages.caption,
+                    progress,
+                    self.metrics.stage,
+                    self.metrics.on_batch,
                 )
             )
             try:
@@ -199,26 +220,29 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
     async def GetVideo(self, request, context):
         if not request.video_id:
             raise InvalidInput("video_id: required")
-        manifest = await asyncio.to_thread(read_manifest, self.engine.store_io, request.video_id)
+        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, request.video_id)
         if manifest is None:
             raise NotFound(f"video_id: no inverted video {request.video_id!r}")
         return video_info(manifest, cached=True)
 
 
-async def build(settings: InversionServerSettings, engine: InversionEngine | None = None) -> RunningServer:
+async def build(settings: InversionServerSettings, worker: InversionWorker | None = None) -> RunningServer:
     telemetry = Telemetry(settings, "inversion")
-    engine = engine or await asyncio.to_thread(InversionEngine, settings)
-    engine.store_io = telemetry.observe_store(engine.store)
+    worker = worker or await asyncio.to_thread(InversionWorker, settings)
+    worker.store_io = telemetry.observe_store(worker.store)
     stages = RemoteStages(
-        settings.depth_address, settings.caption_address, settings.call_timeout_seconds, settings.max_message_bytes,
+        settings.depth_address,
+        settings.caption_address,
+        settings.call_timeout_seconds,
+        settings.max_message_bytes,
         wrap_channel=telemetry.tracing.instrument_channel,
     )
-    servicer = InversionServicer(engine, stages, settings, InversionMetrics(telemetry))
+    servicer = InversionServicer(worker, stages, settings, InversionMetrics(telemetry))
 
     def add(server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_InversionServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    running = await start_server(settings, add, warmup=lambda: asyncio.to_thread(engine.warmup), telemetry=telemetry)
+    running = await start_server(settings, add, warmup=lambda: asyncio.to_thread(worker.warmup), telemetry=telemetry)
     running.servicer = servicer
     return running

@@ -3,8 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import InvalidInput
-from ..common.settings import ModelServerSettings
 from ..common.runner_settings import UNetRunnerSettingsMixin
+from ..common.settings import ModelServerSettings
 from ..common.store_settings import StoreSettingsMixin
 
 

@@ -26,7 +26,7 @@ from .settings import DepthSettings
 log = logging.getLogger(__name__)
 
 
-class DepthEngine:
+class DepthWorker:
     """DPT depth for lists of frames; loads only the depth estimator."""
 
     def __init__(self, settings: DepthSettings):
@@ -52,13 +52,17 @@ class DepthEngine:
         if output_height < 0 or output_width < 0:
             raise InvalidInput(f"output_height/output_width: must be >= 0, got {output_height}x{output_width}")
         if output_height == 0 and (height < sf or height % sf):
-            raise InvalidInput(f"frame.height: must be a positive multiple of {sf} when output_height is 0, got {height}")
+            raise InvalidInput(
+                f"frame.height: must be a positive multiple of {sf} when output_height is 0, got {height}"
+            )
         if output_width == 0 and (width < sf or width % sf):
             raise InvalidInput(f"frame.width: must be a positive multiple of {sf} when output_width is 0, got {width}")
         return (output_height or height // sf, output_width or width // sf)
 
     @torch.no_grad()
-    def estimate(self, frames: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+    def estimate(
+        self, frames: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[np.ndarray]:
         """Depth maps of ``frames``.
 
         Args:

@@ -22,13 +22,15 @@ from .settings import MAX_NEW_TOKENS_LIMIT, CaptionSettings
 log = logging.getLogger(__name__)
 
 
-class CaptionEngine:
+class CaptionWorker:
     """BLIP captions for lists of images; loads only the captioner."""
 
     def __init__(self, settings: CaptionSettings):
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
-        blip, processor, name = load_caption(settings.caption_model or None, settings.model, device, dtype, settings.home or None)
+        blip, processor, name = load_caption(
+            settings.caption_model or None, settings.model, device, dtype, settings.home or None
+        )
         self.models = CaptionComponents(blip, processor, device, dtype, name)
         self.max_new_tokens = settings.max_new_tokens
         log.info("caption model %s loaded on %s", name, device)

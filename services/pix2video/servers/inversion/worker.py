@@ -1,4 +1,4 @@
-"""The inversion service's engine: DDIM inversion on its device, and the job
+"""The inversion service's worker: DDIM inversion on its device, and the job
 that turns a video file into a stored inverted video. No gRPC here: depth and
 captions come in as callables (the server passes gRPC clients)."""
 
@@ -31,7 +31,7 @@ def _no_stage(_name: str) -> ContextManager:
     return contextlib.nullcontext()
 
 
-class InversionEngine:
+class InversionWorker:
     def __init__(self, settings: InversionServerSettings, store=None, models=None):
         self.settings = settings
         self.models = models or load_models(settings)
@@ -113,7 +113,13 @@ class InversionEngine:
                     store_stage.enter_context(stage("store"))
 
             return invert_video(
-                prepared, settings, store=self.store_io, model_identity=model_identity(self.models),
-                depth_fn=in_stage("depth", depth_fn), caption_fn=in_stage("caption", caption_fn),
-                invert_fn=in_stage("inversion", invert_fn), fps=info.fps, on_stage=on_stage,
+                prepared,
+                settings,
+                store=self.store_io,
+                model_identity=model_identity(self.models),
+                depth_fn=in_stage("depth", depth_fn),
+                caption_fn=in_stage("caption", caption_fn),
+                invert_fn=in_stage("inversion", invert_fn),
+                fps=info.fps,
+                on_stage=on_stage,
             )

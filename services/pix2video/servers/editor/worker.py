@@ -1,4 +1,4 @@
-"""The editor service's engine: one scheduler thread drives every session.
+"""The editor service's worker: one scheduler thread drives every session.
 
 Sessions are registered with one :class:`~pix2video.engine.editor.Pix2VideoEditor`,
 whose ticks batch the ready work of all of them into shared UNet calls. This
@@ -118,7 +118,7 @@ class SessionRecord:
     stats: dict[int, FrameStats] = field(default_factory=dict)  # timing of frames not yet sent
 
 
-class EditorEngine:
+class EditorWorker:
     def __init__(self, settings: EditorServerSettings, store=None, models=None):
         self.settings = settings
         self.models = models or load_models(settings)
@@ -201,7 +201,8 @@ class EditorEngine:
             sid = uuid.uuid4().hex
             rec = SessionRecord(
                 id=f"{self.settings.replica_name}.{sid}" if self.settings.replica_name else sid,
-                session=session, num_frames=video.num_frames,
+                session=session,
+                num_frames=video.num_frames,
             )
             self.records[rec.id] = rec
             self._by_session[session.id] = rec
