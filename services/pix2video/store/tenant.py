@@ -1,0 +1,40 @@
+"""A tenant's view of an object store: every key under ``tenants/<tenant>/``.
+
+Services hand this view, never the bare store, to code that serves a request,
+so one tenant's videos, cache entries and uploads cannot be named by another:
+a key of tenant A simply does not exist in tenant B's view (NOT_FOUND, the
+same answer as for a key that never existed).
+"""
+
+from __future__ import annotations
+
+from ..tenancy import check_tenant
+from .base import ObjectStore, check_key
+
+
+def tenant_prefix(tenant: str) -> str:
+    return f"tenants/{check_tenant(tenant)}/"
+
+
+class TenantStore(ObjectStore):
+    """``store`` seen by ``tenant``: keys are relative to the tenant's prefix."""
+
+    def __init__(self, store: ObjectStore, tenant: str):
+        self.store = store
+        self.tenant = tenant
+        self.prefix = tenant_prefix(tenant)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.store.put(self._key(key), data)
+
+    def get(self, key: str) -> bytes:
+        return self.store.get(self._key(key))
+
+    def exists(self, key: str) -> bool:
+        return self.store.exists(self._key(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        self.store.delete_prefix(self._key(prefix.rstrip("/")) + "/")
