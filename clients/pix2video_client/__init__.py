@@ -2,12 +2,15 @@
 
 from .client import Pix2VideoClient
 from .errors import (
+    Aborted,
     Cancelled,
     DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
+    IncompleteEdit,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Pix2VideoClientError,
     ResourceExhausted,
     Unavailable,
@@ -30,6 +33,9 @@ __all__ = [
     "DeadlineExceeded",
     "Cancelled",
     "DataLoss",
+    "PermissionDenied",
+    "Aborted",
+    "IncompleteEdit",
 ]
 
 

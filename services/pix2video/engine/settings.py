@@ -58,8 +58,7 @@ class EditSettings:
 
     def __post_init__(self):
         check_prompt(self.prompt, "prompt")
-        if not isinstance(self.negative_prompt, str):
-            raise InvalidInput(f"negative_prompt: must be a string, got {self.negative_prompt!r}")
+        check_prompt(self.negative_prompt, "negative_prompt", allow_empty=True)
         check_num_steps(self.num_steps)
         _check_choice("reference", self.reference, REFERENCES)
         _check_choice("inject_layers", self.inject_layers, INJECT_LAYERS)

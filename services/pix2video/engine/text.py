@@ -9,9 +9,14 @@ from ..errors import InvalidInput
 MAX_PROMPT_CHARS = 2000
 
 
-def check_prompt(prompt: object, name: str = "prompt") -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInput(f"{name}: must be a non-empty string, got {prompt!r}")
+def check_prompt(prompt: object, name: str = "prompt", allow_empty: bool = False) -> str:
+    """A prompt of at most MAX_PROMPT_CHARS characters (non-empty unless
+    ``allow_empty``, as for a negative prompt): checked before tokenising, so
+    encoding time stays bounded whatever a client sends."""
+    if not isinstance(prompt, str):
+        raise InvalidInput(f"{name}: must be a string, got {type(prompt).__name__}")
+    if not allow_empty and not prompt.strip():
+        raise InvalidInput(f"{name}: must be a non-empty string, got {prompt[:64]!r}")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InvalidInput(f"{name}: at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
     return prompt

@@ -15,10 +15,11 @@ from typing import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from .errors import ErrorInterceptor
+from .health import HealthServicer
 from .metrics import MetricsEndpoint, start_metrics_endpoint
+from .reflection import enable_reflection
 from .settings import ServerSettings
 from .telemetry import Telemetry
 
@@ -85,9 +86,9 @@ async def start_server(
     interceptors = [*telemetry.tracing.server_interceptors(), ErrorInterceptor(telemetry.metrics)]
     server = grpc.aio.server(interceptors=interceptors, options=channel_options(settings.max_message_bytes))
     names = add_servicers(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()  # Watch works behind the interceptors
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    enable_reflection([*names, health.SERVICE_NAME], server)  # v1 and v1alpha
     port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"cannot listen on {settings.address}")
