@@ -122,8 +122,11 @@ class EditSession:
     def window(self) -> int:
         # Narrow until the first frame is out (its latency is what a user
         # waits for), then as wide as the settings allow. A session rebuilt
-        # from a later frame (emit_from > 0) sends nothing until then: full width.
-        return 1 if self.next_out == 0 and self.emit_from == 0 else self.settings.frames_in_flight
+        # from a later frame (emit_from > 0) follows the very same schedule
+        # (anchor alone, then full width), so that on the CPU, its frames are
+        # bitwise those of the run it continues (the anchor alone is a
+        # self-only call, which rounds differently from a batched one).
+        return 1 if self.next_out == 0 else self.settings.frames_in_flight
 
     def runnable(self) -> bool:
         """Whether the session may advance now; a service's record overrides
