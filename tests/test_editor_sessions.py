@@ -268,8 +268,19 @@ def test_a_huge_negative_prompt_is_refused_at_once_and_other_sessions_keep_their
 # -- ownership -------------------------------------------------------------------
 
 
-def test_resume_needs_the_tenant_and_the_secret_and_a_takeover_ends_the_old_stream_aborted(editor):
-    running, videos, _ = editor
+@pytest.fixture
+def replaying_editor(tiny_dir, tmp_path):
+    """An editor that keeps every sent frame for a replay (buffered_frames > frames)."""
+    settings = _settings(tiny_dir, tmp_path, buffered_frames=16, metrics_port=-1)
+    vid = put_video(LocalDiskStore(settings.store_dir), 12, seed=7)
+    thread = ServerThread()
+    (running,) = thread.start(lambda: _one(build(settings)))
+    yield running, {"long": vid}, thread
+    thread.stop()
+
+
+def test_resume_needs_the_tenant_and_the_secret_and_a_takeover_ends_the_old_stream_aborted(replaying_editor):
+    running, videos, thread = replaying_editor
     worker = running.servicer.worker
     stub, ch = _stub(running)
     hold = threading.Event()
@@ -279,10 +290,12 @@ def test_resume_needs_the_tenant_and_the_secret_and_a_takeover_ends_the_old_stre
     assert opened.resume_secret and len(opened.resume_secret) >= 32
     got = [next(it).frame]
 
-    def resume(secret, sid=opened.session_id):
+    def resume(secret, sid=opened.session_id, next_frame=1):
         return stub.Edit(
             _requests(
-                pb.EditRequest(resume=pb.ResumeSession(session_id=sid, next_frame=1, output=RAW, resume_secret=secret))
+                pb.EditRequest(
+                    resume=pb.ResumeSession(session_id=sid, next_frame=next_frame, output=RAW, resume_secret=secret)
+                )
             )
         )
 
@@ -296,9 +309,9 @@ def test_resume_needs_the_tenant_and_the_secret_and_a_takeover_ends_the_old_stre
     from pix2video.servers.editor.worker import Stream
 
     with pytest.raises(NotFound) as other:
-        worker.call(
-            worker.resume, "tenant-b", opened.session_id, opened.resume_secret, 1, Stream(running_loop(editor))
-        ).result(10)
+        worker.call(worker.resume, "tenant-b", opened.session_id, opened.resume_secret, 1, Stream(thread.loop)).result(
+            10
+        )
     with pytest.raises(grpc.RpcError) as missing:
         list(resume(opened.resume_secret, sid="0" * 32))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND and missing.value.details() == str(other.value)
@@ -308,18 +321,14 @@ def test_resume_needs_the_tenant_and_the_secret_and_a_takeover_ends_the_old_stre
     assert [f.index for f in got] == [0, 1]
 
     # A legitimate resume takes over; the old stream ends ABORTED, never OK.
-    taken = resume(opened.resume_secret)
+    taken = resume(opened.resume_secret, next_frame=2)
     rest = _frames(taken)
     with pytest.raises(grpc.RpcError) as old:
         list(it)
     hold.set()
     ch.close()
     assert old.value.code() == grpc.StatusCode.ABORTED and "resumed elsewhere" in old.value.details()
-    assert [f.index for f in rest] == list(range(1, 12))
-
-
-def running_loop(editor):
-    return editor[2].loop
+    assert [f.index for f in rest] == list(range(2, 12))
 
 
 def test_per_tenant_session_quota(tiny_dir, tmp_path):
