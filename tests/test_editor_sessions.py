@@ -217,17 +217,25 @@ def test_every_ending_frees_the_session_and_is_counted(editor):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "only cancel" in info.value.details()
     assert _wait(lambda: _ended(running).get("protocol", 0) - before.get("protocol", 0) == 1, 5)
 
-    # Done, and cancelled by message.
+    # Done; a stream cancelled by the client (detached, then freed after the
+    # grace); a cancel message from the SDK when its caller stops early.
     assert len(_frames(stub.Edit(_requests(_open(videos["short"]))))) == 4
     hold3 = threading.Event()
     call = stub.Edit(_requests(_open(videos["long"]), hold=hold3))
     next(iter(call))  # opened
     call.cancel()
     hold3.set()
-    ended = _wait(lambda: _ended(running).get("done", 0) - before.get("done", 0) == 1, 10)
-    assert ended and _wait(lambda: _all_freed(worker), 20), worker.snapshot
+    with Pix2VideoClient("127.0.0.1:1", f"127.0.0.1:{running.port}") as client:
+        frames = client.edit(videos["long"], "a swan", encoding="raw")
+        next(frames)
+        frames.close()
     ch.close()
-    assert not worker.editor.sessions and not worker.editor.context.keys
+    want = {"done": 1, "detach_expired": 17, "cancelled": 1, "stalled": 16, "protocol": 1}
+    counted = lambda: {k: _ended(running).get(k, 0) - before.get(k, 0) for k in want}  # noqa: E731
+    assert _wait(lambda: counted() == want, 20), counted()
+    assert _wait(lambda: _all_freed(worker), 10), worker.snapshot
+    left = worker.call(lambda: [s.id for s in worker.sessions.values()]).result(10)
+    assert not left and not worker.call(lambda: worker.editor.context.keys).result(10)
     m = _metrics(running)
     assert m[("pix2video_editor_active_sessions", ())] == 0 and m[("pix2video_editor_detached_sessions", ())] == 0
     assert m[("pix2video_editor_feature_slots_used", ())] == 0

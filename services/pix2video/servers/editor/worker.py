@@ -356,7 +356,8 @@ class EditorWorker:
     def _run(self) -> None:
         idle = False
         while not self._stopping:
-            self._run_commands(wait=0.05 if idle else 0.0)
+            if self._run_commands(wait=0.05 if idle else 0.0):
+                self._publish()  # what a command changed shows at once, not after the next tick
             if self._stopping:
                 break
             self._expire()
@@ -365,11 +366,12 @@ class EditorWorker:
         self._run_commands(wait=0.0)  # answer what came in while stopping
         self._publish()
 
-    def _run_commands(self, wait: float) -> None:
+    def _run_commands(self, wait: float) -> bool:
+        """Runs the commands posted so far (waiting up to ``wait`` for one); False if there were none."""
         try:
             fn, args, future = self._commands.get(timeout=wait) if wait else self._commands.get_nowait()
         except queue.Empty:
-            return
+            return False
         while True:
             if not future.set_running_or_notify_cancel():
                 pass
@@ -383,7 +385,7 @@ class EditorWorker:
             try:
                 fn, args, future = self._commands.get_nowait()
             except queue.Empty:
-                return
+                return True
 
     def _tick(self) -> bool:
         """One tick; False when nothing was ready."""
