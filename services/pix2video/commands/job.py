@@ -106,7 +106,7 @@ def check_max_frames(args) -> None:
         raise InvalidInput(f"max_frames: must be at least 1, got {args.max_frames}")
 
 
-def invert_here(args, bars):
+def invert_here(args, progress):
     """Checks every input, then loads the models and inverts (or finds) the clip."""
     from ..jobs import InversionSettings
     from ..video import read_video
@@ -126,11 +126,11 @@ def invert_here(args, bars):
     from ..embedded import EmbeddedPix2Video  # diffusers and transformers: only once the inputs are good
 
     engine = EmbeddedPix2Video.from_settings(runtime_settings)
-    result = engine.invert(frames, inv, fps=info.fps, progress=bars)
+    result = engine.invert(frames, inv, fps=info.fps, progress=progress)
     return engine, result, settings, info
 
 
-def run_remote(args, bars):
+def run_remote(args, progress):
     """The same job on the service suite, through the SDK: (info, frames iterator or None)."""
     import dataclasses
 
@@ -149,7 +149,7 @@ def run_remote(args, bars):
         source_prompt=args.source_prompt,
         max_frames=args.max_frames or 0,
     )
-    info = client.invert(args.input, inv, key=args.key, progress=bars)
+    info = client.invert(args.input, inv, key=args.key, progress=progress)
     if settings is None:
         return info, None
     fields = [f.name for f in dataclasses.fields(EditOptions)]
