@@ -14,6 +14,7 @@ import grpc
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
+from .enums import STAGE
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
@@ -21,7 +22,7 @@ from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_p
 CHUNK_BYTES = 1 << 20
 CANCEL_WAIT_SECONDS = 5.0
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-STAGE_NAMES = {v.number: v.name.removeprefix("STAGE_").lower() for v in inversion_pb2.Stage.DESCRIPTOR.values}
+STAGE_NAMES = {v: k for k, v in STAGE.items()}  # Stage value -> name
 INVERT = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name + "/Invert"
 GET_VIDEO = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name + "/GetVideo"
 EDIT = editor_pb2.DESCRIPTOR.services_by_name["EditorService"].full_name + "/Edit"

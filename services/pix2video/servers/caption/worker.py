@@ -14,9 +14,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ...devices import resolve_device, resolve_dtype
 from ...engine.caption import Captioner
 from ...errors import InvalidInput
-from ...models.components import CaptionComponents, load_caption, resolve_device, resolve_dtype
+from ...models.components import CaptionComponents, load_caption
 from .settings import MAX_NEW_TOKENS_LIMIT, CaptionSettings
 
 log = logging.getLogger(__name__)
