@@ -1,8 +1,8 @@
 """Calls the UNet without paying Python's launch overhead on every step.
 
 A denoising step at small batch is launch-bound: an eager batch-2 call of the
-SD2-depth UNet spends most of its ~30 ms launching kernels (DESIGN.md,
-section 5). :class:`UNetRunner` pads each batch to a fixed bucket size and,
+SD2-depth UNet spends most of its time launching kernels (docs/ARCHITECTURE.md,
+section 5.1). :class:`UNetRunner` pads each batch to a fixed bucket size and,
 on CUDA, replays a CUDA graph captured once per (bucket, variant); optionally
 the graphed forward is first compiled with ``torch.compile`` (static shapes).
 A variant names whatever else the capture baked in (which attention
