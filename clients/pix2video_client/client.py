@@ -164,7 +164,7 @@ class Pix2VideoClient:
     def invert(
         self,
         source: str | os.PathLike,
-        options: InversionOptions = InversionOptions(),
+        options: InversionOptions | None = None,
         *,
         key: bool | None = None,
         progress: Progress | None = None,
@@ -172,6 +172,7 @@ class Pix2VideoClient:
         """Inverts a local video file (uploaded) or, with ``key=True`` or when no
         such file exists, a video already in the service's object store.
         Idempotent, so retried on UNAVAILABLE."""
+        options = options or InversionOptions()
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
@@ -208,7 +209,7 @@ class Pix2VideoClient:
         self,
         video_id: str,
         prompt: str,
-        options: EditOptions = EditOptions(),
+        options: EditOptions | None = None,
         *,
         encoding: str = "png",
         jpeg_quality: int = 0,
@@ -218,7 +219,9 @@ class Pix2VideoClient:
         the iterator early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
         first = editor_pb2.EditRequest(
-            open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt)
+            open=editor_pb2.OpenSession(
+                video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt
+            )
         )
         rpc = self._tracer.rpc(EDIT)
         try:
@@ -235,13 +238,13 @@ class Pix2VideoClient:
             outbox: queue.Queue = queue.Queue()
             outbox.put(first)
 
-            def requests():
-                while (item := outbox.get()) is not None:
+            def requests(box: queue.Queue):
+                while (item := box.get()) is not None:
                     yield item
 
             # A resume must reach the replica that holds the session.
             stub = self._replicas.stub(session_id) if session_id else None
-            call = (stub or self.editor).Edit(requests(), metadata=rpc.metadata)
+            call = (stub or self.editor).Edit(requests(outbox), metadata=rpc.metadata)
             try:
                 for resp in call:
                     kind = resp.WhichOneof("kind")
@@ -289,8 +292,8 @@ class Pix2VideoClient:
         prompt: str,
         output: str | os.PathLike,
         *,
-        inversion: InversionOptions = InversionOptions(),
-        options: EditOptions = EditOptions(),
+        inversion: InversionOptions | None = None,
+        options: EditOptions | None = None,
         progress: Progress | None = None,
     ) -> VideoInfo:
         """Inverts (or finds) a clip, edits it and writes an .mp4 (needs the

@@ -22,8 +22,8 @@ def check_num_steps(num_steps: object, name: str = "num_steps") -> int:
     return num_steps
 
 
-def check_dtype(dtype: object, name: str = "dtype") -> str:
+def check_dtype(dtype: str, name: str = "dtype") -> str:
     """``auto`` or a name of :data:`~pix2video_client.options.DTYPE_NAMES`."""
     if dtype != "auto" and dtype not in DTYPE_NAMES:
         raise InvalidInput(f"{name}: must be auto or one of {', '.join(DTYPE_NAMES)}; got {dtype!r}")
-    return dtype  # type: ignore[return-value]
+    return dtype

@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -100,10 +101,12 @@ def fingerprint_model(model: str) -> str:
 
 @dataclass
 class ModelSet:
-    """Every model the engine needs, on one device and dtype."""
+    """Every model the engine needs, on one device and dtype: the loaded
+    implementation of :class:`pix2video.engine.model_set.ModelSet` (and of
+    its ``DepthModels`` and ``CaptionModels``)."""
 
-    unet: torch.nn.Module
-    vae: torch.nn.Module
+    unet: Any  # UNet2DConditionModel (typed Any: see pix2video.engine.model_set)
+    vae: Any  # AutoencoderKL
     text_encoder: torch.nn.Module
     tokenizer: object
     scheduler_config: dict
@@ -154,7 +157,7 @@ def load_blip(name: str, device: torch.device, dtype: torch.dtype) -> tuple:
         raise ModelLoadError(f"caption_model: folder {name!r} does not exist")
     try:
         processor = BlipProcessor.from_pretrained(name)
-        blip = BlipForConditionalGeneration.from_pretrained(name)
+        blip: Any = BlipForConditionalGeneration.from_pretrained(name)  # Any: transformers types .to oddly
     except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure
         raise ModelLoadError(f"caption_model: cannot load {name!r}: {first_line(exc)}") from exc
     dtype = dtype if device.type == "cuda" else torch.float32
@@ -171,7 +174,7 @@ def load_dpt(path: str, device: torch.device) -> tuple:
 
     component = "depth_estimator"
     try:
-        depth = DPTForDepthEstimation.from_pretrained(path, subfolder=component, torch_dtype=torch.float32)
+        depth: Any = DPTForDepthEstimation.from_pretrained(path, subfolder=component, torch_dtype=torch.float32)
         component = "feature_extractor"
         feature_extractor = DPTImageProcessor.from_pretrained(path, subfolder=component)
     except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure
@@ -213,9 +216,9 @@ def load_model_set(
         check_local_folder(Path(path))
     device = torch.device(device)
     try:
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
+        unet: Any = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+        vae: Any = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        text_encoder: Any = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
         scheduler_config = _read_scheduler_config(path)
     except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure

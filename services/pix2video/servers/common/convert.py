@@ -25,9 +25,8 @@ def image_to_array(msg: common_pb2.Image, field: str = "image") -> np.ndarray:
             raise InvalidInput(f"{field}.data: RAW_RGB8 {w}x{h} needs {w * h * 3} bytes, got {len(msg.data)}")
         return np.frombuffer(msg.data, np.uint8).reshape(h, w, 3).copy()
     if msg.encoding not in (ENC.IMAGE_ENCODING_PNG, ENC.IMAGE_ENCODING_JPEG):
-        raise InvalidInput(
-            f"{field}.encoding: must be PNG, JPEG or RAW_RGB8, got {ENC.Name(msg.encoding) if msg.encoding in ENC.values() else msg.encoding}"
-        )
+        got = ENC.Name(msg.encoding) if msg.encoding in ENC.values() else msg.encoding
+        raise InvalidInput(f"{field}.encoding: must be PNG, JPEG or RAW_RGB8, got {got}")
     try:
         img = Image.open(io.BytesIO(msg.data))
         if max(img.size) > MAX_SIDE:

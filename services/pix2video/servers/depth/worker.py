@@ -77,7 +77,7 @@ class DepthWorker:
         if len(sizes) != len(frames):
             raise InvalidInput(f"sizes: need one per frame ({len(frames)}), got {len(sizes)}")
         groups: dict[tuple[int, int, int, int], list[int]] = {}
-        for i, (frame, (oh, ow)) in enumerate(zip(frames, sizes)):
+        for i, (frame, (oh, ow)) in enumerate(zip(frames, sizes, strict=True)):
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise InvalidInput(f"frame: must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
             h, w = frame.shape[:2]
