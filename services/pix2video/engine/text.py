@@ -5,15 +5,16 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidInput
+from ..limits import check_text, echo
 
 MAX_PROMPT_CHARS = 2000
 
 
 def check_prompt(prompt: object, name: str = "prompt") -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInput(f"{name}: must be a non-empty string, got {prompt!r}")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"{name}: at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
+    # Length and NUL first, so a huge blank prompt is not quoted back whole.
+    check_text(prompt, name, MAX_PROMPT_CHARS)
+    if not prompt.strip():
+        raise InvalidInput(f"{name}: must be a non-empty string, got {echo(prompt)}")
     return prompt
 
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import InvalidInput
+from ..common.media_settings import MediaLimitsSettingsMixin
 from ..common.runner_settings import UNetRunnerSettingsMixin
 from ..common.settings import ModelServerSettings
 from ..common.store_settings import StoreSettingsMixin
 
 
 @dataclass(frozen=True)
-class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelServerSettings):
+class InversionServerSettings(
+    MediaLimitsSettingsMixin, UNetRunnerSettingsMixin, StoreSettingsMixin, ModelServerSettings
+):
     """Settings of the inversion service.
 
     depth_address, caption_address: the depth and caption services (host:port).
@@ -32,6 +35,7 @@ class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, Model
     def __post_init__(self):
         super().__post_init__()
         self.check_store()
+        self.check_media_limits()
         self.check_runner()
         for name in ("batch_size", "max_upload_bytes", "max_frames"):
             if getattr(self, name) < 1:
