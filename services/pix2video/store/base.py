@@ -13,7 +13,6 @@ from abc import ABC, abstractmethod
 from ..errors import InvalidInput
 from ..limits import echo
 
-
 # Longest key a store takes (a tenant's prefix plus a client's key fit well
 # within it; S3's own limit is 1024 bytes), and longest part: most file
 # systems refuse names over 255 bytes.
