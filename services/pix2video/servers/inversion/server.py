@@ -134,8 +134,8 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
             key = check_object_key(start.object_key, "start.object_key")
             try:
                 data = await asyncio.to_thread(self.worker.store_io.get, key)
-            except NotFound:
-                raise NotFound(f"start.object_key: no object {echo(key)}") from None
+            except NotFound as exc:
+                raise NotFound(f"start.object_key: no object {echo(key)}", detail=exc.detail) from None
             except InvalidInput as exc:
                 raise InvalidInput(f"start.object_key: {exc}") from None
             Path(path).write_bytes(data)
