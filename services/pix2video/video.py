@@ -99,7 +99,8 @@ def read_video(
             try:
                 fmt = probe_container(f.read(64))
             except InvalidInput as exc:
-                raise InvalidInput(f"{exc} ({what})") from None
+                reason = str(exc).removeprefix("input: ")
+                raise InvalidInput(f"input: {what} is not a readable video: {reason}") from None
             f.seek(0)
             with av.open(
                 f,
