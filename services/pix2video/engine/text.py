@@ -4,19 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InvalidInput
-from ..limits import check_text, echo
-
-MAX_PROMPT_CHARS = 2000
-
-
-def check_prompt(prompt: object, name: str = "prompt") -> str:
-    # Length and NUL first, so a huge blank prompt is not quoted back whole.
-    check_text(prompt, name, MAX_PROMPT_CHARS)
-    if not prompt.strip():
-        raise InvalidInput(f"{name}: must be a non-empty string, got {echo(prompt)}")
-    return prompt
-
 
 @torch.no_grad()
 def encode_prompts(models, prompts: list[str]) -> torch.Tensor:

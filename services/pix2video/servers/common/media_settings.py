@@ -10,7 +10,7 @@ from ...limits import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MIN_FRAME_SIDE, FrameLim
 
 @dataclass(frozen=True)
 class MediaLimitsSettingsMixin:
-    """max_frame_pixels, min_frame_side: the frame sizes accepted (see the fields)."""
+    """The sizes of image and video frame a service accepts from clients."""
 
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
     """Largest image or video frame accepted, in pixels (width x height), checked from its header before decoding."""
