@@ -37,6 +37,7 @@ from hostile import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pix2video.limits import MAX_OBJECT_KEY, OBJECT_KEY
 from pix2video.servers.caption.settings import CaptionSettings
 from pix2video.servers.common.scrub import MAX_MESSAGE
 from pix2video.servers.common.server import ServerThread
@@ -322,12 +323,23 @@ def test_hostile_ids_and_keys_are_invalid_argument(suite, rss, case):
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "video_id" in details, details
     code, details = _call("Invert", f"object_key {case}", _invert(stubs["inversion"], key=value))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "object_key" in details, details
+    # A well-formed key that names nothing (the store's own layout included) is simply absent.
+    well_formed = len(value) <= MAX_OBJECT_KEY and OBJECT_KEY.fullmatch(value)
+    want = grpc.StatusCode.NOT_FOUND if well_formed else grpc.StatusCode.INVALID_ARGUMENT
+    assert code == want and "object_key" in details, details
     code, details = _call("Invert", f"filename {case}", _invert(stubs["inversion"], suite["clip"], filename=value))
     # A file name is only a label: anything short and free of NUL is accepted (the bytes are a real clip).
     assert code == (
         grpc.StatusCode.OK if len(value) <= 255 and "\x00" not in value else grpc.StatusCode.INVALID_ARGUMENT
     )
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_IDS))
+def test_hostile_editor_video_ids_are_invalid_argument(suite, rss, case):
+    # The editor's own video-id and session-id checks (the editor's part of the
+    # issue) make all of these INVALID_ARGUMENT; the store's key check alone
+    # catches the long, NUL and path-like video ids.
+    value, stubs = HOSTILE_IDS[case], suite["stubs"]
     open_ = editor_pb2.EditRequest(
         open=editor_pb2.OpenSession(video_id=value, settings=editor_pb2.EditSettings(prompt="a swan"))
     )
@@ -337,7 +349,7 @@ def test_hostile_ids_and_keys_are_invalid_argument(suite, rss, case):
 
 @pytest.mark.parametrize("case", list(HOSTILE_IDS))
 def test_hostile_session_ids_are_invalid_argument(suite, rss, case):
-    # The editor's own session-id check (the editor's part of the issue) makes these INVALID_ARGUMENT.
+    # Needs the editor's session-id check (the editor's part of the issue).
     value, stubs = HOSTILE_IDS[case], suite["stubs"]
     resume = editor_pb2.EditRequest(resume=editor_pb2.ResumeSession(session_id=value))
     code, details = _call("Edit", f"resume session_id {case}", _edit(stubs["editor"], resume))
