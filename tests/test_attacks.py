@@ -592,3 +592,49 @@ def test_no_error_message_leaks_a_path_endpoint_bucket_or_secret(suite):
         if found:
             problems.append(f"{rpc} [{case}] {code.name}: {found}: {details[:300]!r}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_dead_store_and_dead_stages_are_unavailable_without_naming_them(tiny_dir, tmp_path):
+    """UNAVAILABLE is right when a dependency is down, but its message names no
+    endpoint, bucket, secret or address; it carries the trace id to quote."""
+    from pix2video.servers.inversion.server import build as build_inversion
+
+    def closed_port() -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    endpoint, bucket, secret = f"127.0.0.1:{closed_port()}", "very-private-bucket", "very-secret-key-123"
+    settings = InversionServerSettings(
+        host="127.0.0.1", port=0, metrics_port=-1, model=str(tiny_dir), device="cpu", dtype="float32",
+        home=str(tmp_path), store="s3", s3_endpoint=endpoint, s3_bucket=bucket, s3_access_key="someone",
+        s3_secret_key=secret, depth_address=f"127.0.0.1:{closed_port()}", caption_address=f"127.0.0.1:{closed_port()}",
+        call_timeout_seconds=5,
+    )  # fmt: skip
+    thread = ServerThread()
+
+    async def one():
+        return [await build_inversion(settings)]
+
+    (running,) = thread.start(one)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = inversion_pb2_grpc.InversionServiceStub(channel)
+            calls = {
+                "GetVideo": lambda: stub.GetVideo(inversion_pb2.GetVideoRequest(video_id="0" * 40), timeout=30),
+                "Invert": _invert(stub, clip_bytes(tmp_path / "c.mp4")),
+            }
+            for rpc, fn in calls.items():
+                with pytest.raises(grpc.RpcError) as info:
+                    fn()
+                code, details = info.value.code(), info.value.details()
+                trailers = dict(info.value.trailing_metadata() or ())
+                OUTCOMES.append((rpc, "dead store", code, details, trailers))
+                assert code == grpc.StatusCode.UNAVAILABLE, details
+                assert "object store unavailable" in details and f"trace id {trailers[TRACE_KEY]}" in details
+                for secret_thing in (endpoint, bucket, secret, "someone", str(tmp_path)):
+                    assert secret_thing not in details, (rpc, details)
+    finally:
+        thread.stop()
