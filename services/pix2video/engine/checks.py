@@ -9,10 +9,12 @@ from ..errors import InvalidInput
 from ..limits import check_text, echo
 
 
-def check_prompt(prompt: object, name: str = "prompt") -> str:
-    # Length and NUL first, so a huge blank prompt is not quoted back whole.
+def check_prompt(prompt: object, name: str = "prompt", allow_empty: bool = False) -> str:
+    """A prompt of at most MAX_PROMPT_CHARS characters, no NUL (non-empty
+    unless ``allow_empty``, as for a negative prompt): checked before
+    tokenising, and length first, so a huge blank prompt is not quoted back."""
     check_text(prompt, name, MAX_PROMPT_CHARS)
-    if not prompt.strip():
+    if not allow_empty and not prompt.strip():
         raise InvalidInput(f"{name}: must be a non-empty string, got {echo(prompt)}")
     return prompt
 
