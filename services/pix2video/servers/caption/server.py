@@ -11,6 +11,7 @@ import logging
 
 from pix2video_api.caption.v1 import caption_pb2, caption_pb2_grpc
 
+from ...limits import FrameLimits
 from ..common.batched_service import build_batched_service
 from ..common.batcher import DynamicBatcher
 from ..common.convert import image_to_array
@@ -24,16 +25,18 @@ SERVICE_NAME = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_na
 
 class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
     """Args: worker: a CaptionWorker (``check_max_new_tokens``, ``caption``);
-    batcher: a DynamicBatcher over ``(image, max_new_tokens)`` items."""
+    batcher: a DynamicBatcher over ``(image, max_new_tokens)`` items; limits:
+    the image sizes accepted (checked from the header, before decoding)."""
 
-    def __init__(self, worker, batcher: DynamicBatcher):
+    def __init__(self, worker, batcher: DynamicBatcher, limits: FrameLimits | None = None):
         self.worker = worker
         self.batcher = batcher
+        self.limits = limits or FrameLimits()
 
     async def Caption(self, request: caption_pb2.CaptionRequest, context) -> caption_pb2.CaptionResponse:
         max_new_tokens = self.worker.check_max_new_tokens(request.max_new_tokens)
         # Decoding (PNG/JPEG) runs off the event loop, which serves every call.
-        image = await asyncio.to_thread(image_to_array, request.image, "image")
+        image = await asyncio.to_thread(image_to_array, request.image, "image", self.limits)
         text = await self.batcher.submit((image, max_new_tokens))
         return caption_pb2.CaptionResponse(caption=text)
 
@@ -62,7 +65,7 @@ async def build(settings: CaptionSettings, worker=None) -> RunningServer:
         model="BLIP",
         load_worker=load_worker,
         run_batch=_run_batch,
-        make_servicer=CaptionServicer,
+        make_servicer=lambda w, batcher: CaptionServicer(w, batcher, settings.frame_limits),
         register=caption_pb2_grpc.add_CaptionServiceServicer_to_server,
         unary_method="Caption",
         worker=worker,
