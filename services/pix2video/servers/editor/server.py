@@ -10,8 +10,8 @@ import grpc
 from pix2video_api.editor.v1 import editor_pb2 as pb
 from pix2video_api.editor.v1 import editor_pb2_grpc as pb_grpc
 
+from ...engine.checks import check_prompt
 from ...engine.settings import EditSettings
-from ...engine.text import check_prompt
 from ...errors import InvalidInput
 from ...limits import check_session_id, check_video_id
 from ...store import StoredVideo
