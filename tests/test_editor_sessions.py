@@ -635,3 +635,29 @@ def test_new_editor_settings_are_checked():
     s = load_settings(EditorServerSettings, [], env=env)
     assert (s.detach_grace_seconds, s.stall_timeout_seconds, s.max_sessions_per_tenant) == (30.0, 120.0, 0)
     assert dataclasses.replace(s, max_sessions_per_tenant=3).max_sessions_per_tenant == 3
+
+
+def test_the_async_client_gets_every_frame_and_raises_on_a_cut_stream(editor):
+    import asyncio
+
+    from pix2video_client.aio import AsyncPix2VideoClient
+
+    running, videos, _ = editor
+
+    async def run():
+        async with AsyncPix2VideoClient("127.0.0.1:1", f"127.0.0.1:{running.port}") as client:
+            whole = [f.index async for f in client.edit(videos["short"], "a swan", encoding="raw")]
+        proxy = _CuttingProxy(running.port)
+        got = []
+        async with AsyncPix2VideoClient("127.0.0.1:1", f"127.0.0.1:{proxy.port}", retries=0) as client:
+            with pytest.raises(IncompleteEdit) as info:
+                async for f in client.edit(videos["long"], "a swan", encoding="raw"):
+                    got.append(f.index)
+                    if len(got) == 3:
+                        proxy.cut()
+        return whole, got, info.value
+
+    whole, got, error = asyncio.run(run())
+    assert whole == [0, 1, 2, 3]
+    assert got == list(range(len(got))) and 3 <= len(got) < 12  # frames already in transit may still arrive
+    assert error.received == len(got) and error.num_frames == 12
