@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pix2video_client import errors as client_errors
 
-from . import __version__
+from . import __version__, cli_security
 from .errors import CorruptObject, InvalidInput, ModelLoadError, NotFound, Pix2VideoError
 
 EXIT_INPUT, EXIT_MODEL, EXIT_CORRUPT, EXIT_UNEXPECTED = 2, 3, 4, 1
@@ -79,6 +79,7 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--server", default=None, metavar="HOST:PORT", help="inversion service; runs the job on the suite")
     g.add_argument("--editor-server", default=None, metavar="HOST:PORT", help="editor service (default: --server)")
     g.add_argument("--key", action="store_true", help="INPUT is an object key in the suite's store, not a local file")
+    cli_security.add_args(g)
 
 
 def _add_edit_args(p: argparse.ArgumentParser) -> None:
@@ -240,7 +241,7 @@ def _remote(args, bars):
     if not args.key and not Path(args.input).is_file():
         raise NotFound(f"input: file {args.input!r} does not exist (use --key for an object in the store)")
     settings = _edit_settings(args) if args.command == "edit" else None  # checked before any remote work
-    client = Pix2VideoClient(args.server, args.editor_server)
+    client = Pix2VideoClient(args.server, args.editor_server, **cli_security.client_kwargs(args))
     inv = InversionOptions(
         width=args.width,
         height=args.height,

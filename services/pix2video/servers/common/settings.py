@@ -1,7 +1,8 @@
 """Typed service settings, read once at start from flags and the environment.
 
 Every field of a settings dataclass is a flag ``--field-name`` and an
-environment variable ``PIX2VIDEO_FIELD_NAME``; a flag wins over the
+environment variable ``PIX2VIDEO_FIELD_NAME`` (a class's ``ENV_ALIASES`` adds
+a standard name, e.g. ``AWS_SECRET_ACCESS_KEY``); a flag wins over the
 environment, which wins over the default. Nothing else reads the environment.
 """
 
@@ -25,7 +26,8 @@ TRACING_KINDS = ("off", "console", "otlp", "memory")
 class ServerSettings:
     """What every service shares.
 
-    host: interface to listen on. port: gRPC port (0 picks a free one).
+    host: interface to listen on (loopback by default; images and the chart
+        set ``0.0.0.0``). port: gRPC port (0 picks a free one).
     max_message_bytes: largest gRPC message accepted or sent.
     grace_seconds: how long a stopping server lets calls finish (SIGTERM).
     metrics_port: Prometheus metrics over HTTP (``/metrics``) on ``host``; each
@@ -39,7 +41,7 @@ class ServerSettings:
         decision, carried in ``traceparent``, is followed).
     """
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = 50051
     max_message_bytes: int = 64 * 1024 * 1024
     grace_seconds: float = 30.0
@@ -48,6 +50,16 @@ class ServerSettings:
     tracing: str = "off"
     otlp_endpoint: str = "http://localhost:4317"
     trace_sample_ratio: float = 1.0
+    tls_cert_file: str = ""
+    """PEM certificate chain this server presents; with tls_key_file, gRPC and metrics are served over TLS."""
+    tls_key_file: str = ""
+    """PEM private key of tls_cert_file (re-read with it when the files change)."""
+    tls_client_ca_file: str = ""
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+    auth_tokens_file: str = ""
+    """File of per-tenant API token hashes ('TENANT sha256:HEX' lines); when set, every call needs a token."""
+    tenant_from_client_cert: bool = False
+    """A call without a token acts for the common name of its client certificate (needs tls_client_ca_file)."""
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -68,6 +80,13 @@ class ServerSettings:
             raise InvalidInput(f"max_message_bytes: must be in [1024, 2^31), got {self.max_message_bytes}")
         if self.grace_seconds < 0:
             raise InvalidInput(f"grace_seconds: must be >= 0, got {self.grace_seconds}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            which = "tls_key_file" if self.tls_cert_file else "tls_cert_file"
+            raise InvalidInput(f"{which}: tls_cert_file and tls_key_file go together; {which} is not set")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise InvalidInput("tls_client_ca_file: mutual TLS needs TLS: set tls_cert_file and tls_key_file too")
+        if self.tenant_from_client_cert and not self.tls_client_ca_file:
+            raise InvalidInput("tenant_from_client_cert: needs client certificates: set tls_client_ca_file")
 
     @property
     def address(self) -> str:
@@ -133,6 +152,9 @@ def load_settings(
         source = f"--{f.name.replace('_', '-')}"
         if raw is None and env_name(f.name) in env:
             raw, source = env[env_name(f.name)], env_name(f.name)
+        alias = getattr(cls, "ENV_ALIASES", {}).get(f.name)
+        if raw is None and alias and env.get(alias):
+            raw, source = env[alias], alias  # e.g. AWS_SECRET_ACCESS_KEY, the standard name
         if raw is None:
             continue
         try:
