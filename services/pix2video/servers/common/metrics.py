@@ -227,6 +227,11 @@ def _start_https_server(registry: CollectorRegistry, host: str, port: int, tls):
             tls.changed()  # picks up rotated files before this connection's handshake
             return super().get_request()
 
+        def handle_error(self, request, client_address):
+            # A failed handshake (plaintext, unknown or missing client
+            # certificate) is the client's problem: one line, no traceback on stderr.
+            log.info("metrics: connection from %s failed: %s", client_address[0], sys.exc_info()[1])
+
     Server.address_family, addr = exposition._get_best_family(host, port)
     httpd = make_server(addr, port, exposition.make_wsgi_app(registry), Server, handler_class=exposition._SilentHandler)
     # The handshake runs in the connection's own thread (at its first read),

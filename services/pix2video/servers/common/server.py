@@ -45,6 +45,8 @@ class RunningServer:
     telemetry: Telemetry | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     tls: ServerTls | None = None
+    health_server: grpc.aio.Server | None = None  # plaintext, health only (health_port)
+    health_port: int | None = None
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
@@ -61,6 +63,8 @@ class RunningServer:
         """Reports NOT_SERVING (load balancers drain), then lets calls finish."""
         await self.set_serving(False)
         await self.server.stop(self.settings.grace_seconds)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         for cb in self.on_stop:
             await cb()
         if self.metrics_endpoint is not None:
@@ -111,12 +115,24 @@ async def start_server(
     running = RunningServer(server, port, health_servicer, names, settings, telemetry, tls=tls)
     await running.set_serving(False)
     await server.start()
+    if settings.health_port >= 0:
+        # Kubernetes' gRPC probes speak plaintext only: a second server with the
+        # same health servicer and nothing else (health says nothing about tenants).
+        running.health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, running.health_server)
+        running.health_port = running.health_server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+        if running.health_port == 0:
+            await server.stop(0)
+            raise OSError(f"cannot listen on {settings.host}:{settings.health_port}")
+        await running.health_server.start()
     running.metrics_endpoint = start_metrics_endpoint(telemetry.metrics, settings.host, settings.metrics_port, tls)
     if warmup is not None:
         try:
             await warmup()
         except BaseException:
             await server.stop(0)
+            if running.health_server is not None:
+                await running.health_server.stop(0)
             if running.metrics_endpoint is not None:
                 running.metrics_endpoint.close()
             telemetry.tracing.shutdown()

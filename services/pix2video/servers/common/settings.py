@@ -60,6 +60,8 @@ class ServerSettings:
     """File of per-tenant API token hashes ('TENANT sha256:HEX' lines); when set, every call needs a token."""
     tenant_from_client_cert: bool = False
     """A call without a token acts for the common name of its client certificate (needs tls_client_ca_file)."""
+    health_port: int = -1
+    """Extra plaintext port serving only gRPC health, for probes that cannot speak TLS (Kubernetes'); -1: none."""
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -80,6 +82,8 @@ class ServerSettings:
             raise InvalidInput(f"max_message_bytes: must be in [1024, 2^31), got {self.max_message_bytes}")
         if self.grace_seconds < 0:
             raise InvalidInput(f"grace_seconds: must be >= 0, got {self.grace_seconds}")
+        if not -1 <= self.health_port <= 65535:
+            raise InvalidInput(f"health_port: must be in [-1, 65535] (0: a free port, -1: none), got {self.health_port}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             which = "tls_key_file" if self.tls_cert_file else "tls_cert_file"
             raise InvalidInput(f"{which}: tls_cert_file and tls_key_file go together; {which} is not set")
