@@ -83,7 +83,7 @@ class ServerSettings:
         if self.grace_seconds < 0:
             raise InvalidInput(f"grace_seconds: must be >= 0, got {self.grace_seconds}")
         if not -1 <= self.health_port <= 65535:
-            raise InvalidInput(f"health_port: must be in [-1, 65535] (0: a free port, -1: none), got {self.health_port}")
+            raise InvalidInput(f"health_port: must be in [-1, 65535] (-1: none), got {self.health_port}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             which = "tls_key_file" if self.tls_cert_file else "tls_cert_file"
             raise InvalidInput(f"{which}: tls_cert_file and tls_key_file go together; {which} is not set")

@@ -40,7 +40,7 @@ class StoreSettingsMixin:
         if self.store == "s3" and not (self.s3_endpoint and self.s3_bucket):
             raise InvalidInput("s3_endpoint: required (with s3_bucket) when store is s3")
         if self.s3_secret_key and self.s3_secret_key_file:
-            raise InvalidInput("s3_secret_key_file: give the secret key either in a file or in the environment, not both")
+            raise InvalidInput("s3_secret_key_file: give the secret key in a file or in the environment, not both")
         has_secret = bool(self.s3_secret_key or self.s3_secret_key_file)
         if self.store == "s3" and bool(self.s3_access_key) != has_secret:
             # One without the other would silently call S3 anonymously.
@@ -50,7 +50,8 @@ class StoreSettingsMixin:
                     "PIX2VIDEO_S3_SECRET_KEY or AWS_SECRET_ACCESS_KEY)"
                 )
             raise InvalidInput(
-                "s3_access_key: a secret key is set but no access key (set PIX2VIDEO_S3_ACCESS_KEY or AWS_ACCESS_KEY_ID)"
+                "s3_access_key: a secret key is set but no access key "
+                "(set PIX2VIDEO_S3_ACCESS_KEY or AWS_ACCESS_KEY_ID)"
             )
 
     def s3_secret(self) -> str:
