@@ -708,6 +708,7 @@ def test_secrets_never_reach_the_logs(captured, tiny_dir, s3_settings, pki, tmp_
     cmd += ["--store", "s3", "--s3-endpoint", s3_settings.endpoint, "--s3-bucket", s3_settings.bucket]
     for k, v in tls_settings(pki).items():
         cmd += ["--" + k.replace("_", "-"), v]
+    near_miss = TOKENS["tenant-b"][:-1] + "x"  # a token someone tried: as secret as a valid one
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     port = None
@@ -722,7 +723,7 @@ def test_secrets_never_reach_the_logs(captured, tiny_dir, s3_settings, pki, tmp_
                 port = int(json.loads(line)["message"].split(" on port ")[1].split()[0])
         assert port is not None, "".join(lines)
         ok = client_creds(pki)
-        assert code_of(lambda: get_video(port, ok, "x", (("authorization", "Bearer " + TOKENS["tenant-b"][:-1]),))) == (
+        assert code_of(lambda: get_video(port, ok, "x", (("authorization", "Bearer " + near_miss),))) == (
             grpc.StatusCode.UNAUTHENTICATED
         )
         # The store rejects the secret: UNAVAILABLE, and the server logs the failure.
@@ -732,7 +733,7 @@ def test_secrets_never_reach_the_logs(captured, tiny_dir, s3_settings, pki, tmp_
         rest = proc.communicate(timeout=30)[1]
     logs = "".join(lines) + rest
     assert "stopping" in logs and "serving" in logs  # the logs were written
-    secrets = [SECRET_S3, SERVICE_TOKEN, *TOKENS.values(), s3_settings.secret_key]
+    secrets = [SECRET_S3, SERVICE_TOKEN, *TOKENS.values(), near_miss, s3_settings.secret_key]
     secrets += [pki.server_key.read_text().splitlines()[1], pki.client_key.read_text().splitlines()[1]]
     mine = "\n".join(captured.lines)
     assert len(captured.lines) > 10
