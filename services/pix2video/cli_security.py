@@ -14,11 +14,21 @@ from .errors import InvalidInput
 
 
 def add_args(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--tls-ca-file", default=None, metavar="PEM", help="CA bundle that verifies the services (TLS)")
-    group.add_argument("--tls-cert-file", default=None, metavar="PEM", help="client certificate (mutual TLS)")
-    group.add_argument("--tls-key-file", default=None, metavar="PEM", help="key of --tls-cert-file")
     group.add_argument(
-        "--tls-server-name", default=None, metavar="NAME", help="name to verify in the services' certificates"
+        "--tls-ca-file",
+        default=None,
+        metavar="PEM",
+        help="CA bundle that verifies the services; turns TLS on (default: plaintext)",
+    )
+    group.add_argument(
+        "--tls-cert-file", default=None, metavar="PEM", help="client certificate, for mutual TLS (default: none)"
+    )
+    group.add_argument("--tls-key-file", default=None, metavar="PEM", help="key of --tls-cert-file (default: none)")
+    group.add_argument(
+        "--tls-server-name",
+        default=None,
+        metavar="NAME",
+        help="name to verify in the services' certificates (default: the host of --server)",
     )
     group.add_argument(
         "--token-file", default=None, metavar="PATH", help="file holding the API token (default: $PIX2VIDEO_TOKEN)"

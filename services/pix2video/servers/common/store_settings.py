@@ -11,26 +11,35 @@ STORE_KINDS = ("local", "s3")
 
 @dataclass(frozen=True)
 class StoreSettingsMixin:
-    """store: ``local`` (folder ``store_dir``) or ``s3`` (``s3_*`` fields; any
-    S3-compatible endpoint, MinIO included). S3 credentials come from the
-    environment (``PIX2VIDEO_S3_ACCESS_KEY`` or ``AWS_ACCESS_KEY_ID``;
-    ``PIX2VIDEO_S3_SECRET_KEY`` or ``AWS_SECRET_ACCESS_KEY``) or the secret
-    from ``s3_secret_key_file``; never give the secret as a flag (``ps`` shows flags)."""
+    """Where the latent store lives. S3 credentials come from the environment
+    (PIX2VIDEO_S3_ACCESS_KEY or AWS_ACCESS_KEY_ID; PIX2VIDEO_S3_SECRET_KEY or
+    AWS_SECRET_ACCESS_KEY) or the secret from s3_secret_key_file; never give
+    the secret as a flag (ps shows flags)."""
 
     # The environment names load_settings also reads for a field (the standard AWS ones).
     ENV_ALIASES = {"s3_access_key": "AWS_ACCESS_KEY_ID", "s3_secret_key": "AWS_SECRET_ACCESS_KEY"}
 
     store: str = "local"
+    """The latent store: local (folder store_dir) or s3 (the s3_* settings; any S3-compatible endpoint, MinIO
+    included)."""
     store_dir: str = ""
+    """Folder of the local store (required when store is local)."""
     s3_endpoint: str = ""
+    """S3 endpoint host:port (required when store is s3)."""
     s3_bucket: str = "pix2video"
+    """S3 bucket."""
     s3_access_key: str = ""
+    """S3 access key (environment: PIX2VIDEO_S3_ACCESS_KEY or AWS_ACCESS_KEY_ID)."""
     s3_secret_key: str = field(default="", repr=False)
+    """S3 secret key: from the environment (PIX2VIDEO_S3_SECRET_KEY or AWS_SECRET_ACCESS_KEY), never a flag."""
     s3_secret_key_file: str = ""
     """File holding the S3 secret key (a mounted Secret), instead of PIX2VIDEO_S3_SECRET_KEY/AWS_SECRET_ACCESS_KEY."""
     s3_secure: bool = False
+    """Talk HTTPS to the S3 endpoint."""
     s3_region: str = ""
+    """S3 region (none: the endpoint's default)."""
     s3_prefix: str = ""
+    """Key prefix of every object in the bucket."""
 
     def check_store(self) -> None:
         if self.store not in STORE_KINDS:
