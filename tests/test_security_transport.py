@@ -323,6 +323,56 @@ def test_tenant_b_cannot_edit_tenant_a_video(suite, pki, tmp_path):
         assert len(frames) == 2
 
 
+def test_tenant_b_never_waits_on_tenant_a_inverting_the_same_clip(tmp_path, clip_frames):
+    """The per-video lock is the tenant's: a wait on A's job would tell B that A
+    is inverting this very clip."""
+    import numpy as np
+    import torch
+
+    from pix2video.jobs import InversionSettings, invert_video
+    from pix2video.store import LocalDiskStore
+
+    store = LocalDiskStore(tmp_path / "store")
+    frames = np.ascontiguousarray(clip_frames[:2])
+    settings = InversionSettings(64, 64, num_steps=2, source_prompt="a ball")
+    a_started, a_may_finish = threading.Event(), threading.Event()
+
+    def depth(tenant):
+        def fn(f):
+            if tenant == "tenant-a":
+                a_started.set()
+                assert a_may_finish.wait(30)
+            return torch.zeros(len(f), 1, 8, 8)
+
+        return fn
+
+    def run(tenant, out):
+        out[tenant] = invert_video(
+            frames,
+            settings,
+            store=TenantStore(store, tenant),
+            model_identity={"model": "none"},
+            depth_fn=depth(tenant),
+            caption_fn=lambda f: ["unused"],
+            invert_fn=lambda f, d, prompt, steps: torch.zeros(len(f), 4, 8, 8),
+        )
+
+    out: dict = {}
+    a = threading.Thread(target=run, args=("tenant-a", out))
+    a.start()
+    try:
+        assert a_started.wait(30)
+        b = threading.Thread(target=run, args=("tenant-b", out))
+        b.start()
+        b.join(10)
+        assert not b.is_alive(), "tenant B's inversion waited on tenant A's"
+        assert not out["tenant-b"].cached
+    finally:
+        a_may_finish.set()
+        a.join(30)
+    assert out["tenant-a"].video_id == out["tenant-b"].video_id and not out["tenant-a"].cached
+
+
 def test_invert_by_object_key_reads_only_the_tenants_prefix(suite, pki, clip):
     store = suite["inversion"].servicer.worker.store
     TenantStore(store, "tenant-a").put("uploads/clip.mp4", clip.read_bytes())
