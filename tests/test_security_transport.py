@@ -655,6 +655,34 @@ def test_rotated_certificate_and_tokens_are_picked_up_without_a_restart(pki, pro
         assert call(new_ca.pem, TOKENS["tenant-b"]).startswith(b"tenant-b")
 
 
+def test_health_only_port_answers_plaintext_probes_and_nothing_else(pki, probe_dir):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    _, c, k = probe_dir
+    settings = ServerSettings(
+        host="127.0.0.1",
+        port=0,
+        metrics_port=-1,
+        health_port=0,
+        tls_cert_file=str(c),
+        tls_key_file=str(k),
+        auth_tokens_file=str(pki.tokens_file),
+    )
+    with ServerThread() as thread:
+        running = start_probe(thread, settings)
+        with grpc.insecure_channel(f"127.0.0.1:{running.health_port}") as ch:
+            check = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            md = bearer("tenant-a")
+            assert code_of(lambda: ch.unary_unary("/probe.Probe/Unary")(b"", metadata=md, timeout=10)) == (
+                grpc.StatusCode.UNIMPLEMENTED
+            )
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            assert code_of(
+                lambda: health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            ) == (grpc.StatusCode.UNAVAILABLE)
+
+
 def test_metrics_endpoint_requires_client_certificates_under_mtls(pki, probe_dir):
     _, c, k = probe_dir
     settings = ServerSettings(

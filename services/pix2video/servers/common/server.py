@@ -111,7 +111,7 @@ async def start_server(
         port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"cannot listen on {settings.address}")
-    warn_if_exposed(settings, tls is not None, auth is not None)
+    warn_if_exposed(settings, port, tls is not None, auth is not None)
     running = RunningServer(server, port, health_servicer, names, settings, telemetry, tls=tls)
     await running.set_serving(False)
     await server.start()
@@ -158,7 +158,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def warn_if_exposed(settings: ServerSettings, tls: bool, auth: bool) -> None:
+def warn_if_exposed(settings: ServerSettings, port: int, tls: bool, auth: bool) -> None:
     """Logs a warning when the ports are reachable beyond this machine without
     TLS or without authentication (the default binds loopback only)."""
     if is_loopback(settings.host):
@@ -169,7 +169,7 @@ def warn_if_exposed(settings: ServerSettings, tls: bool, auth: bool) -> None:
             "listening on %s beyond loopback without %s: anyone who can reach port %d can %s",
             settings.host,
             " or ".join(missing),
-            settings.port,
+            port,
             "read and edit every video" if not auth else "read the traffic",
         )
 
