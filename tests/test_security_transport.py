@@ -16,6 +16,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -769,6 +770,17 @@ def test_s3_credentials_from_aws_variables_or_a_file_and_never_half(tmp_path):
         load_settings(InversionServerSettings, [], env={**base, "AWS_ACCESS_KEY_ID": "AKIDTEST"})
     with pytest.raises(InvalidInput, match="s3_access_key"):
         load_settings(InversionServerSettings, [], env={**base, "AWS_SECRET_ACCESS_KEY": SECRET_S3})
+
+
+def test_docs_show_no_secret_as_a_flag():
+    """A secret on a command line shows in ps and in shell history: the docs pass
+    them in files or the environment only."""
+    root = Path(__file__).resolve().parent.parent
+    docs = [root / "README.md", root / "clients" / "README.md"]
+    docs += [p for d in ("docs", "deploy", "helm") for p in sorted((root / d).rglob("*.md"))]
+    flags = re.compile(r"--s3-secret-key(?!-file)\b|--token(?!-file)\b|--from-literal=[\w-]*(secret|token|key)")
+    found = [f"{p.relative_to(root)}: {m.group(0)}" for p in docs for m in flags.finditer(p.read_text())]
+    assert found == []
 
 
 def test_secrets_never_reach_the_logs(captured, tiny_dir, s3_settings, pki, tmp_path):
