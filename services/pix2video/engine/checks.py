@@ -6,13 +6,16 @@ from __future__ import annotations
 from pix2video_client.options import MAX_PROMPT_CHARS, MAX_STEPS, MIN_STEPS
 
 from ..errors import InvalidInput
+from ..limits import check_text, echo
 
 
-def check_prompt(prompt: object, name: str = "prompt") -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInput(f"{name}: must be a non-empty string, got {prompt!r}")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"{name}: at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
+def check_prompt(prompt: object, name: str = "prompt", allow_empty: bool = False) -> str:
+    """A prompt of at most MAX_PROMPT_CHARS characters, no NUL (non-empty
+    unless ``allow_empty``, as for a negative prompt): checked before
+    tokenising, and length first, so a huge blank prompt is not quoted back."""
+    check_text(prompt, name, MAX_PROMPT_CHARS)
+    if not allow_empty and not prompt.strip():
+        raise InvalidInput(f"{name}: must be a non-empty string, got {echo(prompt)}")
     return prompt
 
 

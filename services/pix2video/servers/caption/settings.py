@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import InvalidInput
+from ..common.media_settings import MediaLimitsSettingsMixin
 from ..common.settings import ModelServerSettings
 
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "float64")
@@ -13,7 +14,7 @@ MAX_NEW_TOKENS_LIMIT = 128
 
 
 @dataclass(frozen=True)
-class CaptionSettings(ModelServerSettings):
+class CaptionSettings(MediaLimitsSettingsMixin, ModelServerSettings):
     """Caption service: BLIP captions (the source prompt for inversion)."""
 
     port: int = 50062
@@ -27,6 +28,7 @@ class CaptionSettings(ModelServerSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_media_limits()
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise InvalidInput(f"max_new_tokens: must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {self.max_new_tokens}")
         if not 1 <= self.batch_size <= 1024:

@@ -97,7 +97,7 @@ async def start_server(
     tls = server_tls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     auth = authenticator(settings.auth_tokens_file, settings.tenant_from_client_cert)
     # Auth inside the error interceptor: refused calls are counted by status like any other.
-    interceptors = [*telemetry.tracing.server_interceptors(), ErrorInterceptor(telemetry.metrics)]
+    interceptors = [*telemetry.tracing.server_interceptors(), ErrorInterceptor(telemetry.metrics, settings)]
     if auth is not None:
         interceptors.append(AuthInterceptor(auth))
     server = grpc.aio.server(interceptors=interceptors, options=channel_options(settings.max_message_bytes))
