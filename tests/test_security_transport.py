@@ -53,6 +53,7 @@ STEPS = 2
 SIZE = 64
 INV = InversionOptions(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a red ball")
 TOKENS = {"tenant-a": "tok-a-" + "a" * 40, "tenant-b": "tok-b-" + "b" * 40, "tenant-c": "tok-c-" + "c" * 40}
+ABSENT = "0" * 40  # a well-formed video id that no one has
 SERVICE_TOKEN = "tok-svc-" + "s" * 40
 SECRET_S3 = "s3-secret-for-the-log-grep-9f3c"  # not SeaweedFS's: only ever sent to a server that rejects it
 
@@ -218,7 +219,7 @@ def clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("clip"), "clip.mp4", 0)
 
 
-def get_video(port: int, creds, video_id: str = "x", metadata=()):
+def get_video(port: int, creds, video_id: str = ABSENT, metadata=()):
     with grpc.secure_channel(f"127.0.0.1:{port}", creds) if creds else grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         return inversion_pb2_grpc.InversionServiceStub(ch).GetVideo(
             inversion_pb2.GetVideoRequest(video_id=video_id), timeout=10, metadata=metadata
@@ -239,19 +240,19 @@ def code_of(fn) -> grpc.StatusCode:
 def test_tls_refuses_plaintext_and_mtls_refuses_missing_or_foreign_client_certs(suite, pki):
     port = suite["inversion"].port
     ok = client_creds(pki)
-    assert code_of(lambda: get_video(port, ok, "nope", bearer("tenant-a"))) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: get_video(port, ok, ABSENT, bearer("tenant-a"))) == grpc.StatusCode.NOT_FOUND
     # A plaintext client gets no answer from a TLS port.
-    assert code_of(lambda: get_video(port, None, "nope", bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
+    assert code_of(lambda: get_video(port, None, ABSENT, bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
     # Mutual TLS: no client certificate, or one from another CA, fails the handshake.
     no_cert = client_creds(pki, cert=False)
-    assert code_of(lambda: get_video(port, no_cert, "nope", bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
+    assert code_of(lambda: get_video(port, no_cert, ABSENT, bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
     foreign = grpc.ssl_channel_credentials(
         pki.ca_file.read_bytes(), pki.foreign_key.read_bytes(), pki.foreign_cert.read_bytes()
     )
-    assert code_of(lambda: get_video(port, foreign, "nope", bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
+    assert code_of(lambda: get_video(port, foreign, ABSENT, bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
     # A client that does not trust the server's CA refuses the server.
     distrust = grpc.ssl_channel_credentials(pki.other_ca.pem, pki.client_key.read_bytes(), pki.client_cert.read_bytes())
-    assert code_of(lambda: get_video(port, distrust, "nope", bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
+    assert code_of(lambda: get_video(port, distrust, ABSENT, bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
     # Every service of the suite speaks TLS, health included.
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -271,12 +272,12 @@ def test_no_or_bad_token_is_unauthenticated_on_every_service(suite, pki):
     port = suite["inversion"].port
     for md in ((), (("authorization", "Bearer not-a-token"),), (("authorization", "Basic " + TOKENS["tenant-a"]),)):
         with pytest.raises(grpc.RpcError) as exc:
-            get_video(port, ok, "x", md)
+            get_video(port, ok, ABSENT, md)
         assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert TOKENS["tenant-a"] not in exc.value.details()
     # The SDK maps it to its own error; the depth service checks tokens too.
     with sdk(suite, pki, None) as c, pytest.raises(client_errors.Unauthenticated):
-        c.get_video("x")
+        c.get_video(ABSENT)
     from pix2video_api.depth.v1 import depth_pb2, depth_pb2_grpc
 
     with grpc.secure_channel(f"127.0.0.1:{suite['depth'].port}", ok) as ch:
@@ -299,8 +300,8 @@ def test_tenant_b_cannot_see_get_or_reuse_tenant_a_video(suite, pki, clip, s3_se
         with pytest.raises(client_errors.NotFound) as got:
             b.get_video(first.video_id)
         with pytest.raises(client_errors.NotFound) as never:
-            b.get_video("0" * 40)
-        assert got.value.details.replace(first.video_id, "ID") == never.value.details.replace("0" * 40, "ID")
+            b.get_video(ABSENT)
+        assert got.value.details.replace(first.video_id, "ID") == never.value.details.replace(ABSENT, "ID")
         # B's inversion of the same bytes is B's own work, not A's cache hit.
         mine = b.invert(clip, INV)
         assert not mine.cached and mine.video_id == first.video_id
@@ -813,11 +814,11 @@ def test_secrets_never_reach_the_logs(captured, tiny_dir, s3_settings, pki, tmp_
                 port = int(json.loads(line)["message"].split(" on port ")[1].split()[0])
         assert port is not None, "".join(lines)
         ok = client_creds(pki)
-        assert code_of(lambda: get_video(port, ok, "x", (("authorization", "Bearer " + near_miss),))) == (
+        assert code_of(lambda: get_video(port, ok, ABSENT, (("authorization", "Bearer " + near_miss),))) == (
             grpc.StatusCode.UNAUTHENTICATED
         )
         # The store rejects the secret: UNAVAILABLE, and the server logs the failure.
-        assert code_of(lambda: get_video(port, ok, "x", bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
+        assert code_of(lambda: get_video(port, ok, ABSENT, bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
     finally:
         proc.terminate()
         rest = proc.communicate(timeout=30)[1]
