@@ -13,6 +13,7 @@ from .errors import (
     PermissionDenied,
     Pix2VideoClientError,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from .types import EditOptions, Frame, InversionOptions, VideoInfo
@@ -33,6 +34,7 @@ __all__ = [
     "DeadlineExceeded",
     "Cancelled",
     "DataLoss",
+    "Unauthenticated",
     "PermissionDenied",
     "Aborted",
     "IncompleteEdit",

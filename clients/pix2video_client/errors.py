@@ -46,8 +46,12 @@ class DataLoss(Pix2VideoClientError):
     """Stored data failed its checksum."""
 
 
+class Unauthenticated(Pix2VideoClientError):
+    """No token, or one the service does not know (see ``token`` / PIX2VIDEO_TOKEN)."""
+
+
 class PermissionDenied(Pix2VideoClientError):
-    """The caller may not do this (a session resumed without its secret, say)."""
+    """A valid caller asked for something it may not do."""
 
 
 class Aborted(Pix2VideoClientError):
@@ -74,6 +78,7 @@ _BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.CANCELLED: Cancelled,
     grpc.StatusCode.DATA_LOSS: DataLoss,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.ABORTED: Aborted,
 }
