@@ -69,12 +69,20 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--resize",
         default="crop",
-        choices=["crop", "pad"],
-        help="keep the aspect ratio by scaling to cover and centre-cropping (crop) or fitting and padding (pad)",
+        choices=["crop", "pad", "squash"],
+        help="keep the aspect ratio by scaling to cover and centre-cropping (crop) or fitting and padding (pad), "
+        "or ignore it (squash)",
     )
     g.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and editing (default 50)")
     g.add_argument("--source-prompt", default=None, help="prompt for inversion (default: BLIP caption of frame 1)")
     g.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    g.add_argument(
+        "--preset",
+        default="default",
+        choices=["default", "authors"],
+        help="authors: exactly the authors' script (squash resize, bilinear depth, update while i <= 25, "
+        "steps_offset=0, float32); explicit flags win over it (default: the paper with diffusers' conventions)",
+    )
     g = p.add_argument_group("service suite (instead of running the engine here)")
     g.add_argument("--server", default=None, metavar="HOST:PORT", help="inversion service; runs the job on the suite")
     g.add_argument("--editor-server", default=None, metavar="HOST:PORT", help="editor service (default: --server)")
@@ -175,14 +183,21 @@ class _Bars:
             bar.close()
 
 
+def _given(args) -> set[str]:
+    """Settings named by an explicit flag on the command line (they win over a preset)."""
+    return {a.split("=")[0].lstrip("-").replace("-", "_") for a in getattr(args, "argv", []) if a.startswith("--")}
+
+
 def _runtime(args):
+    from .engine.settings import get_preset
     from .settings import RuntimeSettings
 
+    preset_dtype = get_preset(getattr(args, "preset", "default")).dtype
     return RuntimeSettings(
         model=args.model,
         caption_model=args.caption_model,
         device=args.device,
-        dtype=args.dtype,
+        dtype=preset_dtype if args.dtype == "auto" and preset_dtype else args.dtype,
         store=Path(args.store) if args.store else None,
     )
 
@@ -194,6 +209,8 @@ def _invert(args, bars):
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InvalidInput(f"max_frames: must be at least 1, got {args.max_frames}")
+    from .engine.settings import get_preset
+
     inv = InversionSettings(
         width=args.width,
         height=args.height,
@@ -201,6 +218,7 @@ def _invert(args, bars):
         num_steps=args.steps,
         source_prompt=args.source_prompt,
     )
+    inv = get_preset(args.preset).apply(inv, "inversion", _given(args))
     runtime = _runtime(args)
     edit_settings = _edit_settings(args) if args.command == "edit" else None
     # Frames are fitted as they are decoded: the source size is never all in memory.
@@ -213,9 +231,9 @@ def _invert(args, bars):
 
 
 def _edit_settings(args):
-    from .engine.settings import EditSettings
+    from .engine.settings import EditSettings, get_preset
 
-    return EditSettings(
+    settings = EditSettings(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         guidance_scale=args.guidance,
@@ -229,6 +247,7 @@ def _edit_settings(args):
         update_end=args.update_end,
         frames_in_flight=args.frames_in_flight,
     )
+    return get_preset(args.preset).apply(settings, "edit", _given(args))
 
 
 def _remote(args, bars):
@@ -237,6 +256,8 @@ def _remote(args, bars):
 
     if args.max_frames is not None and args.max_frames < 1:
         raise InvalidInput(f"max_frames: must be at least 1, got {args.max_frames}")
+    if args.preset != "default":
+        raise InvalidInput(f"preset: {args.preset!r} runs in the local engine only; drop --server")
     if not args.key and not Path(args.input).is_file():
         raise NotFound(f"input: file {args.input!r} does not exist (use --key for an object in the store)")
     settings = _edit_settings(args) if args.command == "edit" else None  # checked before any remote work
@@ -393,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     serve = bool(argv) and argv[0] == "serve"
     args = None if serve else build_parser().parse_args(argv)
+    if args is not None:
+        args.argv = argv  # which flags were given explicitly (a preset does not override them)
     _quiet_libraries()
     try:
         return cmd_serve(argv[1:]) if serve else COMMANDS[args.command](args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Mapping
 
 from ..errors import InvalidInput
 from .attention import INJECT_LAYERS
@@ -100,3 +102,52 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 def _check_range(name: str, value: object, lo: float, hi: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise InvalidInput(f"{name}: must be a number in [{lo:g}, {hi:g}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of method choices laid over the defaults.
+
+    Each mapping holds field values of one settings class; a value the user
+    gives explicitly wins over the preset's.
+    """
+
+    name: str
+    inversion: Mapping[str, object] = field(default_factory=dict)
+    """Fields of ``pix2video.jobs.InversionSettings``."""
+    edit: Mapping[str, object] = field(default_factory=dict)
+    """Fields of :class:`EditSettings`."""
+    dtype: str | None = None
+    """Model dtype when the runtime's is ``auto`` (None: leave it to the runtime)."""
+
+    def apply(self, settings, part: str, given: set[str] | frozenset[str] = frozenset()):
+        """``settings`` with this preset's ``part`` (``inversion`` or ``edit``)
+        fields set, except those named in ``given``."""
+        values = {k: v for k, v in getattr(self, part).items() if k not in given}
+        return dataclasses.replace(settings, **values) if values else settings
+
+
+PRESETS = {
+    # The paper's method with diffusers' depth2img conventions (cover-crop
+    # resize, bicubic depth, the hub scheduler's steps_offset=1, update on
+    # steps 0..24 of 50, float16 on CUDA).
+    "default": Preset("default"),
+    # What duyguceylan/pix2video's script runs (code/test_cfg.py and
+    # code/video_model_cross_frame_attn.py): every frame squashed to the
+    # working size, depth resized bilinearly, a DDIMScheduler built with
+    # steps_offset=0 (timesteps 980..0), the latent update while i <= 25
+    # (26 of 50 steps: update_end = 26/50), float32. tests/test_oracle_authors.py
+    # holds the engine under this preset to a re-implementation of that loop.
+    "authors": Preset(
+        "authors",
+        inversion={"resize": "squash", "depth_resize": "bilinear", "steps_offset": 0},
+        edit={"update_end": 0.52},
+        dtype="float32",
+    ),
+}
+
+
+def get_preset(name: object) -> Preset:
+    if name not in PRESETS:
+        raise InvalidInput(f"preset: must be one of {', '.join(PRESETS)}; got {name!r}")
+    return PRESETS[name]
