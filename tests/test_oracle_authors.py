@@ -44,13 +44,16 @@ from pix2video.engine.settings import PRESETS, EditSettings
 from pix2video.jobs import InversionSettings
 from pix2video.models import load_model_set
 from pix2video.settings import RuntimeSettings
-from pix2video.store import LocalDiskStore
+from pix2video.store import LocalDiskStore, StoredVideo
 
-STEPS, GUIDANCE, WEIGHT, LAST_UPDATE_STEP = 50, 7.5, 100.0, 25
+STEPS, GUIDANCE, LAST_UPDATE_STEP = 50, 7.5, 25
+# Their per_step_weight is 100 on 64 x 64 latents (512 x 512 frames); the pull
+# is a mean over the latent, so on these 8 x 8 latents the same pull is 100 / 64.
+WEIGHT = 100.0 * (8 * 8) / (64 * 64)
 SIZE = 64  # working size (the authors': 512), 8 x 8 latents
 SOURCE_PROMPT, TARGET_PROMPT = "a red ball on the grass", "a blue ball in the snow"
 VAE_SCALE = 0.18215
-TOLERANCE = 2e-4  # float32 engine vs float64 oracle, on latents of unit scale
+TOLERANCE = 1e-3  # float32 engine vs float64 oracle on latents up to ~30 (measured: 1.6e-4; float16: 0.19)
 
 
 # -- the oracle ---------------------------------------------------------------
@@ -112,6 +115,7 @@ class AuthorsOracle:
         self.dpt = DPTForDepthEstimation.from_pretrained(folder, subfolder="depth_estimator").eval()
         self.dpt_processor = DPTImageProcessor.from_pretrained(folder, subfolder="feature_extractor")
         self.layers = _Layers(self.unet)
+        self._edits: dict = {}
         for name, module in self.unet.named_modules():
             if name.endswith("attn1"):
                 module.processor = _TheirSelfAttention(self.layers)
@@ -189,24 +193,41 @@ class AuthorsOracle:
         image = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
         return (image * 255).astype(np.uint8)[0]
 
-    def run(self, frames: np.ndarray, anchor_only: bool = False, update: bool = True):
-        """(clean latents, images) of every frame, as their script makes them."""
-        prepared = [self.prepare(f) for f in frames]
-        empty, source, target = self.embed(""), self.embed(SOURCE_PROMPT), self.embed(TARGET_PROMPT)
-        inverted = [self.invert(lat, d, source, empty) for lat, d in prepared]
+    def invert_clip(self, frames: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(x_T, depth) of every frame, as their ``perform_inversion`` leaves them."""
+        empty, source = self.embed(""), self.embed(SOURCE_PROMPT)
+        out = []
+        for frame in frames:
+            latent, depth = self.prepare(frame)
+            out.append((self.invert(latent, depth, source, empty), depth))
+        return out
+
+    def edit_clip(self, inverted, anchor_only: bool = False, update: bool = True):
+        """(clean latents, images) of every frame, as their ``test`` makes them."""
+        key = (id(inverted), anchor_only, update)
+        if key not in self._edits:  # tests share the runs: they are the slow part
+            self._edits[key] = self._edit_clip(inverted, anchor_only, update)
+        return self._edits[key]
+
+    def _edit_clip(self, inverted, anchor_only: bool, update: bool):
+        empty, target = self.embed(""), self.embed(TARGET_PROMPT)
         latents, images = [], []
         feats_u = feats_c = first_u = first_c = None
         prev_x0: list[torch.Tensor] = []
-        for n, ((_, depth), x_t) in enumerate(zip(prepared, inverted, strict=True)):
+        for n, (x_t, depth) in enumerate(inverted):
             latent, cur_u, cur_c, x0s = self.edit_frame(x_t, depth, target, empty, feats_u, feats_c, prev_x0, update)
             prev_x0 = x0s
             if n == 0:
                 first_u, first_c = cur_u, cur_c
             if anchor_only:
                 feats_u, feats_c = first_u, first_c
-            else:
-                feats_u = [[torch.cat([a, b], dim=1) for a, b in zip(fs, cs, strict=True)] for fs, cs in zip(first_u, cur_u, strict=True)]
-                feats_c = [[torch.cat([a, b], dim=1) for a, b in zip(fs, cs, strict=True)] for fs, cs in zip(first_c, cur_c, strict=True)]
+            else:  # the anchor's features, then the previous frame's, along the tokens
+                feats_u = [
+                    [torch.cat(p, dim=1) for p in zip(a, b, strict=True)] for a, b in zip(first_u, cur_u, strict=True)
+                ]
+                feats_c = [
+                    [torch.cat(p, dim=1) for p in zip(a, b, strict=True)] for a, b in zip(first_c, cur_c, strict=True)
+                ]
             latents.append(latent[0])
             images.append(self.decode(latent))
         return torch.stack(latents), np.stack(images)
@@ -215,32 +236,52 @@ class AuthorsOracle:
 # -- the engine under a preset -------------------------------------------------
 
 
-def run_engine(tiny_dir, store_dir, frames, preset, reference="anchor+previous", latent_update="x0"):
-    runtime = RuntimeSettings(model=str(tiny_dir), device="cpu", dtype=preset.dtype or "auto")
-    models = load_model_set(str(tiny_dir), device="cpu", dtype=runtime.torch_dtype)
-    engine = EmbeddedPix2Video(models, LocalDiskStore(store_dir))
-    inv = preset.apply(
-        InversionSettings(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt=SOURCE_PROMPT), "inversion"
+def broken(preset, inversion=None, edit=None, dtype=None):
+    """``preset`` with some of its values replaced."""
+    return dataclasses.replace(
+        preset,
+        inversion={**preset.inversion, **(inversion or {})},
+        edit={**preset.edit, **(edit or {})},
+        dtype=dtype or preset.dtype,
     )
-    result = engine.invert(list(frames), inv)
-    edit = preset.apply(
-        EditSettings(
+
+
+class Engine:
+    """The engine as ``pix2video edit --preset ...`` runs it: the preset's
+    runtime dtype, inversion settings and edit settings."""
+
+    def __init__(self, tiny_dir, store_dir, preset):
+        runtime = RuntimeSettings(model=str(tiny_dir), device="cpu", dtype=preset.dtype or "auto")
+        models = load_model_set(str(tiny_dir), device="cpu", dtype=runtime.torch_dtype)
+        self.engine = EmbeddedPix2Video(models, LocalDiskStore(store_dir))
+        self.preset = preset
+        self.store_dir = store_dir
+
+    def invert(self, frames) -> str:
+        inv = InversionSettings(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt=SOURCE_PROMPT)
+        return self.engine.invert(list(frames), self.preset.apply(inv, "inversion")).video_id
+
+    def stored(self, video_id) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        video = StoredVideo(self.engine.store, video_id)
+        return [(video.latent(i).double(), video.depth(i).double()) for i in range(video.num_frames)]
+
+    def edit(self, video_id, reference="anchor+previous", latent_update="x0"):
+        settings = EditSettings(
             prompt=TARGET_PROMPT,
             num_steps=STEPS,
             guidance_scale=GUIDANCE,
             update_strength=WEIGHT,
             reference=reference,
             latent_update=latent_update,
-        ),
-        "edit",
-    )
-    out = list(engine.edit(result.video_id, edit))
-    return torch.stack([f.latent.double().cpu() for f in out]), np.stack([f.image for f in out])
+        )
+        out = list(self.engine.edit(video_id, self.preset.apply(settings, "edit")))
+        return torch.stack([f.latent.double().cpu() for f in out]), np.stack([f.image for f in out])
 
 
 @pytest.fixture(scope="module")
 def frames():
-    """Three frames of a wide clip (96 x 64): squash and cover-crop differ."""
+    """Three frames of a wide clip (96 x 64), so squash and cover-crop differ;
+    the third frame's references (anchor, previous) are two distinct frames."""
     from pix2video.video import make_sample_frames
 
     return np.stack(make_sample_frames(3, 96, 64))
@@ -252,56 +293,80 @@ def oracle(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def theirs(oracle, frames):
-    return {
-        "anchor+previous": oracle.run(frames),
-        "anchor": oracle.run(frames, anchor_only=True),
-        "no update": oracle.run(frames, update=False),
-    }
+def their_inversion(oracle, frames):
+    return oracle.invert_clip(frames)
 
 
-def _gap(a: torch.Tensor, b: torch.Tensor) -> float:
+@pytest.fixture(scope="module")
+def authors_engine(tiny_dir, tmp_path_factory, frames):
+    engine = Engine(tiny_dir, tmp_path_factory.mktemp("store"), PRESETS["authors"])
+    return engine, engine.invert(frames)
+
+
+def _gap(a, b) -> float:
     return float((a - b).abs().max())
 
 
-MODES = {
-    "anchor+previous": dict(reference="anchor+previous", latent_update="x0"),
-    "anchor": dict(reference="anchor", latent_update="x0"),
-    "no update": dict(reference="anchor+previous", latent_update="off"),
+MODES = {  # name: (oracle switches, engine switches)
+    "anchor+previous": (dict(), dict(reference="anchor+previous")),
+    "anchor only": (dict(anchor_only=True), dict(reference="anchor")),
+    "no latent update": (dict(update=False), dict(latent_update="off")),
 }
 
 
+def test_authors_preset_inverts_as_their_loop(authors_engine, their_inversion):
+    engine, video_id = authors_engine
+    assert engine.engine.models.dtype == torch.float32  # the preset's precision
+    for n, ((x_t, depth), (want_x_t, want_depth)) in enumerate(
+        zip(engine.stored(video_id), their_inversion, strict=True)
+    ):
+        assert _gap(depth, want_depth[0]) < 1e-5, n  # DPT in float32 in both
+        assert _gap(x_t, want_x_t[0]) < 1e-5, (n, _gap(x_t, want_x_t[0]))
+
+
 @pytest.mark.parametrize("mode", list(MODES))
-def test_authors_preset_equals_their_loop_frame_by_frame(mode, theirs, frames, tiny_dir, tmp_path):
-    want_latents, want_images = theirs[mode]
-    got_latents, got_images = run_engine(tiny_dir, tmp_path, frames, PRESETS["authors"], **MODES[mode])
-    for n in range(len(frames)):
+def test_authors_preset_edits_as_their_loop_frame_by_frame(mode, authors_engine, oracle, their_inversion):
+    theirs, ours = MODES[mode]
+    want_latents, want_images = oracle.edit_clip(their_inversion, **theirs)
+    engine, video_id = authors_engine
+    got_latents, got_images = engine.edit(video_id, **ours)
+    for n in range(len(want_latents)):
         assert _gap(got_latents[n], want_latents[n]) < TOLERANCE, (mode, n, _gap(got_latents[n], want_latents[n]))
     # uint8 images: equal up to where float32 rounding crosses an integer
     assert np.abs(got_images.astype(int) - want_images.astype(int)).max() <= 1
 
 
-# Each audited difference, put back into the preset on its own: the engine must
-# then leave the oracle, by far more than float32 rounding.
-BREAKS = {
+# Each audited difference, put back into the preset on its own, must take the
+# engine away from the oracle by far more than float32 rounding: those that
+# change inversion show in the inverted latents already (float16 too: it is
+# slow on a CPU, so it is not taken through the edit), the update window in
+# the edited frames.
+INVERSION_BREAKS = {
     "cover-crop resize": dict(inversion={"resize": "crop"}),
     "bicubic depth": dict(inversion={"depth_resize": "bicubic"}),
+    "steps_offset of the hub config (1)": dict(inversion={"steps_offset": None}),
+    "float16 (the default's dtype on CUDA)": dict(dtype="float16"),
+}
+EDIT_BREAKS = {
     "update on steps 0..24": dict(edit={"update_end": 0.5}),
-    "steps_offset from the hub config (1)": dict(inversion={"steps_offset": None}),
-    "float16": dict(dtype="float16"),
 }
 
 
-@pytest.mark.parametrize("difference", list(BREAKS))
-def test_each_audited_difference_reintroduced_leaves_their_loop(difference, theirs, frames, tiny_dir, tmp_path):
-    authors = PRESETS["authors"]
-    change = BREAKS[difference]
-    broken = dataclasses.replace(
-        authors,
-        inversion={**authors.inversion, **change.get("inversion", {})},
-        edit={**authors.edit, **change.get("edit", {})},
-        dtype=change.get("dtype", authors.dtype),
-    )
-    want_latents, _ = theirs["anchor+previous"]
-    got_latents, _ = run_engine(tiny_dir, tmp_path, frames, broken)
+@pytest.mark.parametrize("difference", list(INVERSION_BREAKS))
+def test_each_inversion_difference_reintroduced_leaves_their_loop(
+    difference, tiny_dir, authors_engine, frames, their_inversion
+):
+    engine = Engine(tiny_dir, authors_engine[0].store_dir, broken(PRESETS["authors"], **INVERSION_BREAKS[difference]))
+    stored = engine.stored(engine.invert(frames))
+    gap = max(_gap(x_t, want[0]) for (x_t, _), (want, _) in zip(stored, their_inversion, strict=True))
+    assert gap > 1e-3, (difference, gap)
+
+
+@pytest.mark.parametrize("difference", list(EDIT_BREAKS))
+def test_each_edit_difference_reintroduced_leaves_their_loop(
+    difference, tiny_dir, authors_engine, frames, oracle, their_inversion
+):
+    want_latents, _ = oracle.edit_clip(their_inversion)
+    engine = Engine(tiny_dir, authors_engine[0].store_dir, broken(PRESETS["authors"], **EDIT_BREAKS[difference]))
+    got_latents, _ = engine.edit(engine.invert(frames))
     assert _gap(got_latents, want_latents) > 20 * TOLERANCE, (difference, _gap(got_latents, want_latents))
