@@ -1,12 +1,11 @@
-"""``pix2video eval`` and ``pix2video compare``: argument wiring and command bodies.
+"""``pix2video eval`` and ``pix2video compare``: their flags, and the body of ``eval``.
 
-cli.py only registers these (``add_commands``); the work is here.
+``pix2video.commands.eval`` / ``.compare`` register them with the CLI; the work is here.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..errors import InvalidInput
@@ -14,9 +13,7 @@ from .clip_scores import DEFAULT_CLIP_MODEL
 from .pixel_mse import FLOW_METHODS
 
 
-def add_commands(sub) -> dict:
-    """Adds the subcommands to ``sub`` (argparse subparsers); returns name -> handler."""
-    p = sub.add_parser("eval", help="CLIP-Text, CLIP-Image and Pixel-MSE of an edited clip (the paper's Table 2)")
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("edited", help="edited video file")
     p.add_argument("--source", default=None, help="the unedited source video (needed for Pixel-MSE)")
     p.add_argument("--prompt", required=True, help="the edit's target prompt")
@@ -27,9 +24,12 @@ def add_commands(sub) -> dict:
         help="how the source was fitted to the edit's size (the edit's --resize; default crop)",
     )
     _add_metric_args(p)
-    p.add_argument("--json", default=None, help="write the figures to this JSON file")
+    p.add_argument("--json", default=None, help="write the figures to this JSON file (default: none)")
 
-    p = sub.add_parser("compare", help="edit one clip with each method variant; metrics table, PNG grid, mp4s")
+
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    from ..commands.job import add_preset_arg
+
     p.add_argument("input", help="input video file")
     p.add_argument("--prompt", required=True, help="target prompt")
     p.add_argument("-o", "--output-dir", required=True, help="folder for table.md, table.json, grid.png, *.mp4")
@@ -38,7 +38,7 @@ def add_commands(sub) -> dict:
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
-    p.add_argument("--preset", default="default", choices=["default", "authors"], help="method preset (see edit)")
+    add_preset_arg(p)
     p.add_argument("--variants", default=None, help="comma-separated subset of the variants (default all)")
     p.add_argument("--grid-frames", type=int, default=4, help="frames sampled as grid columns (default 4)")
     _add_metric_args(p)
@@ -48,7 +48,6 @@ def add_commands(sub) -> dict:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--store", default=None, help="latent store folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    return {"eval": cmd_eval, "compare": cmd_compare}
 
 
 def _add_metric_args(p: argparse.ArgumentParser) -> None:
@@ -63,12 +62,12 @@ def _add_metric_args(p: argparse.ArgumentParser) -> None:
 
 
 def _bars(quiet: bool):
-    from ..cli import _Bars
+    from ..commands.progress import Bars
 
-    return _Bars(not quiet)
+    return Bars(not quiet)
 
 
-def cmd_eval(args) -> int:
+def run_eval(args) -> int:
     import numpy as np
 
     from ..engine.images import fit_frame
@@ -102,13 +101,3 @@ def cmd_eval(args) -> int:
     if args.json:
         Path(args.json).write_text(dumps(report.to_json()))
     return 0
-
-
-def cmd_compare(args) -> int:
-    from .compare import run_compare
-
-    return run_compare(args)
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)

@@ -109,7 +109,8 @@ def run_compare(args) -> int:
 
     from PIL import Image
 
-    from ..cli import _Bars, _given
+    from ..commands.job import given
+    from ..commands.progress import Bars
     from ..embedded import EmbeddedPix2Video
     from ..engine.settings import EditSettings, get_preset
     from ..jobs import InversionSettings
@@ -131,13 +132,13 @@ def run_compare(args) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidInput(f"output_dir: {args.output_dir!r} exists and is not a folder")
     preset = get_preset(args.preset)
-    given = _given(args)
+    given_flags = given(args)
     inv = preset.apply(
         InversionSettings(width=args.width, height=args.height, num_steps=args.steps, source_prompt=args.source_prompt),
         "inversion",
-        given,
+        given_flags,
     )
-    base = preset.apply(EditSettings(prompt=args.prompt, num_steps=args.steps), "edit", given)
+    base = preset.apply(EditSettings(prompt=args.prompt, num_steps=args.steps), "edit", given_flags)
     frames, info = read_video(args.input, max_frames=args.max_frames, transform=inv.fit)
     if len(frames) < 2:
         raise InvalidInput(f"input: at least 2 frames are needed, got {len(frames)}")
@@ -151,7 +152,7 @@ def run_compare(args) -> int:
         store=Path(args.store) if args.store else None,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    bars = _Bars(not args.quiet)
+    bars = Bars(not args.quiet)
     try:
         engine = EmbeddedPix2Video.from_settings(runtime)
         result = engine.invert(list(source), inv, fps=info.fps, progress=bars)

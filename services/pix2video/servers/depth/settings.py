@@ -12,16 +12,14 @@ DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "float64")
 
 @dataclass(frozen=True)
 class DepthSettings(ModelServerSettings):
-    """Depth service: DPT depth maps for streams of frames.
-
-    batch_size: most frames per DPT call (frames from all streams are batched
-    together). max_wait_ms: longest a batch waits for more frames after its first.
-    """
+    """Depth service: DPT depth maps for streams of frames."""
 
     port: int = 50061
     metrics_port: int = 9461
     batch_size: int = 16
+    """Most frames per DPT call (frames from all streams are batched together)."""
     max_wait_ms: float = 5.0
+    """Longest a batch waits for more frames after its first, in milliseconds."""
 
     def __post_init__(self):
         super().__post_init__()
