@@ -87,7 +87,7 @@ def test_pixel_mse_resizes_to_512_in_0_255():
     edited = clip.copy()
     edited[1] = np.clip(edited[1].astype(int) + 10, 0, 255).astype(np.uint8)  # +10 levels everywhere
     r = pixel_mse(edited, clip)
-    assert 80 < r.value < 100, r.value  # about 10^2 (less where clipped at 255), in 0..255 units
+    assert 90 < r.value < 110, r.value  # 10^2 in 0..255 units (a little less where clipped at 255)
 
 
 def test_pixel_mse_names_bad_inputs():
@@ -117,7 +117,7 @@ def test_clip_scores_are_the_models_own_cosines_with_its_preprocessing(scorer):
     inputs = scorer.processor(text=[prompt], images=frames, return_tensors="pt", padding="max_length")
     with torch.no_grad():
         out = scorer.model(**inputs)
-    cos = (out.logits_per_image[:, 0] / scorer.model.logit_scale.exp()).double()
+    cos = (out.logits_per_image[:, 0] / scorer.model.logit_scale.exp()).double().detach()
     emb = scorer.image_embeddings(np.stack(frames))
     assert clip_text(emb, scorer.text_embedding(prompt)) == pytest.approx(float(cos.mean()), abs=1e-6)
     img = out.image_embeds.double()

@@ -46,8 +46,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-model", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--store", default=None, help="latent store folder")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--store", default=None, help="latent store folder (default: ~/.cache/pix2video/store)")
 
 
 def _add_metric_args(p: argparse.ArgumentParser) -> None:
@@ -57,8 +56,7 @@ def _add_metric_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--flow", default="dis", choices=list(FLOW_METHODS), help="optical flow for Pixel-MSE")
     g.add_argument("--metrics-device", default="cpu", help="device of the CLIP model (default cpu)")
-    if not any(a.dest == "quiet" for a in p._actions):
-        g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars (default: progress on stderr)")
 
 
 def _bars(quiet: bool):

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine.text import check_prompt
+from ..engine.checks import check_prompt
 from ..errors import InvalidInput
 from .clip_scores import ClipScorer, clip_image, clip_text
 from .pixel_mse import pixel_mse
