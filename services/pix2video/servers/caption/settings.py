@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import InvalidInput
+from ..common.media_settings import MediaLimitsSettingsMixin
 from ..common.settings import ModelServerSettings
 
-DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "float64")
 # The contract's ceiling on CaptionRequest.max_new_tokens.
 MAX_NEW_TOKENS_LIMIT = 128
 
 
 @dataclass(frozen=True)
-class CaptionSettings(ModelServerSettings):
+class CaptionSettings(MediaLimitsSettingsMixin, ModelServerSettings):
     """Caption service: BLIP captions (the source prompt for inversion)."""
 
     port: int = 50062
@@ -27,11 +27,10 @@ class CaptionSettings(ModelServerSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_media_limits()
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise InvalidInput(f"max_new_tokens: must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {self.max_new_tokens}")
         if not 1 <= self.batch_size <= 1024:
             raise InvalidInput(f"batch_size: must be in [1, 1024], got {self.batch_size}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise InvalidInput(f"max_wait_ms: must be in [0, 10000], got {self.max_wait_ms}")
-        if self.dtype not in DTYPE_NAMES:
-            raise InvalidInput(f"dtype: must be one of {', '.join(DTYPE_NAMES)}; got {self.dtype!r}")

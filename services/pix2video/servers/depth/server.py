@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
-
 from pix2video_api.depth.v1 import depth_pb2, depth_pb2_grpc
 
 from ...errors import InvalidInput
+from ...limits import FrameLimits
+from ..common.batched_service import build_batched_service
 from ..common.batcher import DynamicBatcher
 from ..common.convert import image_to_array, tensor_to_msg
-from ..common.metrics import BatchMetrics
-from ..common.server import RunningServer, start_server
-from ..common.telemetry import Telemetry
+from ..common.server import RunningServer
 from .settings import DepthSettings
 
 log = logging.getLogger(__name__)
@@ -35,19 +33,21 @@ MAX_OUTPUT_SIDE = 1024
 class DepthServicer(depth_pb2_grpc.DepthServiceServicer):
     """Args: worker: a DepthWorker (``output_size``, ``estimate``); batcher: a
     DynamicBatcher over ``(frame, (output_height, output_width))`` items;
-    window: most frames of one stream in flight."""
+    window: most frames of one stream in flight; limits: the frame sizes
+    accepted (checked from each frame's header, before decoding)."""
 
-    def __init__(self, worker, batcher: DynamicBatcher, window: int = 64):
+    def __init__(self, worker, batcher: DynamicBatcher, window: int = 64, limits: FrameLimits | None = None):
         self.worker = worker
         self.batcher = batcher
         self.window = window
+        self.limits = limits or FrameLimits()
 
     def _prepare(self, request: depth_pb2.EstimateDepthRequest):
         for name in ("output_width", "output_height"):
             v = getattr(request, name)
             if not 0 <= v <= MAX_OUTPUT_SIDE:
                 raise InvalidInput(f"{name}: must be in [0, {MAX_OUTPUT_SIDE}] (0: frame / 8), got {v}")
-        frame = image_to_array(request.frame, "frame")
+        frame = image_to_array(request.frame, "frame", self.limits)
         size = self.worker.output_size(frame.shape[0], frame.shape[1], request.output_height, request.output_width)
         return frame, size
 
@@ -113,26 +113,24 @@ def _run_batch(worker):
 async def build(settings: DepthSettings, worker=None) -> RunningServer:
     """Loads the worker (in a thread; unless given), starts the server, warms up
     in the batcher's worker thread, then reports SERVING."""
-    if worker is None:
+
+    def load_worker():
         from .worker import DepthWorker  # torch enters here, not at import
 
-        worker = await asyncio.to_thread(DepthWorker, settings)
-    telemetry = Telemetry(settings, "depth")
-    stats = BatchMetrics(telemetry.metrics, "depth", "frame", "DPT")
-    batcher = DynamicBatcher(
-        _run_batch(worker), settings.batch_size, settings.max_wait_ms, name="depth-batcher", on_batch=stats.on_batch
-    )
-    stats.watch(batcher)
-    telemetry.metrics.count_frames(f"{SERVICE_NAME}/EstimateDepth", lambda response: 1)
-    servicer = DepthServicer(worker, batcher, window=max(64, 4 * settings.batch_size))
+        return DepthWorker(settings)
 
-    def add(server: grpc.aio.Server) -> list[str]:
-        depth_pb2_grpc.add_DepthServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
-
-    running = await start_server(
-        settings, add, warmup=lambda: batcher.run_in_worker(worker.warmup), telemetry=telemetry
+    return await build_batched_service(
+        settings,
+        name="depth",
+        service_name=SERVICE_NAME,
+        item="frame",
+        model="DPT",
+        load_worker=load_worker,
+        run_batch=_run_batch,
+        make_servicer=lambda w, batcher: DepthServicer(
+            w, batcher, window=max(64, 4 * settings.batch_size), limits=settings.frame_limits
+        ),
+        register=depth_pb2_grpc.add_DepthServiceServicer_to_server,
+        unary_method="EstimateDepth",
+        worker=worker,
     )
-    running.on_stop.append(batcher.close)
-    running.servicer = servicer  # for tests and metrics: servicer.batcher.batches / .items
-    return running

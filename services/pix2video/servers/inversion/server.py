@@ -13,9 +13,12 @@ import grpc
 
 from pix2video_api.inversion.v1 import inversion_pb2 as pb
 from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
+from pix2video_client.enums import RESIZE, STAGE, from_proto
+from pix2video_client.options import DEFAULT_HEIGHT, DEFAULT_NUM_STEPS, DEFAULT_WIDTH
 
 from ...errors import InvalidInput, NotFound
 from ...jobs import InversionSettings
+from ...limits import MAX_FILE_NAME, check_object_key, check_text, check_video_id, echo
 from ...store import read_manifest
 from ..common.metrics import BATCH_BUCKETS, observe_many
 from ..common.server import RunningServer, start_server
@@ -24,14 +27,6 @@ from .remote import RemoteStages
 from .settings import InversionServerSettings
 from .worker import InversionWorker
 
-STAGES = {
-    "decode": pb.STAGE_DECODE,
-    "depth": pb.STAGE_DEPTH,
-    "caption": pb.STAGE_CAPTION,
-    "inversion": pb.STAGE_INVERSION,
-    "store": pb.STAGE_STORE,
-}
-RESIZE = {pb.RESIZE_MODE_UNSPECIFIED: "crop", pb.RESIZE_MODE_CROP: "crop", pb.RESIZE_MODE_PAD: "pad"}
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InversionService"].full_name
 JOB_STAGES = ("receive", "decode", "depth", "caption", "inversion", "store")
 JOB_RESULTS = ("inverted", "cached", "failed", "cancelled")
@@ -81,16 +76,18 @@ class InversionMetrics:
 
 
 def settings_from_proto(msg: pb.InversionSettings) -> InversionSettings:
-    if msg.resize not in RESIZE:
-        raise InvalidInput(f"settings.resize: unknown value {msg.resize}")
+    try:
+        resize = from_proto(RESIZE, msg.resize, "resize")
+    except ValueError as exc:
+        raise InvalidInput(f"settings.{exc}") from None
     if msg.max_frames < 0:
         raise InvalidInput(f"settings.max_frames: must be >= 0, got {msg.max_frames}")
     try:
         return InversionSettings(
-            width=msg.width or 512,
-            height=msg.height or 512,
-            resize=RESIZE[msg.resize],
-            num_steps=msg.num_steps or 50,
+            width=msg.width or DEFAULT_WIDTH,
+            height=msg.height or DEFAULT_HEIGHT,
+            resize=resize,
+            num_steps=msg.num_steps or DEFAULT_NUM_STEPS,
             source_prompt=msg.source_prompt if msg.HasField("source_prompt") else None,
         )
     except InvalidInput as exc:
@@ -124,17 +121,24 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         self.metrics = metrics or InversionMetrics(Telemetry(settings, "inversion"))
 
     async def _receive_file(self, start: pb.InvertStart, requests, folder: str) -> str:
-        """The video as a local file: the upload's chunks, or the store object."""
-        path = os.path.join(folder, "input" + Path(start.upload.filename or start.object_key or "v").suffix[:8])
+        """The video as a local file: the upload's chunks, or the store object.
+
+        The file's name is fixed: the client's file name is only a label (the
+        container is probed from the bytes when the file is read)."""
+        path = os.path.join(folder, "input")
         if start.HasField("object_key"):
+            key = check_object_key(start.object_key, "start.object_key")
             try:
-                data = await asyncio.to_thread(self.worker.store_io.get, start.object_key)
-            except (NotFound, InvalidInput) as exc:
-                raise type(exc)(f"start.object_key: {exc}") from None
+                data = await asyncio.to_thread(self.worker.store_io.get, key)
+            except NotFound as exc:
+                raise NotFound(f"start.object_key: no object {echo(key)}", detail=exc.detail) from None
+            except InvalidInput as exc:
+                raise InvalidInput(f"start.object_key: {exc}") from None
             Path(path).write_bytes(data)
             return path
         if not start.HasField("upload"):
             raise InvalidInput("start.source: set upload or object_key")
+        check_text(start.upload.filename, "start.upload.filename", MAX_FILE_NAME)
         limit = self.settings.max_upload_bytes
         if start.upload.size_bytes < 0 or start.upload.size_bytes > limit:
             raise InvalidInput(f"start.upload.size_bytes: must be in [0, {limit}], got {start.upload.size_bytes}")
@@ -182,7 +186,7 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         events: asyncio.Queue = asyncio.Queue()
 
         def progress(stage: str, done: int, total: int) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, pb.Progress(stage=STAGES[stage], done=done, total=total))
+            loop.call_soon_threadsafe(events.put_nowait, pb.Progress(stage=STAGE[stage], done=done, total=total))
 
         with tempfile.TemporaryDirectory(prefix="pix2video-upload-") as folder:
             progress("decode", 0, 0)
@@ -218,11 +222,10 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         yield pb.InvertResponse(result=video_info(result.manifest, result.cached))
 
     async def GetVideo(self, request, context):
-        if not request.video_id:
-            raise InvalidInput("video_id: required")
-        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, request.video_id)
+        video_id = check_video_id(request.video_id)
+        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, video_id)
         if manifest is None:
-            raise NotFound(f"video_id: no inverted video {request.video_id!r}")
+            raise NotFound(f"video_id: no inverted video {video_id!r}")
         return video_info(manifest, cached=True)
 
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import InvalidInput
+from ..common.media_settings import MediaLimitsSettingsMixin
 from ..common.runner_settings import UNetRunnerSettingsMixin
 from ..common.settings import ModelServerSettings
 from ..common.store_settings import StoreSettingsMixin
 
 
 @dataclass(frozen=True)
-class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelServerSettings):
+class InversionServerSettings(
+    MediaLimitsSettingsMixin, UNetRunnerSettingsMixin, StoreSettingsMixin, ModelServerSettings
+):
     """Inversion service: depth, caption and DDIM inversion of uploaded videos into the latent store."""
 
     port: int = 50063
@@ -31,6 +34,7 @@ class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, Model
     def __post_init__(self):
         super().__post_init__()
         self.check_store()
+        self.check_media_limits()
         self.check_runner()
         for name in ("batch_size", "max_upload_bytes", "max_frames"):
             if getattr(self, name) < 1:
