@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInput, ModelLoadError
-
-DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
+from .options import DEFAULT_CLIP_MODEL
 
 
 def _features(out) -> torch.Tensor:

@@ -9,8 +9,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InvalidInput
-from .clip_scores import DEFAULT_CLIP_MODEL
-from .pixel_mse import FLOW_METHODS
+from .options import DEFAULT_CLIP_MODEL, FLOW_METHODS
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,9 +59,9 @@ def _add_metric_args(p: argparse.ArgumentParser) -> None:
 
 
 def _bars(quiet: bool):
-    from ..commands.progress import Bars
+    from ..commands.progress import Progress
 
-    return Bars(not quiet)
+    return Progress(not quiet)
 
 
 def run_eval(args) -> int:

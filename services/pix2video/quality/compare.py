@@ -110,7 +110,7 @@ def run_compare(args) -> int:
     from PIL import Image
 
     from ..commands.job import given
-    from ..commands.progress import Bars
+    from ..commands.progress import Progress
     from ..embedded import EmbeddedPix2Video
     from ..engine.settings import EditSettings, get_preset
     from ..jobs import InversionSettings
@@ -152,7 +152,7 @@ def run_compare(args) -> int:
         store=Path(args.store) if args.store else None,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    bars = Bars(not args.quiet)
+    bars = Progress(not args.quiet)
     try:
         engine = EmbeddedPix2Video.from_settings(runtime)
         result = engine.invert(list(source), inv, fps=info.fps, progress=bars)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInput
+from .options import FLOW_METHODS
 
 METRIC_SIZE = 512  # the paper's convention: MSE at 512 x 512 in 0..255
-FLOW_METHODS = ("dis",)
 FB_ALPHA, FB_BETA = 0.01, 0.5
 
 
