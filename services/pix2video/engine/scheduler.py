@@ -46,7 +46,12 @@ class FeatureKey(NamedTuple):
 
 
 class FrameSource(Protocol):
-    """An inverted video, read frame by frame (a store record implements it)."""
+    """An inverted video, read frame by frame (a store record implements it).
+
+    It may also carry ``steps_offset`` (int or None): the DDIM timestep offset
+    it was inverted with; the edit denoises on the same timesteps. Sources
+    without it were inverted with the model's own (see :func:`steps_offset_of`).
+    """
 
     num_frames: int
     num_steps: int
@@ -56,6 +61,11 @@ class FrameSource(Protocol):
 
     def depth(self, index: int) -> torch.Tensor:  # (1, h, w) in [-1, 1]
         ...
+
+
+def steps_offset_of(video: FrameSource) -> int | None:
+    """The timestep offset ``video`` was inverted with; None: the model's scheduler config's."""
+    return getattr(video, "steps_offset", None)
 
 
 def reference_frames(settings: EditSettings, num_frames: int) -> list[tuple[int, ...]]:
