@@ -391,6 +391,10 @@ COMMANDS = {"edit": cmd_edit, "invert": cmd_invert, "sample": cmd_sample, "build
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "store":  # own parser and exit codes: pix2video.store_command
+        from .store_command import main as store_main
+
+        return store_main(argv[1:])
     serve = bool(argv) and argv[0] == "serve"
     args = None if serve else build_parser().parse_args(argv)
     _quiet_libraries()

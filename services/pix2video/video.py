@@ -24,13 +24,19 @@ class VideoInfo:
 
 
 def read_video(
-    path: str | os.PathLike, max_frames: int | None = None, transform: Callable[[np.ndarray], np.ndarray] | None = None
+    path: str | os.PathLike,
+    max_frames: int | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    frame_limit: int | None = None,
 ) -> tuple[list[np.ndarray], VideoInfo]:
     """All frames of the first video stream as (H, W, 3) uint8 RGB arrays.
 
     ``transform`` is applied to each frame as it is decoded (e.g. fitting it to
     the working resolution), so a long high-resolution clip is never held in
     memory at its source size. ``VideoInfo`` describes the source frames.
+    ``max_frames`` keeps the first frames only; ``frame_limit`` rejects a clip
+    with more frames (InvalidInput naming ``max_frames``): at once when the
+    container declares its frame count, else as soon as decoding passes it.
     """
     import av
 
@@ -45,8 +51,12 @@ def read_video(
                 raise InvalidInput(f"input: {str(path)!r} has no video stream")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 25)
+            if frame_limit and (stream.frames or 0) > frame_limit:
+                raise InvalidInput(f"video: {stream.frames} frames, more than max_frames={frame_limit}")
             frames, source_hw = [], None
             for frame in container.decode(stream):
+                if frame_limit and len(frames) >= frame_limit:
+                    raise InvalidInput(f"video: more than max_frames={frame_limit} frames")
                 rgb = frame.to_ndarray(format="rgb24")
                 source_hw = source_hw or rgb.shape[:2]
                 frames.append(transform(rgb) if transform else rgb)

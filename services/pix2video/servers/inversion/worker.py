@@ -13,8 +13,17 @@ import numpy as np
 import torch
 
 from ...engine.inversion import Inverter
-from ...errors import InvalidInput
-from ...jobs import InversionResult, InversionSettings, invert_video, model_identity, prepare_frames
+from ...jobs import (
+    InversionResult,
+    InversionSettings,
+    JobControl,
+    LeasePolicy,
+    VideoLocks,
+    invert_video,
+    model_identity,
+    prepare_frames,
+)
+from ...store.lease import new_owner
 from ...video import read_video
 from ..common.models import load_models
 from .settings import InversionServerSettings
@@ -42,6 +51,12 @@ class InversionWorker:
         self.inverter = Inverter(self.models, batch_size=settings.batch_size, runner=settings.make_runner(self.models))
         # One job on the accelerator at a time; decoding and I/O of other jobs overlap it.
         self._device_lock = threading.Lock()
+        # Requests for the same video in this process wait for one job; other
+        # replicas wait through the lease in the store.
+        self.locks = VideoLocks()
+        self.lease = LeasePolicy(
+            owner=new_owner(), ttl=settings.lease_ttl_seconds, poll=min(1.0, settings.lease_ttl_seconds / 4)
+        )
 
     def warmup(self) -> None:
         """Captures (and compiles) the UNet graph of a full batch at the
@@ -64,20 +79,28 @@ class InversionWorker:
         progress: Progress,
         stage: StageHook | None = None,
         on_batch: BatchHook | None = None,
+        control: JobControl | None = None,
+        store=None,
     ) -> InversionResult:
         """Decodes a video file and inverts it into the store (a cache hit when known).
 
         ``stage`` and ``on_batch`` are optional timing hooks (see their types).
+        ``control``: the caller's handle to stop the job (checked per decoded
+        frame, between stages and after each batch). ``store``: the store (or
+        a tenant's view of it) to use instead of ``store_io``.
         """
         stage = stage or _no_stage
+        control = control or JobControl()
+
+        def fit(frame: np.ndarray) -> np.ndarray:
+            control.checkpoint()  # a client that went away stops the decoding too
+            return settings.fit(frame)
+
         with stage("decode"):
-            limit = min(max_frames or self.settings.max_frames, self.settings.max_frames)
-            frames, info = read_video(path, max_frames=limit + 1, transform=settings.fit)
-            if len(frames) > limit:
-                if max_frames:
-                    frames = frames[:limit]
-                else:
-                    raise InvalidInput(f"video: more than max_frames={self.settings.max_frames} frames")
+            if max_frames:  # the caller keeps the first frames
+                frames, info = read_video(path, max_frames=min(max_frames, self.settings.max_frames), transform=fit)
+            else:  # rejected as soon as the count passes the limit, not after decoding it all
+                frames, info = read_video(path, transform=fit, frame_limit=self.settings.max_frames)
             prepared = prepare_frames(frames, settings)
         n = len(prepared)
         progress("decode", n, n)
@@ -94,6 +117,7 @@ class InversionWorker:
             last = [0.0]
 
             def step(k):
+                control.checkpoint()  # the batch is done; stop here if the caller went away
                 now = time.perf_counter()
                 if on_batch is not None:
                     on_batch(k, now - last[0])
@@ -115,11 +139,14 @@ class InversionWorker:
             return invert_video(
                 prepared,
                 settings,
-                store=self.store_io,
+                store=store if store is not None else self.store_io,
                 model_identity=model_identity(self.models),
                 depth_fn=in_stage("depth", depth_fn),
                 caption_fn=in_stage("caption", caption_fn),
                 invert_fn=in_stage("inversion", invert_fn),
                 fps=info.fps,
                 on_stage=on_stage,
+                control=control,
+                locks=self.locks,
+                lease=self.lease,
             )
