@@ -15,6 +15,7 @@ from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .retry import Deadline, next_delay
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
@@ -107,7 +108,9 @@ class Pix2VideoClient:
         editor: address of the editor service (default: the same as inversion).
         timeout: deadline in seconds of each inversion call (None: no deadline).
         retries: attempts after the first for idempotent calls and edit resumes,
-            on UNAVAILABLE, with exponential backoff from ``backoff`` seconds.
+            on UNAVAILABLE (inversion calls also on a full queue that sent a retry
+            hint), with exponential backoff and jitter from ``backoff`` seconds,
+            inside the call's ``timeout`` (see :mod:`.retry`).
         credentials: TLS channel credentials (None: plaintext).
         editor_replica_address: template with ``{replica}`` for reaching the
             editor replica that holds a session when resuming (see ReplicaRouter).
@@ -149,14 +152,18 @@ class Pix2VideoClient:
     def __exit__(self, *exc):
         self.close()
 
-    def _retrying(self, call: Callable[[], object]):
+    def _retrying(self, call: Callable[[float | None], object]):
+        """``call(timeout)`` retried under the SDK's policy (see :mod:`.retry`);
+        ``timeout`` is what is left of the call's deadline."""
+        deadline = Deadline(self.timeout)
         for attempt in range(self.retries + 1):
             try:
-                return call()
+                return call(deadline.left())
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or attempt == self.retries:
+                delay = next_delay(exc, attempt, self.backoff)
+                if delay is None or attempt == self.retries or not deadline.allows(delay):
                     raise from_rpc_error(exc) from None
-                time.sleep(self.backoff * 2**attempt)
+                time.sleep(delay)
 
     # -- inversion ----------------------------------------------------------
 
@@ -170,16 +177,17 @@ class Pix2VideoClient:
     ) -> VideoInfo:
         """Inverts a local video file (uploaded) or, with ``key=True`` or when no
         such file exists, a video already in the service's object store.
-        Idempotent, so retried on UNAVAILABLE."""
+        Idempotent, so retried on UNAVAILABLE and on a full queue's
+        RESOURCE_EXHAUSTED (see :mod:`.retry`), inside ``timeout`` overall."""
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
         rpc = self._tracer.rpc(INVERT)
 
-        def call():
+        def call(timeout):
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
-            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=rpc.metadata):
+            for resp in self.inversion.Invert(requests, timeout=timeout, metadata=rpc.metadata):
                 if resp.HasField("progress") and progress:
                     p = resp.progress
                     progress(STAGE_NAMES.get(p.stage, "unknown"), p.done, p.total)
@@ -195,8 +203,8 @@ class Pix2VideoClient:
         return traced(
             rpc,
             lambda: self._retrying(
-                lambda: VideoInfo.from_proto(
-                    self.inversion.GetVideo(request, timeout=self.timeout, metadata=rpc.metadata)
+                lambda timeout: VideoInfo.from_proto(
+                    self.inversion.GetVideo(request, timeout=timeout, metadata=rpc.metadata)
                 )
             ),
         )
