@@ -141,6 +141,8 @@ class Suite:
         if running in self.thread.servers:
             self.thread.run(running.stop())
             self.thread.servers.remove(running)
+        if running in self.inversions:
+            self.inversions.remove(running)
 
     def close(self):
         self.thread.stop()
@@ -701,3 +703,47 @@ def test_frame_limit_checked_while_decoding(suite, clips, start):
     with pytest.raises(InvalidInput, match="max_frames=8"):
         read_video(clip, transform=lambda f: decoded.append(1) or fit(f), frame_limit=8)
     assert len(decoded) <= 8
+
+
+# ---------------------------------------------------------------- the SDK's retries
+
+INVERT_RPC = "pix2video.inversion.v1.InversionService/Invert"
+
+
+def _calls(running, code: str) -> float:
+    return running.telemetry.metrics.rpc_requests.labels(INVERT_RPC, code)._value.get()
+
+
+def test_sdk_retries_a_full_queue_after_the_hint_and_nothing_unsafe(suite, clips, start):
+    """The SDK retries RESOURCE_EXHAUSTED that carries the server's retry hint
+    (the queue refused the call before doing anything) and gets through once
+    a slot frees; FAILED_PRECONDITION (refused store credentials) and
+    INVALID_ARGUMENT are not retried: the server sees each call once."""
+    from pix2video_client import InversionOptions, Pix2VideoClient
+    from pix2video_client import errors as client_errors
+
+    running = start(suite.inversion_settings("sdk", max_running_jobs=1, max_waiting_jobs=0, retry_after_seconds=0.3))
+    options = InversionOptions(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a red ball")
+    stall = threading.Event()
+    holder = threading.Thread(target=lambda: _invert(running.port, _clip(clips, "sdk-hold", 2, 6), stall=stall))
+    holder.start()
+    time.sleep(0.3)
+    threading.Timer(1.0, stall.set).start()  # the slot frees after a second
+    with Pix2VideoClient(f"127.0.0.1:{running.port}", timeout=60, retries=10, backoff=0.1) as client:
+        info = client.invert(_clip(clips, "sdk", 2, 7), options)
+    holder.join(30)
+    assert info.num_frames == 2
+    assert _calls(running, "RESOURCE_EXHAUSTED") >= 1 and _calls(running, "OK") == 2
+
+    with Pix2VideoClient(f"127.0.0.1:{running.port}", timeout=60, retries=10, backoff=0.1) as client:
+        bad = clips / "not-a-video.mp4"
+        bad.write_bytes(b"this is not a video")
+        with pytest.raises(client_errors.InvalidArgument):
+            client.invert(bad, options)
+    assert _calls(running, "INVALID_ARGUMENT") == 1
+
+    denied = start(suite.inversion_settings("sdk-denied", s3_secret_key="wrong"))
+    with Pix2VideoClient(f"127.0.0.1:{denied.port}", timeout=60, retries=10, backoff=0.1) as client:
+        with pytest.raises(client_errors.FailedPrecondition):
+            client.invert(_clip(clips, "sdk", 2, 7), options)
+    assert _calls(denied, "FAILED_PRECONDITION") == 1
