@@ -747,3 +747,31 @@ def test_sdk_retries_a_full_queue_after_the_hint_and_nothing_unsafe(suite, clips
         with pytest.raises(client_errors.FailedPrecondition):
             client.invert(_clip(clips, "sdk", 2, 7), options)
     assert _calls(denied, "FAILED_PRECONDITION") == 1
+
+
+def test_editor_readiness_checks_the_store(suite):
+    """The editor, started with an S3 secret the server refuses, reports NOT_SERVING naming the store."""
+    from pix2video.servers.editor.server import build as build_editor
+    from pix2video.servers.editor.settings import EditorServerSettings
+
+    s = suite.s3.settings
+    settings = EditorServerSettings(
+        **suite.shared,
+        port=0,
+        metrics_port=-1,
+        store="s3",
+        s3_endpoint=s.endpoint,
+        s3_bucket=s.bucket,
+        s3_access_key=s.access_key,
+        s3_secret_key="wrong",
+        s3_prefix="editor-ready",
+        readiness_interval_seconds=1.0,
+    )
+    running = suite.thread.run(build_editor(settings))
+    suite.thread.servers.append(running)
+    try:
+        assert _health(running.port) == "NOT_SERVING"
+        assert running.readiness.failure.startswith("store:") and "SignatureDoesNotMatch" in running.readiness.failure
+    finally:
+        suite.thread.run(running.stop())
+        suite.thread.servers.remove(running)

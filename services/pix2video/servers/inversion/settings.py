@@ -49,8 +49,6 @@ class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, Model
     """First wait between retries; doubles up to retry_max_backoff_seconds."""
     retry_max_backoff_seconds: float = 5.0
     """Longest wait between two retries."""
-    readiness_interval_seconds: float = 10.0
-    """How often the store, depth and caption are re-checked for the health status."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -71,7 +69,6 @@ class InversionServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, Model
             "lease_ttl_seconds",
             "retry_initial_backoff_seconds",
             "retry_max_backoff_seconds",
-            "readiness_interval_seconds",
         ):
             if not getattr(self, name) > 0:
                 raise InvalidInput(f"{name}: must be > 0, got {getattr(self, name)}")
