@@ -66,6 +66,23 @@ def _clip(folder: Path, name: str, frames: int = 6, variant: int = 0) -> Path:
     return path
 
 
+def _mkv(path: Path, frames: int) -> Path:
+    """A Matroska clip: its container does not declare the frame count."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        for f in make_sample_frames(frames, SIZE, SIZE):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(path)) as check:
+        assert not check.streams.video[0].frames
+    return path
+
+
 def _requests(path: Path, stall: threading.Event | None = None, chunk: int = 4096):
     data = path.read_bytes()
     yield pb.InvertRequest(
@@ -688,7 +705,6 @@ def test_frame_limit_checked_while_decoding(suite, clips, start):
     max_frames), before it is decoded whole."""
     running = start(suite.inversion_settings("frames", max_frames=8))
     clip = _clip(clips, "long", frames=40, variant=5)
-    decoded = []
     fit = INV.fit
 
     with reliability_row("inversion.too-many-frames", SECTION, "a 40-frame clip against max_frames=8") as row:
@@ -697,12 +713,16 @@ def test_frame_limit_checked_while_decoding(suite, clips, start):
         row.kept_serving = _serving_and_answers(suite, running, clips)
         row.lost = "nothing"
     assert status == "INVALID_ARGUMENT"
-    # The same limit on the decoder directly: no frame is decoded past it.
+    # The same limit on the decoder directly. An .mp4 declares its frame count:
+    # refused before any frame is decoded. A .mkv does not: refused as the
+    # ninth frame comes out of the decoder, not after the fortieth.
     from pix2video.errors import InvalidInput
 
-    with pytest.raises(InvalidInput, match="max_frames=8"):
-        read_video(clip, transform=lambda f: decoded.append(1) or fit(f), frame_limit=8)
-    assert len(decoded) <= 8
+    for source, most in ((clip, 0), (_mkv(clips / "long.mkv", 40), 8)):
+        decoded = []
+        with pytest.raises(InvalidInput, match="max_frames=8"):
+            read_video(source, transform=lambda f, d=decoded: d.append(1) or fit(f), frame_limit=8)
+        assert len(decoded) == most, source
 
 
 # ---------------------------------------------------------------- the SDK's retries
@@ -775,3 +795,26 @@ def test_editor_readiness_checks_the_store(suite):
     finally:
         suite.thread.run(running.stop())
         suite.thread.servers.remove(running)
+
+
+def test_a_full_replica_refuses_at_once_with_a_retry_hint(suite, clips, start):
+    """1 running + 1 waiting slot, both held by stalled uploads: a third call
+    gets RESOURCE_EXHAUSTED at once, with the retry hint in its trailing
+    metadata; queue_depth counts both held calls."""
+    running = start(
+        suite.inversion_settings("admission", max_running_jobs=1, max_waiting_jobs=1, upload_timeout_seconds=3.0)
+    )
+    clip = _clip(clips, "admission", frames=2)
+    stall = threading.Event()
+    held = [threading.Thread(target=_invert, args=(running.port, clip), kwargs={"stall": stall}) for _ in range(2)]
+    for t in held:
+        t.start()
+    time.sleep(0.5)
+    assert running.servicer.metrics.queue_depth._value.get() == 2
+    status, _, trailing, took = _invert(running.port, clip)
+    stall.set()
+    for t in held:
+        t.join(30)
+    assert status == "RESOURCE_EXHAUSTED" and took < 1.0
+    assert trailing[RETRY_AFTER_KEY] == str(int(running.servicer.settings.retry_after_seconds * 1000))
+    assert running.servicer.metrics.queue_depth._value.get() == 0

@@ -57,7 +57,7 @@ def test_gc_deletes_orphan_attempts_past_grace_and_keeps_videos(tmp_path):
     old = _orphan(store, "v1", "old000000000")  # a dead attempt beside a complete video
     lone = _orphan(store, "v2")  # a video whose only attempt died
     young = _orphan(store, "v3")  # may still be written
-    _age(tmp_path, old + lone, 2 * HOUR)
+    _age(tmp_path, old + lone + list(kept.checksums) + ["videos/v1/manifest.json"], 2 * HOUR)  # all past grace
     before = _all(store)
 
     dry = collect(store, grace=HOUR, dry_run=True)
