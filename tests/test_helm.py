@@ -796,7 +796,7 @@ def test_store_gc_cronjob_runs_the_command_with_the_services_store(rendered, nam
     """The CronJob runs `pix2video store gc` with arguments its parser takes and an
     environment that builds the store settings the services use (same endpoint,
     bucket, prefix, credentials Secret)."""
-    from pix2video.store_command import StoreCommandSettings, _parser
+    from pix2video.commands.store import StoreCommandSettings, _parser
 
     objs = rendered[name]
     (job,) = of_kind(objs, "CronJob")

@@ -19,7 +19,8 @@ Check = Callable[[], None]
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    # The operator's detail (endpoint, bucket) where the error has one: this is a log line, not a reply.
+    text = " ".join(str(getattr(exc, "detail", None) or exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 

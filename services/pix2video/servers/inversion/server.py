@@ -15,6 +15,7 @@ from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
 
 from ...errors import Busy, InvalidInput, NotFound
 from ...jobs import InversionSettings, JobControl
+from ...limits import MAX_FILE_NAME, check_object_key, check_text, check_video_id, echo
 from ...retry import deadline as retry_deadline
 from ...store import read_manifest
 from ...store.retrying import RetryingStore
@@ -140,18 +141,25 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         self.running_jobs = 0  # job threads alive, abandoned ones included (tests and the log read it)
 
     async def _receive_file(self, start: pb.InvertStart, requests, ticket: Ticket) -> str:
-        """The video as a local file: the upload's chunks, or the store object."""
-        path = os.path.join(ticket.folder, "input" + Path(start.upload.filename or start.object_key or "v").suffix[:8])
+        """The video as a local file: the upload's chunks, or the store object.
+
+        The file's name is fixed: the client's file name is only a label (the
+        container is probed from the bytes when the file is read)."""
+        path = os.path.join(ticket.folder, "input")
         if start.HasField("object_key"):
+            key = check_object_key(start.object_key, "start.object_key")
             try:
-                data = await asyncio.to_thread(self.worker.store_io.get, start.object_key)
-            except (NotFound, InvalidInput) as exc:
-                raise type(exc)(f"start.object_key: {exc}") from None
+                data = await asyncio.to_thread(self.worker.store_io.get, key)
+            except NotFound as exc:
+                raise NotFound(f"start.object_key: no object {echo(key)}", detail=exc.detail) from None
+            except InvalidInput as exc:
+                raise InvalidInput(f"start.object_key: {exc}") from None
             ticket.reserve(len(data))
             Path(path).write_bytes(data)
             return path
         if not start.HasField("upload"):
             raise InvalidInput("start.source: set upload or object_key")
+        check_text(start.upload.filename, "start.upload.filename", MAX_FILE_NAME)
         limit = self.settings.max_upload_bytes
         if start.upload.size_bytes < 0 or start.upload.size_bytes > limit:
             raise InvalidInput(f"start.upload.size_bytes: must be in [0, {limit}], got {start.upload.size_bytes}")
@@ -274,11 +282,10 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         yield pb.InvertResponse(result=video_info(result.manifest, result.cached))
 
     async def GetVideo(self, request, context):
-        if not request.video_id:
-            raise InvalidInput("video_id: required")
-        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, request.video_id)
+        video_id = check_video_id(request.video_id)
+        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, video_id)
         if manifest is None:
-            raise NotFound(f"video_id: no inverted video {request.video_id!r}")
+            raise NotFound(f"video_id: no inverted video {video_id!r}")
         return video_info(manifest, cached=True)
 
 

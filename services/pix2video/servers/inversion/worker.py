@@ -97,10 +97,12 @@ class InversionWorker:
             return settings.fit(frame)
 
         with stage("decode"):
+            media = dict(limits=self.settings.frame_limits, label="the video")
             if max_frames:  # the caller keeps the first frames
-                frames, info = read_video(path, max_frames=min(max_frames, self.settings.max_frames), transform=fit)
+                limit = min(max_frames, self.settings.max_frames)
+                frames, info = read_video(path, max_frames=limit, transform=fit, **media)
             else:  # rejected as soon as the count passes the limit, not after decoding it all
-                frames, info = read_video(path, transform=fit, frame_limit=self.settings.max_frames)
+                frames, info = read_video(path, transform=fit, frame_limit=self.settings.max_frames, **media)
             prepared = prepare_frames(frames, settings)
         n = len(prepared)
         progress("decode", n, n)

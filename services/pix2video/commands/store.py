@@ -1,4 +1,4 @@
-"""``pix2video store gc``: clean-up of the latent store (see :mod:`.store.gc`).
+"""``pix2video store gc``: clean-up of the latent store (see :mod:`pix2video.store.gc`).
 
     pix2video store gc [--dry-run] [--grace 1h] [--retention 30d] [store settings]
 
@@ -15,10 +15,20 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from .errors import InvalidInput, Pix2VideoError
-from .servers.common.settings import load_settings
-from .servers.common.store_settings import StoreSettingsMixin
-from .store.gc import collect, parse_duration
+from ..errors import InvalidInput, Pix2VideoError
+from ..servers.common.settings import load_settings
+from ..servers.common.store_settings import StoreSettingsMixin
+
+HELP = "store gc [--dry-run] [--grace 1h] [--retention 30d] [store settings]: clean up the latent store"
+RAW_ARGS = True  # its own parser: the gc flags, then the services' store settings flags
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Nothing: ``run`` parses ``args.argv`` itself."""
+
+
+def run(args) -> int:
+    return main(args.argv)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from ..store.gc import collect, parse_duration  # torch (safetensors): only when it runs
+
     args, rest = _parser().parse_known_args(argv)
     try:
         grace = parse_duration(args.grace, "--grace")
