@@ -98,7 +98,8 @@ class RetryPolicy:
         delays = self.delays()
         attempt = 1
         while True:
-            left = None if caller_end is None else caller_end - time.monotonic()
+            began = time.monotonic()
+            left = None if caller_end is None else caller_end - began
             try:
                 return fn(left)
             except Exception as exc:  # noqa: BLE001 - sorted by retryable
@@ -106,7 +107,12 @@ class RetryPolicy:
                     raise
                 delay = next(delays)
                 now = time.monotonic()
-                if now + delay >= end or (caller_end is not None and now + delay >= caller_end):
+                # Give up while the caller can still be told why: an attempt
+                # that would likely not finish before the caller's deadline
+                # (judged by the last one's length) turns the real error into
+                # DEADLINE_EXCEEDED.
+                took = now - began
+                if now + delay >= end or (caller_end is not None and now + delay + took >= caller_end):
                     log.warning("%s: giving up after %d attempts in %.1f s: %s", what, attempt, now - start, exc)
                     raise
                 log.info("%s: attempt %d failed (%s); retrying in %.2f s", what, attempt, exc, delay)

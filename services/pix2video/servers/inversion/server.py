@@ -140,7 +140,7 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         )
         self.running_jobs = 0  # job threads alive, abandoned ones included (tests and the log read it)
 
-    async def _receive_file(self, start: pb.InvertStart, requests, ticket: Ticket) -> str:
+    async def _receive_file(self, start: pb.InvertStart, requests, ticket: Ticket, context) -> str:
         """The video as a local file: the upload's chunks, or the store object.
 
         The file's name is fixed: the client's file name is only a label (the
@@ -149,7 +149,8 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         if start.HasField("object_key"):
             key = check_object_key(start.object_key, "start.object_key")
             try:
-                data = await asyncio.to_thread(self.worker.store_io.get, key)
+                with retry_deadline(context.time_remaining()):
+                    data = await asyncio.to_thread(self.worker.store_io.get, key)
             except NotFound as exc:
                 raise NotFound(f"start.object_key: no object {echo(key)}", detail=exc.detail) from None
             except InvalidInput as exc:
@@ -230,7 +231,7 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         upload_limit = self.settings.upload_timeout_seconds
         with self.metrics.stage("receive"):
             try:
-                path = await asyncio.wait_for(self._receive_file(start, requests, ticket), upload_limit)
+                path = await asyncio.wait_for(self._receive_file(start, requests, ticket, context), upload_limit)
             except asyncio.TimeoutError:
                 await context.abort(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -283,7 +284,8 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
 
     async def GetVideo(self, request, context):
         video_id = check_video_id(request.video_id)
-        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, video_id)
+        with retry_deadline(context.time_remaining()):  # store retries end inside the call's deadline
+            manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, video_id)
         if manifest is None:
             raise NotFound(f"video_id: no inverted video {video_id!r}")
         return video_info(manifest, cached=True)
