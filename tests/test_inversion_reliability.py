@@ -627,7 +627,10 @@ def test_wrong_credentials_not_serving_until_they_work(suite, clips, tmp_path, s
     (not retried, not UNAVAILABLE). When the server accepts them (restarted
     with that secret) it turns SERVING within the re-check period (1 s)."""
     handler = _Lines()
-    logging.getLogger("pix2video.servers.common.readiness").addHandler(handler)
+    logger = logging.getLogger("pix2video.servers.common.readiness")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # the CLI's tests quieten the root logger in this process
+    logger.addHandler(handler)
     try:
         settings = suite.inversion_settings("creds", s3_secret_key="rotated-secret", readiness_interval_seconds=1.0)
         running = start(settings)
@@ -653,7 +656,8 @@ def test_wrong_credentials_not_serving_until_they_work(suite, clips, tmp_path, s
         assert turned <= 1.0 + 5.0 + 0.5, turned  # one re-check period, plus one check's own time
         assert row.kept_serving
     finally:
-        logging.getLogger("pix2video.servers.common.readiness").removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
         if suite.s3.proc.poll() is None:
             suite.s3.kill()
         suite.s3.start()

@@ -260,8 +260,8 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         ticket.job_started = True
 
         def job_ended(j: asyncio.Future) -> None:
+            ticket.release()  # first: queue_depth is 0 by the time no job runs
             self.running_jobs -= 1
-            ticket.release()
             if not j.cancelled():
                 j.exception()  # retrieved: an abandoned job's error is not "never retrieved"
 
