@@ -227,8 +227,11 @@ def invert_video(
     video_id = video_id_for(frames, settings, model_identity)
     control = control or JobControl()
     locks = locks or _default_locks
-    control.video_id, control.locks = video_id, locks
-    with locks.hold(video_id), ExitStack() as held:
+    # Keyed by the store's tenant prefix too: tenant B's inversion of a clip
+    # never waits on tenant A's (the wait would tell B that A is inverting it).
+    key = getattr(store, "prefix", "") + video_id
+    control.video_id, control.locks = key, locks
+    with locks.hold(key), ExitStack() as held:
         manifest = read_manifest(store, video_id)
         if manifest is not None:
             return InversionResult(video_id, manifest, cached=True)

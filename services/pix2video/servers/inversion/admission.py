@@ -27,6 +27,7 @@ class Ticket:
         self.reserved = 0
         self.running = False
         self.job_started = False  # from then on the job's end releases the ticket
+        self.on_release: list[Callable[[], None]] = []  # e.g. the tenant's quota slot
         self.released = False
 
     def reserve(self, nbytes: int) -> None:
@@ -57,6 +58,8 @@ class Ticket:
         if self.running:
             a._slots.release()
             self.running = False
+        for release in self.on_release:
+            release()
         a.admitted -= 1
         a.on_depth(a.admitted)
 

@@ -15,6 +15,7 @@ from grpc_health.v1.health_pb2_grpc import HealthStub
 from pix2video_api.caption.v1 import caption_pb2, caption_pb2_grpc
 from pix2video_api.common.v1 import common_pb2
 from pix2video_api.depth.v1 import depth_pb2, depth_pb2_grpc
+from pix2video_client.security import TokenInterceptor
 
 from ...errors import Unavailable
 from ...retry import RetryPolicy
@@ -42,17 +43,33 @@ class RemoteStages:
         max_message_bytes: int,
         wrap_channel: Callable[[grpc.Channel], grpc.Channel] | None = None,
         retry: RetryPolicy | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: Callable[[], str] | None = None,
+        server_name: str = "",
     ):
         """``wrap_channel``: applied to each channel (tracing: client spans and
         the W3C ``traceparent`` of the current span in every call's metadata).
         ``retry``: how UNAVAILABLE / RESOURCE_EXHAUSTED answers are retried
         (depth and captions are pure functions of the frames, so a call can
-        be repeated whole); default: not at all."""
+        be repeated whole); default: not at all.
+        ``credentials``: TLS (None: plaintext); ``server_name``: the name to
+        verify in their certificates when not the address's host; ``token``:
+        returns the API token sent to both (None: none)."""
         opts = channel_options(max_message_bytes)
         wrap = wrap_channel or (lambda channel: channel)
+
+        def make(address: str) -> grpc.Channel:
+            if credentials is not None:
+                name = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+                channel = grpc.secure_channel(address, credentials, options=opts + name)
+            else:
+                channel = grpc.insecure_channel(address, options=opts)
+            if token is not None:
+                channel = grpc.intercept_channel(channel, TokenInterceptor(token))
+            return wrap(channel)
+
         self.depth_address, self.caption_address = depth_address, caption_address
-        depth_channel = wrap(grpc.insecure_channel(depth_address, options=opts))
-        caption_channel = wrap(grpc.insecure_channel(caption_address, options=opts))
+        depth_channel, caption_channel = make(depth_address), make(caption_address)
         self._depth = depth_pb2_grpc.DepthServiceStub(depth_channel)
         self._caption = caption_pb2_grpc.CaptionServiceStub(caption_channel)
         self._health = {"depth": HealthStub(depth_channel), "caption": HealthStub(caption_channel)}

@@ -23,6 +23,7 @@ from ...jobs import (
     model_identity,
     prepare_frames,
 )
+from ...store.base import ObjectStore
 from ...store.lease import new_owner
 from ...video import read_video
 from ..common.models import load_models
@@ -80,7 +81,7 @@ class InversionWorker:
         stage: StageHook | None = None,
         on_batch: BatchHook | None = None,
         control: JobControl | None = None,
-        store=None,
+        store: ObjectStore | None = None,
     ) -> InversionResult:
         """Decodes a video file and inverts it into the store (a cache hit when known).
 
@@ -141,7 +142,7 @@ class InversionWorker:
             return invert_video(
                 prepared,
                 settings,
-                store=store if store is not None else self.store_io,
+                store=self.store_io if store is None else store,
                 model_identity=model_identity(self.models),
                 depth_fn=in_stage("depth", depth_fn),
                 caption_fn=in_stage("caption", caption_fn),
