@@ -42,7 +42,9 @@ from pix2video.store import StoredVideo, read_manifest
 from pix2video.store.gc import collect
 from pix2video.store.lease import Lease, read_lease
 from pix2video.store.s3 import S3Store
+from pix2video.store.tenant import TenantStore
 from pix2video.store.videos import manifest_key
+from pix2video.tenancy import DEFAULT_TENANT
 from pix2video.video import make_sample_frames, read_video, write_video
 from pix2video_api.inversion.v1 import inversion_pb2 as pb
 from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
@@ -198,8 +200,13 @@ def clips(tmp_path_factory):
     return tmp_path_factory.mktemp("clips")
 
 
-def _store(s3: S3Process, prefix: str) -> S3Store:
+def _bare(s3: S3Process, prefix: str) -> S3Store:
     return S3Store(dataclasses.replace(s3.settings, prefix=prefix))
+
+
+def _store(s3: S3Process, prefix: str) -> TenantStore:
+    """What the service writes for its callers here: the default tenant's view."""
+    return TenantStore(_bare(s3, prefix), DEFAULT_TENANT)
 
 
 def _invert(port: int, path: Path, timeout: float = 60.0, on_progress=None, stall=None):
@@ -346,7 +353,7 @@ def test_s3_killed_mid_inversion(suite, clips, reference, stage, start):
             status, info, _, _ = _invert(running.port, clip, timeout=90)  # the retry finishes it
             assert status == "OK", status
         _assert_same_video(store, ref_store, video_id)
-        report = collect(store, grace=0)
+        report = collect(_bare(suite.s3, prefix), grace=0)  # the CronJob's way: every tenant on the bare store
         assert _orphans(store, video_id) == []
         assert not list(store.list("leases/"))
         row.status = first if first == "OK" else f"{first}, then OK on retry"
