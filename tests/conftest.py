@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore")
 torch.set_num_threads(2)
-pytest_plugins = ["s3_fixture"]
+pytest_plugins = ["s3_fixture", "reliability"]
 
 
 @pytest.fixture(scope="session")

@@ -803,3 +803,40 @@ def test_values_documented_field_by_field():
                 undocumented.append(f"{i}: {line.strip()}")
         prev = line
     assert undocumented == [], undocumented
+
+
+# -- store clean-up -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_store_gc_cronjob_runs_the_command_with_the_services_store(rendered, name):
+    """The CronJob runs `pix2video store gc` with arguments its parser takes and an
+    environment that builds the store settings the services use (same endpoint,
+    bucket, prefix, credentials Secret)."""
+    from pix2video.commands.store import StoreCommandSettings, _parser
+
+    objs = rendered[name]
+    (job,) = of_kind(objs, "CronJob")
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert c["command"][:3] == ["pix2video", "store", "gc"]
+    args, rest = _parser().parse_known_args(c["command"][2:])
+    assert args.action == "gc" and rest == []
+    env = resolve_env(c, objs, "store-gc-x")
+    assert unknown_variables(StoreCommandSettings, env) == []
+    gc = load_settings(StoreCommandSettings, [], env=env)
+    inversion = container(workloads(objs)["inversion"])
+    inv = load_settings(InversionServerSettings, [], env=resolve_env(inversion, objs, "i"))
+    for field in ("store", "s3_endpoint", "s3_bucket", "s3_prefix", "s3_secure", "s3_access_key", "s3_secret_key"):
+        assert getattr(gc, field) == getattr(inv, field), field
+    assert c["image"] == container(workloads(objs)["inversion"])["image"]
+
+
+def test_store_gc_cronjob_can_be_turned_off_and_takes_retention():
+    objs = ht.template(set_values=["storeGc.enabled=false"])
+    assert not of_kind(objs, "CronJob")
+    objs = ht.template(set_values=["storeGc.retention=30d", "storeGc.dryRun=true"])
+    (job,) = of_kind(objs, "CronJob")
+    command = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[3:] == ["--grace", "6h", "--retention", "30d", "--dry-run"]

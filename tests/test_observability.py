@@ -369,8 +369,9 @@ def test_requests_and_frames_by_rpc_and_status_code(scraped):
 
 def test_store_operations_by_kind_and_result_with_latency(scraped):
     inv, ed = scraped["inversion"], scraped["editor"]
-    # The inversion wrote every frame object, then the manifest; it looked for the manifest first.
-    assert sample(inv, "pix2video_store_operations_total", operation="put", result="ok") == FRAMES + 1
+    # The inversion claimed the video's lease, wrote every frame object, then the manifest; it looked
+    # for the manifest first. (A job this short renews its lease never.)
+    assert sample(inv, "pix2video_store_operations_total", operation="put", result="ok") == FRAMES + 2
     assert sample(inv, "pix2video_store_operations_total", operation="get", result="not_found") >= 1
     assert sample(inv, "pix2video_store_operations_total", operation="put", result="error") == 0
     assert sample(inv, "pix2video_store_bytes_total", operation="put") > 0
@@ -518,8 +519,12 @@ def test_one_trace_spans_the_client_and_every_service(job):
         assert parent(client).name == stage and parent(parent(client)) is inv_server
     for stage in ("decode", "inversion", "store"):
         assert inv_server in ancestors(one(stage, svc="pix2video-inversion")), stage
-    # inversion -> store: every frame object and the manifest.
+    # inversion -> store: every frame object and the manifest, in the store stage; the lease
+    # claim before it, in the job.
     puts = [s for s in mine if s.name == "store put"]
+    lease = [s for s in puts if s.attributes["pix2video.store.key"].startswith("leases/")]
+    assert len(lease) == 1 and inv_server in ancestors(lease[0])
+    puts = [s for s in puts if s not in lease]
     assert len(puts) == FRAMES + 1 and all(parent(s).name == "store" for s in puts)
     # SDK -> editor, with one span per edited frame under the call.
     ed_client = one("pix2video.editor.v1.EditorService/Edit", SpanKind.CLIENT)

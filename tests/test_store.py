@@ -332,4 +332,4 @@ def test_concurrent_invert_of_same_video_runs_once(tmp_path, frames):
 
     from pix2video import jobs
 
-    assert results[0].video_id not in jobs._locks  # per-video locks are not kept forever
+    assert results[0].video_id not in jobs._default_locks._locks  # per-video locks are not kept forever

@@ -25,7 +25,8 @@ from .client import (
     upload_requests,
 )
 from .edit_stream import EditProgress
-from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .errors import Pix2VideoClientError, from_rpc_error
+from .retry import Deadline, next_delay
 from .security import ChannelSecurity
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
@@ -99,13 +100,16 @@ class AsyncPix2VideoClient:
             rpc.end()
 
     async def _retrying(self, call):
+        """``await call(timeout)`` retried under the SDK's policy (see :mod:`.retry`)."""
+        deadline = Deadline(self.timeout)
         for attempt in range(self.retries + 1):
             try:
-                return await call()
+                return await call(deadline.left())
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or attempt == self.retries:
+                delay = next_delay(exc, attempt, self.backoff)
+                if delay is None or attempt == self.retries or not deadline.allows(delay):
                     raise from_rpc_error(exc) from None
-                await asyncio.sleep(self.backoff * 2**attempt)
+                await asyncio.sleep(delay)
 
     async def invert(
         self,
@@ -121,11 +125,11 @@ class AsyncPix2VideoClient:
 
         rpc = self._tracer.rpc(INVERT)
 
-        async def call():
+        async def call(timeout):
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
             metadata = self._security.metadata(rpc.metadata)
-            async for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=metadata):
+            async for resp in self.inversion.Invert(requests, timeout=timeout, metadata=metadata):
                 if resp.HasField("progress") and progress:
                     progress(STAGE_NAMES.get(resp.progress.stage, "unknown"), resp.progress.done, resp.progress.total)
                 elif resp.HasField("result"):
@@ -137,10 +141,10 @@ class AsyncPix2VideoClient:
     async def get_video(self, video_id: str) -> VideoInfo:
         rpc = self._tracer.rpc(GET_VIDEO)
 
-        async def call():
+        async def call(timeout):
             req = inversion_pb2.GetVideoRequest(video_id=video_id)
             metadata = self._security.metadata(rpc.metadata)
-            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=self.timeout, metadata=metadata))
+            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=timeout, metadata=metadata))
 
         return await self._traced(rpc, lambda: self._retrying(call))
 

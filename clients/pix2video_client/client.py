@@ -16,7 +16,8 @@ from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
 from .edit_stream import EditProgress
 from .enums import STAGE
-from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .errors import Pix2VideoClientError, from_rpc_error
+from .retry import Deadline, next_delay
 from .security import ChannelSecurity
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
@@ -133,7 +134,9 @@ class Pix2VideoClient:
             yet received (the same frames as an undisturbed run).
         timeout: deadline in seconds of each inversion call (None: no deadline).
         retries: attempts after the first for idempotent calls and edit resumes,
-            on UNAVAILABLE, with exponential backoff from ``backoff`` seconds.
+            on UNAVAILABLE (inversion calls also on a full queue that sent a retry
+            hint), with exponential backoff and jitter from ``backoff`` seconds,
+            inside the call's ``timeout`` (see :mod:`.retry`).
         credentials: TLS channel credentials (None: plaintext, unless tls_* files are given).
         token: API token sent as ``authorization: Bearer`` on every call (a
             string or a callable returning one; None: ``$PIX2VIDEO_TOKEN``, if set).
@@ -196,14 +199,18 @@ class Pix2VideoClient:
     def __exit__(self, *exc):
         self.close()
 
-    def _retrying(self, call: Callable[[], object]):
+    def _retrying(self, call: Callable[[float | None], object]):
+        """``call(timeout)`` retried under the SDK's policy (see :mod:`.retry`);
+        ``timeout`` is what is left of the call's deadline."""
+        deadline = Deadline(self.timeout)
         for attempt in range(self.retries + 1):
             try:
-                return call()
+                return call(deadline.left())
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or attempt == self.retries:
+                delay = next_delay(exc, attempt, self.backoff)
+                if delay is None or attempt == self.retries or not deadline.allows(delay):
                     raise from_rpc_error(exc) from None
-                time.sleep(self.backoff * 2**attempt)
+                time.sleep(delay)
 
     # -- inversion ----------------------------------------------------------
 
@@ -217,18 +224,19 @@ class Pix2VideoClient:
     ) -> VideoInfo:
         """Inverts a local video file (uploaded) or, with ``key=True`` or when no
         such file exists, a video already in the service's object store.
-        Idempotent, so retried on UNAVAILABLE."""
+        Idempotent, so retried on UNAVAILABLE and on a full queue's
+        RESOURCE_EXHAUSTED (see :mod:`.retry`), inside ``timeout`` overall."""
         options = options or InversionOptions()
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
         rpc = self._tracer.rpc(INVERT)
 
-        def call():
+        def call(timeout):
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
             metadata = self._security.metadata(rpc.metadata)
-            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=metadata):
+            for resp in self.inversion.Invert(requests, timeout=timeout, metadata=metadata):
                 if resp.HasField("progress") and progress:
                     p = resp.progress
                     progress(STAGE_NAMES.get(p.stage, "unknown"), p.done, p.total)
@@ -244,10 +252,8 @@ class Pix2VideoClient:
         return traced(
             rpc,
             lambda: self._retrying(
-                lambda: VideoInfo.from_proto(
-                    self.inversion.GetVideo(
-                        request, timeout=self.timeout, metadata=self._security.metadata(rpc.metadata)
-                    )
+                lambda timeout: VideoInfo.from_proto(
+                    self.inversion.GetVideo(request, timeout=timeout, metadata=self._security.metadata(rpc.metadata))
                 )
             ),
         )

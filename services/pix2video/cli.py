@@ -55,6 +55,7 @@ COMMANDS = {
     "build-tiny": "build_tiny",
     "eval": "eval",
     "compare": "compare",
+    "store": "store",
 }
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from contextlib import contextmanager
+import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
@@ -21,8 +22,9 @@ import torch
 from .engine.checks import check_num_steps, check_prompt
 from .engine.depth import check_depth_resize
 from .engine.images import RESIZE_MODES, check_resolution, fit_frame
-from .errors import InvalidInput
+from .errors import InvalidInput, Pix2VideoError
 from .store import Manifest, ObjectStore, read_manifest, write_video_record
+from .store.lease import Lease
 
 MAX_FRAMES = 10_000
 
@@ -110,26 +112,103 @@ class InversionResult:
     cached: bool  # True when the store already held this video
 
 
-# One lock per video id, so concurrent requests for the same video do the work
-# once. Entries are counted and dropped when the last holder leaves, so a
-# long-running service does not keep one lock per video it ever saw.
-_locks: dict[str, list] = {}  # video id -> [lock, holders and waiters]
-_locks_guard = threading.Lock()
+class VideoLocks:
+    """One lock per video id, so concurrent requests for the same video in one
+    process do the work once. Entries are counted and dropped when the last
+    holder leaves, so a long-running service does not keep one lock per video
+    it ever saw. Each inversion worker has its own (replicas in one test
+    process then coordinate only through the store, as separate ones do)."""
+
+    def __init__(self):
+        self._locks: dict[str, list] = {}  # video id -> [lock, holders and waiters]
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, video_id: str) -> Iterator[None]:
+        with self._guard:
+            entry = self._locks.setdefault(video_id, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[video_id]
+
+    def interested(self, video_id: str) -> int:
+        """Requests in this process holding or waiting for ``video_id``."""
+        with self._guard:
+            entry = self._locks.get(video_id)
+            return entry[1] if entry else 0
 
 
-@contextmanager
-def _video_lock(video_id: str) -> Iterator[None]:
-    with _locks_guard:
-        entry = _locks.setdefault(video_id, [threading.Lock(), 0])
-        entry[1] += 1
-    try:
-        with entry[0]:
-            yield
-    finally:
-        with _locks_guard:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del _locks[video_id]
+_default_locks = VideoLocks()
+
+
+class JobCancelled(Pix2VideoError):
+    """The job's caller went away and no other caller waits for the same video."""
+
+
+class JobControl:
+    """How a caller stops its job: ``cancel()`` when it goes away; the job calls
+    ``checkpoint()`` between stages and batches, which raises JobCancelled
+    unless another request of this process waits for the same video."""
+
+    def __init__(self):
+        self._gone = threading.Event()
+        self.video_id: str | None = None  # set once the frames are hashed
+        self.locks: VideoLocks | None = None
+
+    def cancel(self) -> None:
+        self._gone.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._gone.is_set()
+
+    def checkpoint(self) -> None:
+        if not self._gone.is_set():
+            return
+        if self.video_id is not None and self.locks is not None and self.locks.interested(self.video_id) > 1:
+            return  # another caller waits for this video: run on for it
+        raise JobCancelled("the caller went away")
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """One job per video across processes sharing a store (see :mod:`.store.lease`).
+
+    owner: this process's name in the lease. ttl: seconds a lease lives unless
+    renewed. poll: seconds between looks while another owner's job runs.
+    """
+
+    owner: str
+    ttl: float = 30.0
+    poll: float = 0.5
+    settle: float = 0.2
+
+
+def _claim_or_wait(store, video_id: str, policy: LeasePolicy, control: JobControl) -> Lease | Manifest:
+    """Our lease on the video, or the manifest another owner's job wrote while we waited.
+
+    A holder that dies stops renewing; its lease expires and we take over.
+    """
+    lease = Lease(store, "videos/" + video_id, policy.owner, policy.ttl, settle=policy.settle)
+    while True:
+        if lease.try_acquire():
+            # It may have finished between our manifest check and the claim.
+            manifest = read_manifest(store, video_id)
+            if manifest is not None:
+                lease.release()
+                return manifest
+            return lease
+        control.checkpoint()
+        time.sleep(policy.poll)
+        manifest = read_manifest(store, video_id)
+        if manifest is not None:
+            return manifest
 
 
 def invert_video(
@@ -143,6 +222,9 @@ def invert_video(
     invert_fn: Callable[..., torch.Tensor],
     fps: float = 25.0,
     on_stage: Callable[[str], None] | None = None,
+    control: JobControl | None = None,
+    locks: VideoLocks | None = None,
+    lease: LeasePolicy | None = None,
 ) -> InversionResult:
     """Inverts prepared frames into ``store`` unless it already holds them.
 
@@ -154,24 +236,43 @@ def invert_video(
         invert_fn: ``(frames, depth, prompt, num_steps) -> x_T``.
         on_stage: called with ``depth``, ``caption``, ``inversion``, ``store``
             as each stage starts (progress reporting).
+        control: lets the caller stop the job between stages (and, through
+            ``invert_fn``, between batches); see :class:`JobControl`.
+        locks: this process's per-video locks (default: one set per process).
+        lease: also hold a lease in ``store``, so that another process given
+            the same video waits for this job and answers from its manifest.
     """
     video_id = video_id_for(frames, settings, model_identity)
+    control = control or JobControl()
+    locks = locks or _default_locks
     # Keyed by the store's tenant prefix too: tenant B's inversion of a clip
     # never waits on tenant A's (the wait would tell B that A is inverting it).
-    with _video_lock(getattr(store, "prefix", "") + video_id):
+    key = getattr(store, "prefix", "") + video_id
+    control.video_id, control.locks = key, locks
+    with locks.hold(key), ExitStack() as held:
         manifest = read_manifest(store, video_id)
         if manifest is not None:
             return InversionResult(video_id, manifest, cached=True)
+        if lease is not None:
+            claim = _claim_or_wait(store, video_id, lease, control)
+            if isinstance(claim, Manifest):
+                return InversionResult(video_id, claim, cached=True)
+            held.enter_context(claim.heartbeat())
         stage = on_stage or (lambda _name: None)
-        stage("depth")
+
+        def stage_checked(name: str) -> None:
+            control.checkpoint()
+            stage(name)
+
+        stage_checked("depth")
         depth = depth_fn(frames)
         prompt = settings.source_prompt
         if prompt is None:
-            stage("caption")
+            stage_checked("caption")
             prompt = caption_fn(frames[:1])[0]
-        stage("inversion")
+        stage_checked("inversion")
         latents = invert_fn(frames, depth, prompt, settings.num_steps)
-        stage("store")
+        stage_checked("store")
         manifest = Manifest(
             video_id=video_id,
             num_frames=len(frames),

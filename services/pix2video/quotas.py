@@ -120,3 +120,13 @@ class CountedStore(ObjectStore):
 
     def delete_prefix(self, prefix: str) -> None:
         self.inner.delete_prefix(prefix)
+
+    # Leases and clean-up (store/lease.py, store/gc.py) go through the view too.
+    def list(self, prefix: str = ""):
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def check(self) -> None:
+        self.inner.check()

@@ -70,6 +70,7 @@ def read_video(
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     limits: FrameLimits | None = None,
     label: str | None = None,
+    frame_limit: int | None = None,
 ) -> tuple[list[np.ndarray], VideoInfo]:
     """All frames of the first video stream as (H, W, 3) uint8 RGB arrays.
 
@@ -84,6 +85,9 @@ def read_video(
     any frame is decoded, and the decoder refuses larger frames itself.
     ``label`` names the input in messages (default: its path; servers pass a
     name that reveals no local path).
+    ``max_frames`` keeps the first frames only; ``frame_limit`` rejects a clip
+    with more frames (InvalidInput naming ``max_frames``): at once when the
+    container declares its frame count, else as soon as decoding passes it.
     """
     import av
 
@@ -122,8 +126,12 @@ def read_video(
                 limits.check(cc.width, cc.height, "input")
                 cc.options = {**cc.options, "max_pixels": str(limits.max_pixels)}
                 fps = float(stream.average_rate or stream.guessed_rate or 25)
+                if frame_limit and (stream.frames or 0) > frame_limit:
+                    raise InvalidInput(f"video: {stream.frames} frames, more than max_frames={frame_limit}")
                 frames, source_hw = [], None
                 for frame in container.decode(stream):
+                    if frame_limit and len(frames) >= frame_limit:
+                        raise InvalidInput(f"video: more than max_frames={frame_limit} frames")
                     # A stream may change size mid-way: every frame is checked before conversion.
                     limits.check(frame.width, frame.height, "input")
                     rgb = frame.to_ndarray(format="rgb24")

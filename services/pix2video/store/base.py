@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator
 
 from ..errors import InvalidInput
 from ..limits import echo
@@ -49,6 +51,15 @@ def check_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the store), size and last write (Unix seconds)."""
+
+    key: str
+    size: int
+    modified: float
+
+
 class ObjectStore(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
@@ -65,3 +76,19 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete_prefix(self, prefix: str) -> None:
         """Deletes every key under ``prefix`` (used to clear half-written videos)."""
+
+    # The operations below serve clean-up, leases and readiness; they are not
+    # abstract so that a store written before them still loads (and says what
+    # it lacks when one is used).
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` ("" = all), in no set order."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its objects")
+
+    def delete(self, key: str) -> None:
+        """Deletes the one object ``key`` (nothing if absent)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete single objects")
+
+    def check(self) -> None:  # noqa: B027 - optional, with nothing to check by default
+        """Raises :class:`~pix2video.errors.Unavailable` unless the store can be used
+        now (readiness checks); the default has nothing to check."""

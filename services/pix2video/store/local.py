@@ -6,12 +6,13 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from pix2video_client.atomic import write_bytes_atomic
 
 from ..errors import NotFound, Unavailable
 from ..limits import echo
-from .base import ObjectStore, check_key
+from .base import ObjectInfo, ObjectStore, check_key
 
 
 class LocalDiskStore(ObjectStore):
@@ -52,6 +53,29 @@ class LocalDiskStore(ObjectStore):
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue  # a put in progress (or one that died): not an object
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        continue  # deleted while listing
+                    yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if path.is_file():
+            path.unlink(missing_ok=True)
+
+    def check(self) -> None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise Unavailable(f"local store at {str(self.root)!r} is not a writable folder")
 
     def usage_bytes(self, prefix: str) -> int:
         """Bytes stored under ``prefix`` (storage quotas)."""

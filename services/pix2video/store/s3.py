@@ -37,9 +37,9 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 from minio.helpers import check_bucket_name
 from urllib3.util import Retry, Timeout
 
-from ..errors import InvalidInput, NotFound, Unavailable
+from ..errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
 from ..limits import echo
-from .base import ObjectStore, check_key
+from .base import ObjectInfo, ObjectStore, check_key
 
 # S3 caps object names at 1024 bytes of UTF-8.
 MAX_OBJECT_NAME_BYTES = 1024
@@ -60,6 +60,12 @@ _FALSE = {"0", "false", "no", "off"}
 class StoreUnavailable(Unavailable):
     """The object store could not be reached or refused the request
     (connection, credentials, bucket, server errors); not a missing key."""
+
+
+class StoreDenied(StoreUnavailable, FailedPrecondition):
+    """The store refused the credentials or their permissions: retrying does
+    not help until someone fixes the configuration (FAILED_PRECONDITION at the
+    gRPC edge, which clients do not retry)."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,8 @@ class S3Store(ObjectStore):
             public = type(exc).__name__
             reason = f"{type(exc).__name__}: {exc}"
         what = f"{op} of {key!r}" if key is not None else op
-        return StoreUnavailable(
+        kind = StoreDenied if isinstance(exc, S3Error) and exc.code in _AUTH_CODES else StoreUnavailable
+        return kind(
             f"object store unavailable: {op} failed: {public}",
             detail=_one_line(f"S3 {what} failed at {self._where()}: {reason}"),
         )
@@ -329,6 +336,24 @@ class S3Store(ObjectStore):
                 return False
             raise
         return True
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        if prefix:
+            check_key(prefix.rstrip("/"))
+        name = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        self.ensure_bucket("list", prefix)
+        with self._errors("list", prefix):
+            for obj in self.client.list_objects(self.settings.bucket, prefix=name, recursive=True):
+                if obj.object_name and not obj.is_dir:
+                    modified = obj.last_modified.timestamp() if obj.last_modified else 0.0
+                    yield ObjectInfo(obj.object_name[skip:], obj.size or 0, modified)
+
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        self.ensure_bucket("delete", key)
+        with self._errors("delete", key):
+            self.client.remove_object(self.settings.bucket, name)
 
     def usage_bytes(self, prefix: str) -> int:
         """Bytes stored under ``prefix`` (storage quotas; one listing)."""

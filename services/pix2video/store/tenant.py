@@ -8,8 +8,10 @@ same answer as for a key that never existed).
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from ..tenancy import check_tenant
-from .base import ObjectStore, check_key
+from .base import ObjectInfo, ObjectStore, check_key
 
 
 def tenant_prefix(tenant: str) -> str:
@@ -38,3 +40,13 @@ class TenantStore(ObjectStore):
 
     def delete_prefix(self, prefix: str) -> None:
         self.store.delete_prefix(self._key(prefix.rstrip("/")) + "/")
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for info in self.store.list(self.prefix + prefix):
+            yield ObjectInfo(info.key[len(self.prefix) :], info.size, info.modified)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(self._key(key))
+
+    def check(self) -> None:
+        self.store.check()

@@ -90,3 +90,13 @@ class ObservedStore(ObjectStore):
 
     def delete_prefix(self, prefix: str) -> None:
         self._run("delete_prefix", prefix, self.inner.delete_prefix, prefix)
+
+    # Clean-up, leases and readiness (not counted: rare, and not on a request's path).
+    def list(self, prefix: str = ""):
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def check(self) -> None:
+        self.inner.check()

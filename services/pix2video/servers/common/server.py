@@ -25,6 +25,7 @@ from .auth import AuthInterceptor, authenticator
 from .errors import ErrorInterceptor
 from .health import HealthServicer
 from .metrics import MetricsEndpoint, start_metrics_endpoint
+from .readiness import Readiness
 from .reflection import enable_reflection
 from .settings import ServerSettings
 from .telemetry import Telemetry
@@ -49,6 +50,7 @@ class RunningServer:
     health_server: grpc.aio.Server | None = None  # plaintext, health only (health_port)
     health_port: int | None = None
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    readiness: Readiness | None = None  # dependency checks behind the health status
 
     @property
     def metrics_port(self) -> int | None:
@@ -62,6 +64,8 @@ class RunningServer:
 
     async def stop(self) -> None:
         """Reports NOT_SERVING (load balancers drain), then lets calls finish."""
+        if self.readiness is not None:
+            self.readiness.stop()
         await self.set_serving(False)
         await self.server.stop(self.settings.grace_seconds)
         if self.health_server is not None:
@@ -87,9 +91,11 @@ async def start_server(
     add_servicers: AddServicers,
     warmup: Callable[[], Awaitable[None]] | None = None,
     telemetry: Telemetry | None = None,
+    readiness: Readiness | None = None,
 ) -> RunningServer:
     """Starts listening at once (health answers NOT_SERVING, metrics are
-    served), runs ``warmup``, then reports SERVING.
+    served), runs ``warmup``, then reports SERVING (with ``readiness``: once
+    its dependency checks pass, and re-checked periodically after).
 
     ``telemetry``: the service's metrics and tracing (default: new ones named
     ``pix2video``); its calls are counted and, with tracing on, traced.
@@ -138,7 +144,11 @@ async def start_server(
                 running.metrics_endpoint.close()
             telemetry.tracing.shutdown()
             raise
-    await running.set_serving(True)
+    if readiness is not None:
+        running.readiness = readiness
+        await readiness.start(running.set_serving, ", ".join(names))
+    else:
+        await running.set_serving(True)
     log.info(
         "serving %s on port %d (%s, %s; metrics: %s)",
         ", ".join(names),

@@ -40,8 +40,12 @@ class StoreSettingsMixin:
     """S3 region (none: the endpoint's default)."""
     s3_prefix: str = ""
     """Key prefix of every object in the bucket."""
+    readiness_interval_seconds: float = 10.0
+    """How often the store (and the service's other dependencies) are re-checked for the health status."""
 
     def check_store(self) -> None:
+        if not self.readiness_interval_seconds > 0:
+            raise InvalidInput(f"readiness_interval_seconds: must be > 0, got {self.readiness_interval_seconds}")
         if self.store not in STORE_KINDS:
             raise InvalidInput(f"store: must be one of {', '.join(STORE_KINDS)}; got {self.store!r}")
         if self.store == "local" and not self.store_dir:

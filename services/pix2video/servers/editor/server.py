@@ -19,6 +19,7 @@ from ...store.tenant import TenantStore
 from ...tenancy import current_tenant
 from ..common.convert import array_to_image, check_output_format
 from ..common.metrics import BATCH_BUCKETS
+from ..common.readiness import Readiness
 from ..common.server import RunningServer, start_server
 from ..common.telemetry import Telemetry
 from .settings import EditorServerSettings
@@ -301,7 +302,9 @@ async def build(settings: EditorServerSettings, worker: EditorWorker | None = No
         await asyncio.to_thread(worker.warmup)
         worker.start()
 
-    running = await start_server(settings, add, warmup=warmup, telemetry=telemetry)
+    # Readiness: SERVING only while the store answers with these credentials and bucket.
+    readiness = Readiness({"store": worker.store.check}, settings.readiness_interval_seconds)
+    running = await start_server(settings, add, warmup=warmup, telemetry=telemetry, readiness=readiness)
     running.servicer = servicer
 
     async def stop_worker():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,16 +21,20 @@ from pix2video_client.enums import RESIZE, STAGE, from_proto
 from pix2video_client.options import DEFAULT_HEIGHT, DEFAULT_NUM_STEPS, DEFAULT_WIDTH
 from pix2video_client.security import TokenFile, channel_credentials
 
-from ...errors import InvalidInput, NotFound
-from ...jobs import InversionSettings
+from ...errors import Busy, InvalidInput, NotFound
+from ...jobs import InversionSettings, JobControl
 from ...limits import MAX_FILE_NAME, check_object_key, check_text, check_video_id, echo
 from ...quotas import ConcurrencyQuota, CountedStore, StorageQuota
+from ...retry import deadline as retry_deadline
 from ...store import read_manifest
+from ...store.retrying import RetryingStore
 from ...store.tenant import TenantStore, tenant_prefix
 from ...tenancy import current_tenant
 from ..common.metrics import BATCH_BUCKETS, observe_many
+from ..common.readiness import Readiness
 from ..common.server import RunningServer, start_server
 from ..common.telemetry import Telemetry
+from .admission import Admission, Ticket
 from .remote import RemoteStages
 from .settings import InversionServerSettings
 from .worker import InversionWorker
@@ -61,7 +64,8 @@ class InversionMetrics:
         self.jobs = m.counter("pix2video_inversion_jobs_total", "Inversion jobs, by result.", ["result"])
         self.queue_depth = m.gauge(
             "pix2video_inversion_queue_depth",
-            "Inversion requests in progress or waiting (for the device or the upload).",
+            "Inversion jobs on this replica, running or waiting (uploading, or for a running slot); "
+            "an abandoned job counts until it stops.",
         )
         for name in JOB_STAGES:
             self.stage_seconds.labels(name)
@@ -116,6 +120,9 @@ def video_info(manifest, cached: bool) -> pb.VideoInfo:
     )
 
 
+RETRY_AFTER_KEY = "pix2video-retry-after-ms"
+
+
 class InversionServicer(pb_grpc.InversionServiceServicer):
     def __init__(
         self,
@@ -128,6 +135,16 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         self.stages = stages
         self.settings = settings
         self.metrics = metrics or InversionMetrics(Telemetry(settings, "inversion"))
+        self.admission = Admission(
+            settings.max_running_jobs,
+            settings.max_waiting_jobs,
+            settings.max_temp_bytes,
+            settings.retry_after_seconds,
+            settings.upload_dir,
+            on_depth=self.metrics.queue_depth.set,
+        )
+        self.running_jobs = 0  # job threads alive, abandoned ones included (tests and the log read it)
+
         self.running_quota = ConcurrencyQuota("max_inversions_per_tenant", settings.max_inversions_per_tenant)
         self.storage_quota = StorageQuota(
             "max_stored_bytes_per_tenant",
@@ -140,20 +157,22 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         tenant = current_tenant()
         return TenantStore(CountedStore(self.worker.store_io, self.storage_quota, tenant), tenant)
 
-    async def _receive_file(self, start: pb.InvertStart, requests, folder: str, store) -> str:
+    async def _receive_file(self, start: pb.InvertStart, requests, ticket: Ticket, context, store) -> str:
         """The video as a local file: the upload's chunks, or the store object.
 
         The file's name is fixed: the client's file name is only a label (the
         container is probed from the bytes when the file is read)."""
-        path = os.path.join(folder, "input")
+        path = os.path.join(ticket.folder, "input")
         if start.HasField("object_key"):
             key = check_object_key(start.object_key, "start.object_key")
             try:
-                data = await asyncio.to_thread(store.get, key)
+                with retry_deadline(context.time_remaining()):
+                    data = await asyncio.to_thread(store.get, key)
             except NotFound as exc:
                 raise NotFound(f"start.object_key: no object {echo(key)}", detail=exc.detail) from None
             except InvalidInput as exc:
                 raise InvalidInput(f"start.object_key: {exc}") from None
+            ticket.reserve(len(data))
             Path(path).write_bytes(data)
             return path
         if not start.HasField("upload"):
@@ -162,6 +181,9 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         limit = self.settings.max_upload_bytes
         if start.upload.size_bytes < 0 or start.upload.size_bytes > limit:
             raise InvalidInput(f"start.upload.size_bytes: must be in [0, {limit}], got {start.upload.size_bytes}")
+        # A declared size is reserved up front: a stalled upload holds its share
+        # of the disk bound from the start, so stalls cannot over-commit it.
+        ticket.reserve(start.upload.size_bytes)
         size = 0
         with open(path, "wb") as f:
             async for req in requests:
@@ -170,6 +192,8 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
                 size += len(req.chunk)
                 if size > limit:
                     raise InvalidInput(f"upload: exceeds max_upload_bytes={limit}")
+                if size > ticket.reserved:
+                    ticket.reserve(size - ticket.reserved)
                 f.write(req.chunk)
         if start.upload.size_bytes and size != start.upload.size_bytes:
             raise InvalidInput(f"upload: received {size} bytes, start.upload.size_bytes said {start.upload.size_bytes}")
@@ -178,21 +202,33 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         return path
 
     async def Invert(self, request_iterator, context):
-        self.metrics.queue_depth.inc()
+        try:
+            ticket = self.admission.admit()
+        except Busy:
+            self._retry_hint(context)
+            raise
         result = "failed"
         try:
-            async for response in self._invert(request_iterator):
+            async for response in self._invert(request_iterator, context, ticket):
                 if response.HasField("result"):
                     result = "cached" if response.result.cached else "inverted"
                 yield response
         except (asyncio.CancelledError, GeneratorExit):
-            result = "cancelled"  # the client went away (the job itself may finish and be cached)
+            result = "cancelled"  # the client went away; its job stops at its next batch
+            raise
+        except Busy:
+            self._retry_hint(context)
             raise
         finally:
-            self.metrics.queue_depth.dec()
             self.metrics.jobs.labels(result).inc()
+            if not ticket.job_started:
+                ticket.release()  # otherwise the job's end releases it
 
-    async def _invert(self, request_iterator):
+    def _retry_hint(self, context) -> None:
+        ms = int(self.settings.retry_after_seconds * 1000)
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(ms)),))
+
+    async def _invert(self, request_iterator, context, ticket: Ticket):
         requests = request_iterator.__aiter__()
         try:
             first = await requests.__anext__()
@@ -204,29 +240,31 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         settings = settings_from_proto(start.settings)
         tenant, store = current_tenant(), self.tenant_store()
         await asyncio.to_thread(self.storage_quota.check, tenant)
-        release = self.running_quota.acquire(tenant)
-        jobs: list = []  # _run puts the job here once started; from then on the job holds the slot
-        try:
-            async for response in self._run(start, settings, requests, store, release, jobs):
-                yield response
-        finally:
-            if not jobs:
-                release()
-
-    async def _run(self, start, settings, requests, store, release, jobs: list):
+        # The tenant's slot is held until its job ends, even after its client left.
+        ticket.on_release.append(self.running_quota.acquire(tenant))
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 
         def progress(stage: str, done: int, total: int) -> None:
             loop.call_soon_threadsafe(events.put_nowait, pb.Progress(stage=STAGE[stage], done=done, total=total))
 
-        with tempfile.TemporaryDirectory(prefix="pix2video-upload-") as folder:
-            progress("decode", 0, 0)
-            with self.metrics.stage("receive"):
-                path = await self._receive_file(start, requests, folder, store)
-            job = asyncio.ensure_future(
-                asyncio.to_thread(
-                    self.worker.invert_file,
+        progress("decode", 0, 0)
+        upload_limit = self.settings.upload_timeout_seconds
+        with self.metrics.stage("receive"):
+            try:
+                path = await asyncio.wait_for(self._receive_file(start, requests, ticket, context, store), upload_limit)
+            except asyncio.TimeoutError:
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"upload: not complete within upload_timeout_seconds={upload_limit:g}",
+                )
+        await ticket.run_slot()
+        control = JobControl()
+        left = context.time_remaining()
+
+        def run_job():
+            with retry_deadline(left):  # depth, caption and store retries stay inside the call's deadline
+                return self.worker.invert_file(
                     path,
                     settings,
                     start.settings.max_frames,
@@ -235,31 +273,41 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
                     progress,
                     self.metrics.stage,
                     self.metrics.on_batch,
+                    control=control,
                     store=store,
                 )
-            )
-            # The tenant's slot is held until the job ends, even after its client left.
-            jobs.append(job)
-            job.add_done_callback(lambda _job: release())
-            try:
-                while not (job.done() and events.empty()):
-                    getter = asyncio.ensure_future(events.get())
-                    await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
-                    if getter.done():
-                        yield pb.InvertResponse(progress=getter.result())
-                    else:
-                        getter.cancel()
-                result = job.result()
-            finally:
-                if not job.done():
-                    # The client went away; the job finishes in its thread (it may
-                    # serve a concurrent request for the same video) and is cached.
-                    job.add_done_callback(lambda j: j.exception())
+
+        self.running_jobs += 1
+        job = asyncio.ensure_future(asyncio.to_thread(run_job))
+        ticket.job_started = True
+
+        def job_ended(j: asyncio.Future) -> None:
+            ticket.release()  # first: queue_depth is 0 by the time no job runs
+            self.running_jobs -= 1
+            if not j.cancelled():
+                j.exception()  # retrieved: an abandoned job's error is not "never retrieved"
+
+        job.add_done_callback(job_ended)
+        try:
+            while not (job.done() and events.empty()):
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield pb.InvertResponse(progress=getter.result())
+                else:
+                    getter.cancel()
+            result = job.result()
+        finally:
+            if not job.done():
+                # The client went away: the job stops at its next batch, unless
+                # another request waits for the same video (then it runs on).
+                control.cancel()
         yield pb.InvertResponse(result=video_info(result.manifest, result.cached))
 
     async def GetVideo(self, request, context):
         video_id = check_video_id(request.video_id)
-        manifest = await asyncio.to_thread(read_manifest, self.tenant_store(), video_id)
+        with retry_deadline(context.time_remaining()):  # store retries end inside the call's deadline
+            manifest = await asyncio.to_thread(read_manifest, self.tenant_store(), video_id)
         if manifest is None:
             raise NotFound(f"video_id: no inverted video {video_id!r}")
         return video_info(manifest, cached=True)
@@ -280,21 +328,34 @@ def upstream_security(settings: InversionServerSettings) -> dict:
 async def build(settings: InversionServerSettings, worker: InversionWorker | None = None) -> RunningServer:
     telemetry = Telemetry(settings, "inversion")
     worker = worker or await asyncio.to_thread(InversionWorker, settings)
-    worker.store_io = telemetry.observe_store(worker.store)
+    policy = settings.retry_policy()
+    # Retried outside the observed store, so every attempt is counted and traced.
+    worker.store_io = RetryingStore(telemetry.observe_store(worker.store), policy)
     stages = RemoteStages(
         settings.depth_address,
         settings.caption_address,
         settings.call_timeout_seconds,
         settings.max_message_bytes,
         wrap_channel=telemetry.tracing.instrument_channel,
+        retry=policy,
         **upstream_security(settings),
     )
     servicer = InversionServicer(worker, stages, settings, InversionMetrics(telemetry))
+    readiness = Readiness(
+        {
+            "store": worker.store.check,
+            "depth": lambda: stages.check("depth"),
+            "caption": lambda: stages.check("caption"),
+        },
+        settings.readiness_interval_seconds,
+    )
 
     def add(server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_InversionServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    running = await start_server(settings, add, warmup=lambda: asyncio.to_thread(worker.warmup), telemetry=telemetry)
+    running = await start_server(
+        settings, add, warmup=lambda: asyncio.to_thread(worker.warmup), telemetry=telemetry, readiness=readiness
+    )
     running.servicer = servicer
     return running

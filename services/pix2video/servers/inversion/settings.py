@@ -44,17 +44,36 @@ class InversionServerSettings(
     """Most inversions one tenant may run at once (0: no limit); more get RESOURCE_EXHAUSTED."""
     max_stored_bytes_per_tenant: int = 0
     """A tenant storing this many bytes or more cannot start new inversions (0: no limit)."""
+    max_running_jobs: int = 2
+    """Jobs past the upload that run at once on this replica (decode, depth, inversion, store)."""
+    max_waiting_jobs: int = 8
+    """Admitted calls that may wait (uploading, or for a running slot); past it a call gets RESOURCE_EXHAUSTED."""
+    retry_after_seconds: float = 2.0
+    """Retry hint sent with RESOURCE_EXHAUSTED (trailing metadata pix2video-retry-after-ms)."""
+    upload_timeout_seconds: float = 300.0
+    """An upload not finished this long after the call started is cut off (DEADLINE_EXCEEDED)."""
+    max_temp_bytes: int = 8 * 1024**3
+    """Temporary disk that all uploads of this replica may hold together; past it, RESOURCE_EXHAUSTED."""
+    upload_dir: str = ""
+    """Folder for uploads in progress ("" = the system's temporary folder)."""
+    lease_ttl_seconds: float = 30.0
+    """Life of a job's lease in the store unless renewed (renewed every third of it); a dead replica's
+    job is taken over after this."""
+    retry_budget_seconds: float = 30.0
+    """How long depth, caption and store calls are retried (backoff with jitter) within a call's deadline."""
+    retry_initial_backoff_seconds: float = 0.2
+    """First wait between retries; doubles up to retry_max_backoff_seconds."""
+    retry_max_backoff_seconds: float = 5.0
+    """Longest wait between two retries."""
 
     def __post_init__(self):
         super().__post_init__()
         self.check_store()
         self.check_media_limits()
         self.check_runner()
-        for name in ("batch_size", "max_upload_bytes", "max_frames"):
+        for name in ("batch_size", "max_upload_bytes", "max_frames", "max_running_jobs", "max_temp_bytes"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.call_timeout_seconds <= 0:
-            raise InvalidInput(f"call_timeout_seconds: must be > 0, got {self.call_timeout_seconds}")
         for name in ("max_inversions_per_tenant", "max_stored_bytes_per_tenant"):
             if getattr(self, name) < 0:
                 raise InvalidInput(f"{name}: must be >= 0 (0: no limit), got {getattr(self, name)}")
@@ -63,3 +82,35 @@ class InversionServerSettings(
             raise InvalidInput(f"{which}: upstream_tls_cert_file and upstream_tls_key_file go together")
         if (self.upstream_tls_cert_file or self.upstream_tls_server_name) and not self.upstream_tls_ca_file:
             raise InvalidInput("upstream_tls_ca_file: required with upstream_tls_cert_file or upstream_tls_server_name")
+        if self.max_waiting_jobs < 0:
+            raise InvalidInput(f"max_waiting_jobs: must be >= 0, got {self.max_waiting_jobs}")
+        if self.max_upload_bytes > self.max_temp_bytes:
+            raise InvalidInput(
+                f"max_upload_bytes: must not exceed max_temp_bytes={self.max_temp_bytes}, got {self.max_upload_bytes}"
+            )
+        for name in (
+            "call_timeout_seconds",
+            "upload_timeout_seconds",
+            "lease_ttl_seconds",
+            "retry_initial_backoff_seconds",
+            "retry_max_backoff_seconds",
+        ):
+            if not getattr(self, name) > 0:
+                raise InvalidInput(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("retry_after_seconds", "retry_budget_seconds"):
+            if not getattr(self, name) >= 0:
+                raise InvalidInput(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.retry_initial_backoff_seconds > self.retry_max_backoff_seconds:
+            raise InvalidInput(
+                f"retry_initial_backoff_seconds: must not exceed retry_max_backoff_seconds="
+                f"{self.retry_max_backoff_seconds}, got {self.retry_initial_backoff_seconds}"
+            )
+
+    def retry_policy(self):
+        from ...retry import RetryPolicy
+
+        return RetryPolicy(
+            budget=self.retry_budget_seconds,
+            initial_backoff=self.retry_initial_backoff_seconds,
+            max_backoff=self.retry_max_backoff_seconds,
+        )

@@ -13,9 +13,18 @@ import numpy as np
 import torch
 
 from ...engine.inversion import Inverter
-from ...errors import InvalidInput
-from ...jobs import InversionResult, InversionSettings, invert_video, model_identity, prepare_frames
+from ...jobs import (
+    InversionResult,
+    InversionSettings,
+    JobControl,
+    LeasePolicy,
+    VideoLocks,
+    invert_video,
+    model_identity,
+    prepare_frames,
+)
 from ...store.base import ObjectStore
+from ...store.lease import new_owner
 from ...video import read_video
 from ..common.models import load_models
 from .settings import InversionServerSettings
@@ -43,6 +52,12 @@ class InversionWorker:
         self.inverter = Inverter(self.models, batch_size=settings.batch_size, runner=settings.make_runner(self.models))
         # One job on the accelerator at a time; decoding and I/O of other jobs overlap it.
         self._device_lock = threading.Lock()
+        # Requests for the same video in this process wait for one job; other
+        # replicas wait through the lease in the store.
+        self.locks = VideoLocks()
+        self.lease = LeasePolicy(
+            owner=new_owner(), ttl=settings.lease_ttl_seconds, poll=min(1.0, settings.lease_ttl_seconds / 4)
+        )
 
     def warmup(self) -> None:
         """Captures (and compiles) the UNet graph of a full batch at the
@@ -65,25 +80,30 @@ class InversionWorker:
         progress: Progress,
         stage: StageHook | None = None,
         on_batch: BatchHook | None = None,
+        control: JobControl | None = None,
         store: ObjectStore | None = None,
     ) -> InversionResult:
         """Decodes a video file and inverts it into the store (a cache hit when known).
 
         ``stage`` and ``on_batch`` are optional timing hooks (see their types).
-        ``store``: where the cache is looked up and the video written (the
-        server passes the calling tenant's view; default ``store_io``).
+        ``control``: the caller's handle to stop the job (checked per decoded
+        frame, between stages and after each batch). ``store``: the store (or
+        a tenant's view of it) to use instead of ``store_io``.
         """
         stage = stage or _no_stage
+        control = control or JobControl()
+
+        def fit(frame: np.ndarray) -> np.ndarray:
+            control.checkpoint()  # a client that went away stops the decoding too
+            return settings.fit(frame)
+
         with stage("decode"):
-            limit = min(max_frames or self.settings.max_frames, self.settings.max_frames)
-            frames, info = read_video(
-                path, max_frames=limit + 1, transform=settings.fit, limits=self.settings.frame_limits, label="the video"
-            )
-            if len(frames) > limit:
-                if max_frames:
-                    frames = frames[:limit]
-                else:
-                    raise InvalidInput(f"video: more than max_frames={self.settings.max_frames} frames")
+            media = dict(limits=self.settings.frame_limits, label="the video")
+            if max_frames:  # the caller keeps the first frames
+                limit = min(max_frames, self.settings.max_frames)
+                frames, info = read_video(path, max_frames=limit, transform=fit, **media)
+            else:  # rejected as soon as the count passes the limit, not after decoding it all
+                frames, info = read_video(path, transform=fit, frame_limit=self.settings.max_frames, **media)
             prepared = prepare_frames(frames, settings)
         n = len(prepared)
         progress("decode", n, n)
@@ -100,6 +120,7 @@ class InversionWorker:
             last = [0.0]
 
             def step(k):
+                control.checkpoint()  # the batch is done; stop here if the caller went away
                 now = time.perf_counter()
                 if on_batch is not None:
                     on_batch(k, now - last[0])
@@ -128,4 +149,7 @@ class InversionWorker:
                 invert_fn=in_stage("inversion", invert_fn),
                 fps=info.fps,
                 on_stage=on_stage,
+                control=control,
+                locks=self.locks,
+                lease=self.lease,
             )
