@@ -16,6 +16,7 @@ from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
 from .enums import STAGE
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .security import ChannelSecurity
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
@@ -109,7 +110,14 @@ class Pix2VideoClient:
         timeout: deadline in seconds of each inversion call (None: no deadline).
         retries: attempts after the first for idempotent calls and edit resumes,
             on UNAVAILABLE, with exponential backoff from ``backoff`` seconds.
-        credentials: TLS channel credentials (None: plaintext).
+        credentials: TLS channel credentials (None: plaintext, unless tls_* files are given).
+        token: API token sent as ``authorization: Bearer`` on every call (a
+            string or a callable returning one; None: ``$PIX2VIDEO_TOKEN``, if set).
+        tls_ca_file: PEM CA bundle that verifies the services (TLS on; default roots when
+            only a client certificate is given).
+        tls_cert_file, tls_key_file: PEM client certificate and key (mutual TLS).
+        tls_server_name: name to verify in the services' certificates, when it
+            is not the address's host.
         editor_replica_address: template with ``{replica}`` for reaching the
             editor replica that holds a session when resuming (see ReplicaRouter).
         tracer_provider: OpenTelemetry TracerProvider for the SDK's spans (default:
@@ -129,14 +137,26 @@ class Pix2VideoClient:
         credentials: grpc.ChannelCredentials | None = None,
         tracer_provider=None,
         editor_replica_address: str | None = None,
+        token=None,
+        tls_ca_file: str | os.PathLike | None = None,
+        tls_cert_file: str | os.PathLike | None = None,
+        tls_key_file: str | os.PathLike | None = None,
+        tls_server_name: str | None = None,
     ):
         self._tracer = ClientTracer(tracer_provider)
-        self._inv_channel = channel(inversion, max_message_bytes, credentials)
-        self._ed_channel = channel(editor or inversion, max_message_bytes, credentials)
+        self._security = security = ChannelSecurity.make(
+            credentials, token, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name
+        )
+        opts = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        self._inv_channel = security.channel(inversion, opts)
+        self._ed_channel = security.channel(editor or inversion, opts)
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
         self.editor = editor_pb2_grpc.EditorServiceStub(self._ed_channel)
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self._replicas = ReplicaRouter(editor_replica_address, lambda a: channel(a, max_message_bytes, credentials))
+        self._replicas = ReplicaRouter(editor_replica_address, lambda a: security.channel(a, opts))
 
     def close(self) -> None:
         self._inv_channel.close()
@@ -181,7 +201,8 @@ class Pix2VideoClient:
         def call():
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
-            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=rpc.metadata):
+            metadata = self._security.metadata(rpc.metadata)
+            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=metadata):
                 if resp.HasField("progress") and progress:
                     p = resp.progress
                     progress(STAGE_NAMES.get(p.stage, "unknown"), p.done, p.total)
@@ -198,7 +219,9 @@ class Pix2VideoClient:
             rpc,
             lambda: self._retrying(
                 lambda: VideoInfo.from_proto(
-                    self.inversion.GetVideo(request, timeout=self.timeout, metadata=rpc.metadata)
+                    self.inversion.GetVideo(
+                        request, timeout=self.timeout, metadata=self._security.metadata(rpc.metadata)
+                    )
                 )
             ),
         )
@@ -244,7 +267,7 @@ class Pix2VideoClient:
 
             # A resume must reach the replica that holds the session.
             stub = self._replicas.stub(session_id) if session_id else None
-            call = (stub or self.editor).Edit(requests(outbox), metadata=rpc.metadata)
+            call = (stub or self.editor).Edit(requests(outbox), metadata=self._security.metadata(rpc.metadata))
             try:
                 for resp in call:
                     kind = resp.WhichOneof("kind")

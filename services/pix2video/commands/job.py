@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pix2video_client.options import DEFAULT_HEIGHT, DEFAULT_NUM_STEPS, DEFAULT_RESIZE, DEFAULT_WIDTH, RESIZE_MODES
 
+from .. import cli_security
 from ..errors import InvalidInput, NotFound
 from ..flags import add_field_flags
 from ..settings import RuntimeSettings
@@ -73,6 +74,7 @@ def add_inversion_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="INPUT is an object key in the suite's store, not a local file (default: a local file)",
     )
+    cli_security.add_args(g)
 
 
 def runtime(args) -> RuntimeSettings:
@@ -129,7 +131,7 @@ def run_remote(args, progress):
     if not args.key and not Path(args.input).is_file():
         raise NotFound(f"input: file {args.input!r} does not exist (use --key for an object in the store)")
     settings = edit_settings(args) if args.command == "edit" else None  # checked before any remote work
-    client = Pix2VideoClient(args.server, args.editor_server)
+    client = Pix2VideoClient(args.server, args.editor_server, **cli_security.client_kwargs(args))
     inv = InversionOptions(
         width=args.width,
         height=args.height,
