@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-tiny", help="write the tiny random model set to a folder (for --model PATH)")
     p.add_argument("output", help="folder to create")
+    from .toytrain import command as train_toy  # its own module: the training has many switches
+
+    train_toy.add_parser(sub)
     return parser
 
 
@@ -386,7 +389,19 @@ def cmd_serve(argv: list[str]) -> int:
     return run_until_signal("pix2video serve --all", start)
 
 
-COMMANDS = {"edit": cmd_edit, "invert": cmd_invert, "sample": cmd_sample, "build-tiny": cmd_build_tiny}
+def cmd_train_toy(args) -> int:
+    from .toytrain.command import run
+
+    return run(args)
+
+
+COMMANDS = {
+    "edit": cmd_edit,
+    "invert": cmd_invert,
+    "sample": cmd_sample,
+    "build-tiny": cmd_build_tiny,
+    "train-toy": cmd_train_toy,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

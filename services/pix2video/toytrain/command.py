@@ -1,0 +1,46 @@
+"""The ``pix2video train-toy`` subcommand (its arguments and what it runs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train-toy", help="render the toy world and train the toy model set into a folder")
+    p.add_argument("output", help="folder to create (the model set, plus losses.json)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the world's scenes and every component (0..999)")
+    p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default: CUDA when available)")
+    p.add_argument("--smoke", action="store_true", help="a few steps on a few scenes (CI: checks the pipeline)")
+    p.add_argument("--workers", type=int, default=None, help="processes rendering the world (default: cores - 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import InvalidInput
+    from ..models.components import resolve_device
+    from .data import MAX_SEED
+    from .run import SMOKE, Plan, train_toy
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InvalidInput(f"seed: must be in [0, {MAX_SEED}], got {args.seed}")
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise InvalidInput(f"workers: must be in [1, 256], got {args.workers}")
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidInput(f"output: {args.output!r} exists and is not an empty folder")
+    device = resolve_device(args.device)
+    summary = train_toy(
+        out,
+        seed=args.seed,
+        plan=SMOKE if args.smoke else Plan(),
+        device=str(device),
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    finals = {k: round(v["final_loss"], 4) for k, v in summary["components"].items() if v["final_loss"] is not None}
+    print(json.dumps({"minutes": summary["minutes"], "final_losses": finals}), file=sys.stderr)
+    print(out)
+    return 0
