@@ -75,6 +75,10 @@ def depth_pearson(models, clips: list[Clip]) -> float:
     return float(np.mean(out))
 
 
+def pairs_of(clips, captions):
+    return zip(clips, captions, strict=True)
+
+
 def caption_accuracy(engine: EmbeddedPix2Video, clips: list[Clip]) -> tuple[float, list[tuple[str, str]]]:
     """Fraction of first frames whose caption names the main object's colour
     and shape; also (truth, caption) pairs."""
