@@ -32,8 +32,8 @@ class Plan:
 
     scenes: int = 4000
     frames_per_scene: int = 2
-    vae: Budget = field(default_factory=lambda: Budget(steps=6000, batch=32, lr=4e-4, max_seconds=120))
-    unet: Budget = field(default_factory=lambda: Budget(steps=12000, batch=128, lr=3e-4, max_seconds=290))
+    vae: Budget = field(default_factory=lambda: Budget(steps=8000, batch=32, lr=4e-4, max_seconds=100))
+    unet: Budget = field(default_factory=lambda: Budget(steps=12000, batch=128, lr=3e-4, max_seconds=270))
     depth_estimator: Budget = field(default_factory=lambda: Budget(steps=5000, batch=64, lr=3e-4, max_seconds=300))
     captioner: Budget = field(default_factory=lambda: Budget(steps=5000, batch=64, lr=3e-4, max_seconds=300))
     clip: Budget = field(default_factory=lambda: Budget(steps=5000, batch=256, lr=5e-4, max_seconds=300))

@@ -9,6 +9,7 @@ every ``log_every`` steps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -74,13 +75,25 @@ class _Loop:
         self.acc: list[float] = []
 
     def __iter__(self):
-        for step in range(self.budget.steps):
-            if self.budget.max_seconds is not None and time.monotonic() - self.start > self.budget.max_seconds:
+        step = 0
+        while step < self.budget.steps:
+            if step == 50 and self.budget.max_seconds is not None:
+                # Fit the schedule to the cap: the step count is set once, from
+                # the speed of the first steps, so the cosine still ends at its
+                # floor; losses.json records it (rerun with that many steps).
+                per_step = (time.monotonic() - self.start) / step
+                fit = max(step + 1, int(self.budget.max_seconds / per_step))
+                if fit < self.budget.steps:
+                    self.budget = dataclasses.replace(self.budget, steps=fit)
+                    self.bar.total = fit
+                self.history.extra["steps_scheduled"] = self.budget.steps
+            if self.budget.max_seconds is not None and time.monotonic() - self.start > 1.1 * self.budget.max_seconds:
                 break
             for g in self.opt.param_groups:
                 g["lr"] = _lr(step, self.budget)
             yield step
-            self.history.steps = step + 1
+            step += 1
+            self.history.steps = step
             self.bar.update(1)
         self.bar.close()
         self.history.seconds = time.monotonic() - self.start
@@ -114,8 +127,8 @@ def on_device(data: Dataset, device) -> Dataset:
     """The dataset's arrays as tensors on ``device`` (a few hundred MB: no
     host-side batching per step)."""
     return Dataset(
-        torch.from_numpy(np.asarray(data.frames)).to(device),
-        torch.from_numpy(np.asarray(data.depth)).to(device),
+        torch.from_numpy(np.array(data.frames)).to(device),
+        torch.from_numpy(np.array(data.depth)).to(device),
         data.captions,
     )
 
