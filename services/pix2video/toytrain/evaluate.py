@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..embedded import EmbeddedPix2Video
+from ..engine.editor import Pix2VideoEditor
 from ..engine.settings import EditSettings
 from ..engine.vae import decode_latents, encode_frames
 from ..jobs import InversionSettings
@@ -48,7 +49,13 @@ def held_out_clips(count: int, num_frames: int, start: int = 0, **scene) -> list
 
 
 def engine_for(models) -> EmbeddedPix2Video:
-    return EmbeddedPix2Video(models, LocalDiskStore(tempfile.mkdtemp(prefix="toy-eval-")))
+    engine = EmbeddedPix2Video(models, LocalDiskStore(tempfile.mkdtemp(prefix="toy-eval-")))
+    # anchor+previous with guidance keeps 2 frames x 50 steps x 2 branches of
+    # features: 200 slots. The default 128 makes the pools grow mid-edit, and
+    # recapturing the CUDA graphs then hit an allocator assert in PyTorch 2.11
+    # on the H200; the same editor with room for them from the start.
+    engine.editor = Pix2VideoEditor(models, runner=engine.editor.runner, feature_slots=256)
+    return engine
 
 
 @torch.no_grad()

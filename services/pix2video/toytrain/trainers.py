@@ -77,12 +77,15 @@ class _Loop:
     def __iter__(self):
         step = 0
         while step < self.budget.steps:
-            if step == 50 and self.budget.max_seconds is not None:
+            if step == 30:
+                warm = time.monotonic()
+            if step == 100 and self.budget.max_seconds is not None:
                 # Fit the schedule to the cap: the step count is set once, from
-                # the speed of the first steps, so the cosine still ends at its
-                # floor; losses.json records it (rerun with that many steps).
-                per_step = (time.monotonic() - self.start) / step
-                fit = max(step + 1, int(self.budget.max_seconds / per_step))
+                # the speed of steps 30..99 (past the warm-up), so the cosine
+                # still ends at its floor; losses.json records it (rerun with
+                # that many steps).
+                per_step = (time.monotonic() - warm) / 70
+                fit = max(step + 1, int((self.budget.max_seconds - (warm - self.start)) / per_step) + 30)
                 if fit < self.budget.steps:
                     self.budget = dataclasses.replace(self.budget, steps=fit)
                     self.bar.total = fit
@@ -295,6 +298,11 @@ def train_depth(model, data: Dataset, mean, std, budget, device, seed, progress=
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model.to(device).train()
+    # DPT's head ends in a ReLU; from the default initialisation its output is
+    # zero everywhere and no gradient flows (the first GPU run's estimator
+    # never moved). A positive bias on the last convolution starts it alive.
+    with torch.no_grad():
+        model.head.head[-2].bias.fill_(1.0)
     opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.01)
     loop = _Loop("depth", budget, opt, progress, log_every)
     batches = _batches(len(data), budget.batch, rng)
