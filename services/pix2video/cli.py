@@ -50,7 +50,8 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default="stabilityai/stable-diffusion-2-depth",
-        help="SD2-depth hub id, local folder in its layout, or 'tiny' (built-in random tiny models)",
+        help="SD2-depth hub id, local folder in its layout, 'toy' (shipped, trained on the toy world; 128x128) "
+        "or 'tiny' (built-in random tiny models)",
     )
     g.add_argument(
         "--caption-model", default=None, help="BLIP hub id or folder (default: <model>/captioner or BLIP base)"
@@ -134,11 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inversion_args(p)
     _add_runtime_args(p)
 
-    p = sub.add_parser("sample", help="write a small synthetic sample clip")
+    p = sub.add_parser("sample", help="write a toy-world sample clip (a red ball on green grass under a blue sky)")
     p.add_argument("output", help="output .mp4")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=128, help="default 128, the toy model set's size")
+    p.add_argument("--height", type=int, default=128)
     p.add_argument("--fps", type=float, default=8.0)
 
     sub.add_parser(
@@ -327,7 +328,8 @@ def cmd_invert(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .video import make_sample_frames, write_video
+    from .toyworld import demo_frames
+    from .video import write_video
 
     if not 1 <= args.frames <= 10_000:
         raise InvalidInput(f"frames: must be in [1, 10000], got {args.frames}")
@@ -337,7 +339,7 @@ def cmd_sample(args) -> int:
             raise InvalidInput(f"{name}: must be an even number in [2, 4096], got {v}")
     if not 0 < args.fps <= 1000:
         raise InvalidInput(f"fps: must be in (0, 1000], got {args.fps}")
-    n = write_video(args.output, make_sample_frames(args.frames, args.width, args.height), fps=args.fps)
+    n = write_video(args.output, demo_frames(args.frames, args.width, args.height), fps=args.fps)
     print(f"wrote {n} frames to {args.output}", file=sys.stderr)
     return 0
 

@@ -12,6 +12,13 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the world's scenes and every component (0..999)")
     p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default: CUDA when available)")
     p.add_argument("--smoke", action="store_true", help="a few steps on a few scenes (CI: checks the pipeline)")
+    p.add_argument(
+        "--steps-from",
+        default=None,
+        metavar="LOSSES_JSON",
+        help="rerun a finished run: its data and each component's reached step count, no time caps "
+        "(e.g. pix2video/models/toy_weights/losses.json)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes rendering the world (default: cores - 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -22,7 +29,7 @@ def run(args) -> int:
     from ..errors import InvalidInput
     from ..models.components import resolve_device
     from .data import MAX_SEED
-    from .run import SMOKE, Plan, train_toy
+    from .run import SMOKE, Plan, plan_from_losses, train_toy
 
     if not 0 <= args.seed <= MAX_SEED:
         raise InvalidInput(f"seed: must be in [0, {MAX_SEED}], got {args.seed}")
@@ -32,10 +39,16 @@ def run(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInput(f"output: {args.output!r} exists and is not an empty folder")
     device = resolve_device(args.device)
+    plan = SMOKE if args.smoke else Plan()
+    if args.steps_from:
+        try:
+            plan = plan_from_losses(args.steps_from)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput(f"steps_from: cannot read a training summary from {args.steps_from!r} ({exc})") from None
     summary = train_toy(
         out,
         seed=args.seed,
-        plan=SMOKE if args.smoke else Plan(),
+        plan=plan,
         device=str(device),
         workers=args.workers,
         progress=not args.quiet,

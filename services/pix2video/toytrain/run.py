@@ -50,6 +50,19 @@ SMOKE = Plan(
 )
 
 
+def plan_from_losses(path: str | Path) -> Plan:
+    """The plan that reproduces a finished run: its data, and per component the
+    batch, learning rate and the step count it reached (no time cap), read
+    from that run's ``losses.json``."""
+    summary = json.loads(Path(path).read_text())
+    p = summary["plan"]
+    budgets = {}
+    for name in ("vae", "unet", "depth_estimator", "captioner", "clip"):
+        b = p[name]
+        budgets[name] = Budget(steps=summary["components"][name]["steps"], batch=b["batch"], lr=b["lr"])
+    return Plan(scenes=p["scenes"], frames_per_scene=p["frames_per_scene"], **budgets)
+
+
 def _job(
     name: str, folder: str, data_dir: str, plan: Plan, seed: int, device: str, progress: bool, parallel: bool = False
 ) -> dict:

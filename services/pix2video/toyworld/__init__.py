@@ -22,3 +22,12 @@ __all__ = [
     "render_clip",
     "sample_scene",
 ]
+
+# The README's sample clip: a scene no training run draws (toytrain.data's seeds).
+DEMO_SEED = 3_000_000_000
+
+
+def demo_frames(num_frames: int = 8, width: int = 128, height: int = 128, seed: int = DEMO_SEED):
+    """The ``pix2video sample`` clip: a red ball on green grass under a blue sky, moving slowly."""
+    scene = sample_scene(seed, main_colour="red", main_shape="ball", ground="grass", sky="blue", num_objects=1)
+    return list(render_clip(scene, num_frames, width, height, flow=False).frames)
