@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InvalidInput
-
-MAX_PROMPT_CHARS = 2000
-
-
-def check_prompt(prompt: object, name: str = "prompt") -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInput(f"{name}: must be a non-empty string, got {prompt!r}")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"{name}: at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
-    return prompt
-
 
 @torch.no_grad()
 def encode_prompts(models, prompts: list[str]) -> torch.Tensor:
