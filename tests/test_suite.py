@@ -21,6 +21,8 @@ from pix2video.servers.editor.settings import EditorServerSettings
 from pix2video.servers.inversion.settings import InversionServerSettings
 from pix2video.servers.suite import start_suite
 from pix2video.store import LocalDiskStore, read_manifest
+from pix2video.store.tenant import TenantStore
+from pix2video.tenancy import DEFAULT_TENANT
 from pix2video.video import make_sample_frames, read_video, write_video
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
@@ -121,7 +123,7 @@ def test_inversion_goes_to_s3_and_is_cached(client, suite, clip):
     again = client.invert(clip, INV)
     assert again.cached and again.video_id == first.video_id
     store = suite["inversion"].servicer.worker.store
-    manifest = read_manifest(store, first.video_id)
+    manifest = read_manifest(TenantStore(store, DEFAULT_TENANT), first.video_id)  # without tokens: the default tenant
     assert manifest is not None and manifest.num_frames == 5
     assert type(store).__name__ == "S3Store"
     # A new clip walks every stage, and its manifest only appears at the end.

@@ -8,8 +8,10 @@ from .errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Pix2VideoClientError,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from .types import EditOptions, Frame, InversionOptions, VideoInfo
@@ -30,6 +32,8 @@ __all__ = [
     "DeadlineExceeded",
     "Cancelled",
     "DataLoss",
+    "Unauthenticated",
+    "PermissionDenied",
 ]
 
 

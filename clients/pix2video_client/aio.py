@@ -24,6 +24,7 @@ from .client import (
     upload_requests,
 )
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .security import ChannelSecurity
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
@@ -43,17 +44,23 @@ class AsyncPix2VideoClient:
         credentials: grpc.ChannelCredentials | None = None,
         tracer_provider=None,
         editor_replica_address: str | None = None,
+        token=None,
+        tls_ca_file: str | os.PathLike | None = None,
+        tls_cert_file: str | os.PathLike | None = None,
+        tls_key_file: str | os.PathLike | None = None,
+        tls_server_name: str | None = None,
     ):
         self._tracer = ClientTracer(tracer_provider)
+        self._security = security = ChannelSecurity.make(
+            credentials, token, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name
+        )
         opts = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
 
         def make(addr):
-            if credentials is not None:
-                return grpc.aio.secure_channel(addr, credentials, options=opts)
-            return grpc.aio.insecure_channel(addr, options=opts)
+            return security.aio_channel(addr, opts)
 
         self._inv_channel, self._ed_channel = make(inversion), make(editor or inversion)
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
@@ -98,11 +105,12 @@ class AsyncPix2VideoClient:
     async def invert(
         self,
         source: str | os.PathLike,
-        options: InversionOptions = InversionOptions(),
+        options: InversionOptions | None = None,
         *,
         key: bool | None = None,
         progress: Progress | None = None,
     ) -> VideoInfo:
+        options = options or InversionOptions()
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
@@ -111,7 +119,8 @@ class AsyncPix2VideoClient:
         async def call():
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
-            async for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=rpc.metadata):
+            metadata = self._security.metadata(rpc.metadata)
+            async for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=metadata):
                 if resp.HasField("progress") and progress:
                     progress(STAGE_NAMES.get(resp.progress.stage, "unknown"), resp.progress.done, resp.progress.total)
                 elif resp.HasField("result"):
@@ -125,7 +134,8 @@ class AsyncPix2VideoClient:
 
         async def call():
             req = inversion_pb2.GetVideoRequest(video_id=video_id)
-            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=self.timeout, metadata=rpc.metadata))
+            metadata = self._security.metadata(rpc.metadata)
+            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=self.timeout, metadata=metadata))
 
         return await self._traced(rpc, lambda: self._retrying(call))
 
@@ -133,7 +143,7 @@ class AsyncPix2VideoClient:
         self,
         video_id: str,
         prompt: str,
-        options: EditOptions = EditOptions(),
+        options: EditOptions | None = None,
         *,
         encoding: str = "png",
         jpeg_quality: int = 0,
@@ -142,7 +152,9 @@ class AsyncPix2VideoClient:
         leaving the loop early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
         first = editor_pb2.EditRequest(
-            open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt)
+            open=editor_pb2.OpenSession(
+                video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt
+            )
         )
         rpc = self._tracer.rpc(EDIT)
         frames = self._edit(first, fmt, rpc)
@@ -162,7 +174,7 @@ class AsyncPix2VideoClient:
         session_id, received, attempt = None, 0, 0
         while True:
             stub = self._replicas.stub(session_id) if session_id else None  # a resume goes to the session's replica
-            call = (stub or self.editor).Edit(metadata=rpc.metadata)
+            call = (stub or self.editor).Edit(metadata=self._security.metadata(rpc.metadata))
             await call.write(first)
             try:
                 async for resp in call:

@@ -14,14 +14,16 @@ import grpc
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
+from .enums import STAGE
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .security import ChannelSecurity
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
 CHUNK_BYTES = 1 << 20
 CANCEL_WAIT_SECONDS = 5.0
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-STAGE_NAMES = {v.number: v.name.removeprefix("STAGE_").lower() for v in inversion_pb2.Stage.DESCRIPTOR.values}
+STAGE_NAMES = {v: k for k, v in STAGE.items()}  # Stage value -> name
 INVERT = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name + "/Invert"
 GET_VIDEO = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name + "/GetVideo"
 EDIT = editor_pb2.DESCRIPTOR.services_by_name["EditorService"].full_name + "/Edit"
@@ -108,7 +110,14 @@ class Pix2VideoClient:
         timeout: deadline in seconds of each inversion call (None: no deadline).
         retries: attempts after the first for idempotent calls and edit resumes,
             on UNAVAILABLE, with exponential backoff from ``backoff`` seconds.
-        credentials: TLS channel credentials (None: plaintext).
+        credentials: TLS channel credentials (None: plaintext, unless tls_* files are given).
+        token: API token sent as ``authorization: Bearer`` on every call (a
+            string or a callable returning one; None: ``$PIX2VIDEO_TOKEN``, if set).
+        tls_ca_file: PEM CA bundle that verifies the services (TLS on; default roots when
+            only a client certificate is given).
+        tls_cert_file, tls_key_file: PEM client certificate and key (mutual TLS).
+        tls_server_name: name to verify in the services' certificates, when it
+            is not the address's host.
         editor_replica_address: template with ``{replica}`` for reaching the
             editor replica that holds a session when resuming (see ReplicaRouter).
         tracer_provider: OpenTelemetry TracerProvider for the SDK's spans (default:
@@ -128,14 +137,26 @@ class Pix2VideoClient:
         credentials: grpc.ChannelCredentials | None = None,
         tracer_provider=None,
         editor_replica_address: str | None = None,
+        token=None,
+        tls_ca_file: str | os.PathLike | None = None,
+        tls_cert_file: str | os.PathLike | None = None,
+        tls_key_file: str | os.PathLike | None = None,
+        tls_server_name: str | None = None,
     ):
         self._tracer = ClientTracer(tracer_provider)
-        self._inv_channel = channel(inversion, max_message_bytes, credentials)
-        self._ed_channel = channel(editor or inversion, max_message_bytes, credentials)
+        self._security = security = ChannelSecurity.make(
+            credentials, token, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name
+        )
+        opts = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        self._inv_channel = security.channel(inversion, opts)
+        self._ed_channel = security.channel(editor or inversion, opts)
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
         self.editor = editor_pb2_grpc.EditorServiceStub(self._ed_channel)
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self._replicas = ReplicaRouter(editor_replica_address, lambda a: channel(a, max_message_bytes, credentials))
+        self._replicas = ReplicaRouter(editor_replica_address, lambda a: security.channel(a, opts))
 
     def close(self) -> None:
         self._inv_channel.close()
@@ -163,7 +184,7 @@ class Pix2VideoClient:
     def invert(
         self,
         source: str | os.PathLike,
-        options: InversionOptions = InversionOptions(),
+        options: InversionOptions | None = None,
         *,
         key: bool | None = None,
         progress: Progress | None = None,
@@ -171,6 +192,7 @@ class Pix2VideoClient:
         """Inverts a local video file (uploaded) or, with ``key=True`` or when no
         such file exists, a video already in the service's object store.
         Idempotent, so retried on UNAVAILABLE."""
+        options = options or InversionOptions()
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
@@ -179,7 +201,8 @@ class Pix2VideoClient:
         def call():
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
-            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=rpc.metadata):
+            metadata = self._security.metadata(rpc.metadata)
+            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=metadata):
                 if resp.HasField("progress") and progress:
                     p = resp.progress
                     progress(STAGE_NAMES.get(p.stage, "unknown"), p.done, p.total)
@@ -196,7 +219,9 @@ class Pix2VideoClient:
             rpc,
             lambda: self._retrying(
                 lambda: VideoInfo.from_proto(
-                    self.inversion.GetVideo(request, timeout=self.timeout, metadata=rpc.metadata)
+                    self.inversion.GetVideo(
+                        request, timeout=self.timeout, metadata=self._security.metadata(rpc.metadata)
+                    )
                 )
             ),
         )
@@ -207,7 +232,7 @@ class Pix2VideoClient:
         self,
         video_id: str,
         prompt: str,
-        options: EditOptions = EditOptions(),
+        options: EditOptions | None = None,
         *,
         encoding: str = "png",
         jpeg_quality: int = 0,
@@ -217,7 +242,9 @@ class Pix2VideoClient:
         the iterator early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
         first = editor_pb2.EditRequest(
-            open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt)
+            open=editor_pb2.OpenSession(
+                video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt
+            )
         )
         rpc = self._tracer.rpc(EDIT)
         try:
@@ -234,13 +261,13 @@ class Pix2VideoClient:
             outbox: queue.Queue = queue.Queue()
             outbox.put(first)
 
-            def requests():
-                while (item := outbox.get()) is not None:
+            def requests(box: queue.Queue):
+                while (item := box.get()) is not None:
                     yield item
 
             # A resume must reach the replica that holds the session.
             stub = self._replicas.stub(session_id) if session_id else None
-            call = (stub or self.editor).Edit(requests(), metadata=rpc.metadata)
+            call = (stub or self.editor).Edit(requests(outbox), metadata=self._security.metadata(rpc.metadata))
             try:
                 for resp in call:
                     kind = resp.WhichOneof("kind")
@@ -288,8 +315,8 @@ class Pix2VideoClient:
         prompt: str,
         output: str | os.PathLike,
         *,
-        inversion: InversionOptions = InversionOptions(),
-        options: EditOptions = EditOptions(),
+        inversion: InversionOptions | None = None,
+        options: EditOptions | None = None,
         progress: Progress | None = None,
     ) -> VideoInfo:
         """Inverts (or finds) a clip, edits it and writes an .mp4 (needs the

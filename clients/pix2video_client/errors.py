@@ -46,6 +46,14 @@ class DataLoss(Pix2VideoClientError):
     """Stored data failed its checksum."""
 
 
+class Unauthenticated(Pix2VideoClientError):
+    """No token, or one the service does not know (see ``token`` / PIX2VIDEO_TOKEN)."""
+
+
+class PermissionDenied(Pix2VideoClientError):
+    """A valid caller asked for something it may not do."""
+
+
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -55,6 +63,8 @@ _BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.CANCELLED: Cancelled,
     grpc.StatusCode.DATA_LOSS: DataLoss,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 # Failures worth retrying for an idempotent call (or resuming an edit).

@@ -51,6 +51,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     XDG_CACHE_HOME=/tmp/.cache \
     HF_HOME=/models/huggingface \
     PIX2VIDEO_HOME=/models/pix2video
+# A container is reached from outside itself: listen on every interface (the
+# services' own default is loopback only). Turn on TLS and tokens (docs/SECURITY.md).
+ENV PIX2VIDEO_HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /tmp
 # gRPC, then Prometheus metrics.

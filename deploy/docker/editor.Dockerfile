@@ -48,6 +48,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIX2VIDEO_HOME=/models/pix2video \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# A container is reached from outside itself: listen on every interface (the
+# services' own default is loopback only). Turn on TLS and tokens (docs/SECURITY.md).
+ENV PIX2VIDEO_HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /tmp
 # gRPC, then Prometheus metrics.

@@ -138,7 +138,9 @@ def invert_video(
             as each stage starts (progress reporting).
     """
     video_id = video_id_for(frames, settings, model_identity)
-    with _video_lock(video_id):
+    # Keyed by the store's tenant prefix too: tenant B's inversion of a clip
+    # never waits on tenant A's (the wait would tell B that A is inverting it).
+    with _video_lock(getattr(store, "prefix", "") + video_id):
         manifest = read_manifest(store, video_id)
         if manifest is not None:
             return InversionResult(video_id, manifest, cached=True)
