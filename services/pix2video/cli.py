@@ -56,6 +56,7 @@ COMMANDS = {
     "eval": "eval",
     "compare": "compare",
     "store": "store",
+    "train-toy": "train_toy",
 }
 
 

@@ -87,7 +87,7 @@ class Pix2VideoEditor:
         self.timer: StageTimer | None = None  # optional stage timing (see StageTimer)
 
     @property
-    def sessions(self) -> dict[int, EditSession]:
+    def sessions(self) -> dict[int | str, EditSession]:
         return self.scheduler.sessions
 
     @property

@@ -194,7 +194,7 @@ class Scheduler:
         self.device = device
         self.latent_dtype = latent_dtype
         self.max_batch_items = max_batch_items
-        self.sessions: dict[int, EditSession] = {}
+        self.sessions: dict[int | str, EditSession] = {}
         self._ids = itertools.count(1)
         self.ticks = 0  # ticks that advanced work (sessions of different sizes take turns by it)
 

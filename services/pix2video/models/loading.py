@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ModelLoadError
 from .tiny import TINY_VERSION, build_tiny_model_set
+from .toy import TOY, toy_folder
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,11 @@ def default_cache_dir() -> Path:
 
 
 def resolve_model_path(model: str, cache_dir: str | Path | None = None) -> str:
-    """Maps ``tiny`` to a locally built tiny model set (built once, then cached);
-    returns any other value unchanged (a folder or a hub id)."""
+    """Maps ``tiny`` to a locally built tiny model set (built once, then cached)
+    and ``toy`` to the shipped toy-world weights; returns any other value
+    unchanged (a folder or a hub id)."""
+    if model == TOY:
+        return str(toy_folder())
     if model != TINY:
         return model
     folder = Path(cache_dir or default_cache_dir()) / f"tiny-v{TINY_VERSION}"

@@ -1,0 +1,357 @@
+"""The ``toy`` model set: SD2-depth's layout, small, trained on the toy world.
+
+Components (each a real diffusers/transformers class, saved with
+``save_pretrained`` and read back by :func:`~.loading.load_model_set` exactly
+as a hub checkpoint would be):
+
+- ``vae/``: AutoencoderKL, 3 levels (scale factor 4: 128x128 frames -> 32x32x4 latents);
+- ``text_encoder/`` + ``tokenizer/``: CLIP text model and a CLIP BPE tokenizer
+  whose merges make every word of the world's grammar one token;
+- ``unet/``: UNet2DConditionModel with SD2-depth's structure (5 input channels,
+  latent + depth; linear projections; cross-attention down and up blocks),
+  epsilon prediction;
+- ``scheduler/``: SD2's DDIM schedule (scaled_linear 0.00085..0.012, 1000 steps);
+- ``depth_estimator/`` + ``feature_extractor/``: DPT trained on the true depth;
+- ``captioner/``: BLIP trained on the captions;
+- ``clip/``: a small CLIP (image and text towers, trained contrastively) for
+  CLIP-score metrics on the toy world; not part of SD2's layout, loaded with
+  :func:`load_toy_clip`.
+
+The weights are trained by ``pix2video train-toy`` (``pix2video.toytrain``)
+and shipped in ``pix2video/models/toy_weights/`` (float16 safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelLoadError
+from ..toyworld.grammar import WORDS
+
+TOY = "toy"
+TOY_SIZE = 128  # working resolution (pixels, square)
+TOY_WEIGHTS = Path(__file__).with_name("toy_weights")
+MAX_TOKENS = 32  # captions are at most ~20 words, one token each
+TEXT_DIM = 128
+
+SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=False))
+
+
+def _bpe(pieces: list[str], ranks: dict[str, int]) -> list[str]:
+    while len(pieces) > 1:
+        pairs = [(ranks.get(f"{a} {b}"), i) for i, (a, b) in enumerate(zip(pieces, pieces[1:], strict=False))]
+        pairs = [(r, i) for r, i in pairs if r is not None]
+        if not pairs:
+            break
+        _, i = min(pairs)
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2 :]
+    return pieces
+
+
+def write_clip_tokenizer(folder: str | Path) -> int:
+    """A CLIP BPE tokenizer: every byte (so any text encodes), plus one merge
+    chain per grammar word so that each word is a single token. Returns the
+    vocabulary size."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars]
+    merges: list[str] = []
+    for word in WORDS:
+        # Apply the merges so far (BPE: lowest rank first), then chain whatever
+        # pieces remain left to right. New merges rank last, so words already
+        # made whole stay whole.
+        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], {m: r for r, m in enumerate(merges)})
+        acc = pieces[0]
+        for p in pieces[1:]:
+            merges.append(f"{acc} {p}")
+            acc += p
+            tokens.append(acc)
+        tokens.append(acc)
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"model_max_length": MAX_TOKENS, "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"})
+    )
+    tok = CLIPTokenizer.from_pretrained(folder)
+    split = [w for w in WORDS if len(tok(w, add_special_tokens=False).input_ids) != 1]
+    if split:
+        raise RuntimeError(f"toy tokenizer splits grammar words {split}")
+    tok.save_pretrained(folder)
+    return len(vocab)
+
+
+def blip_vocab() -> list[str]:
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"] + list(WORDS)
+
+
+def write_blip_processor(folder: str | Path):
+    """BLIP's processor: a BERT word-piece tokenizer over the grammar's words."""
+    from transformers import BertTokenizer, BlipImageProcessor, BlipProcessor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(blip_vocab()) + "\n")
+    tokenizer = BertTokenizer(str(vocab_file), bos_token="[DEC]")
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": TOY_SIZE, "width": TOY_SIZE}), tokenizer=tokenizer
+    )
+    processor.save_pretrained(folder)
+    return processor
+
+
+def toy_modules(vocab_size: int, seed: int = 0) -> dict[str, Any]:
+    """Freshly initialised toy components (seeded), before training."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        CLIPConfig,
+        CLIPModel,
+        CLIPTextConfig,
+        CLIPTextModel,
+        DPTConfig,
+        DPTForDepthEstimation,
+    )
+
+    torch.manual_seed(seed)
+    channels = (64, 128, 192)
+    unet = UNet2DConditionModel(
+        sample_size=TOY_SIZE // 4,
+        in_channels=5,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=channels,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=tuple(c // 32 for c in channels),  # SD2's misnomer: the number of heads
+        use_linear_projection=True,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(64, 128, 128),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=TOY_SIZE,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=TEXT_DIM,
+            intermediate_size=4 * TEXT_DIM,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            projection_dim=TEXT_DIM,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+        )
+    )
+    depth = DPTForDepthEstimation(
+        DPTConfig(
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=512,
+            image_size=TOY_SIZE,
+            patch_size=8,
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[32, 64, 128, 128],
+            fusion_hidden_size=64,
+            reassemble_factors=[4, 2, 1, 0.5],
+            is_hybrid=False,
+        )
+    )
+    bv = blip_vocab()
+    captioner = BlipForConditionalGeneration(
+        BlipConfig(
+            text_config=dict(
+                vocab_size=len(bv),
+                hidden_size=128,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                intermediate_size=512,
+                max_position_embeddings=40,
+                encoder_hidden_size=128,
+                bos_token_id=bv.index("[DEC]"),
+                sep_token_id=bv.index("[SEP]"),
+                pad_token_id=0,
+                eos_token_id=bv.index("[SEP]"),
+            ),
+            vision_config=dict(
+                hidden_size=128,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                intermediate_size=512,
+                image_size=TOY_SIZE,
+                patch_size=16,
+            ),
+        )
+    )
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=dict(
+                vocab_size=vocab_size,
+                hidden_size=128,
+                intermediate_size=512,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                max_position_embeddings=MAX_TOKENS,
+                bos_token_id=vocab_size - 2,
+                eos_token_id=vocab_size - 1,
+                pad_token_id=vocab_size - 1,
+            ),
+            vision_config=dict(
+                hidden_size=128,
+                intermediate_size=512,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                image_size=TOY_SIZE,
+                patch_size=16,
+            ),
+            projection_dim=128,
+        )
+    )
+    return {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "depth_estimator": depth,
+        "captioner": captioner,
+        "clip": clip,
+    }
+
+
+def write_static_parts(folder: str | Path) -> int:
+    """Tokenizers, processors, scheduler and index of a toy folder (everything
+    but the trained weights). Returns the CLIP vocabulary size."""
+    from diffusers import DDIMScheduler
+    from transformers import CLIPImageProcessor, DPTImageProcessor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_size = write_clip_tokenizer(folder / "tokenizer")
+    write_clip_tokenizer(folder / "clip")
+    CLIPImageProcessor(
+        size={"shortest_edge": TOY_SIZE}, crop_size={"height": TOY_SIZE, "width": TOY_SIZE}
+    ).save_pretrained(folder / "clip")
+    scheduler: Any = DDIMScheduler(**SCHEDULER)  # diffusers' lazy imports hide save_pretrained from mypy
+    scheduler.save_pretrained(folder / "scheduler")
+    DPTImageProcessor(size={"height": TOY_SIZE, "width": TOY_SIZE}, keep_aspect_ratio=False).save_pretrained(
+        folder / "feature_extractor"
+    )
+    write_blip_processor(folder / "captioner")
+    (folder / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionDepth2ImgPipeline", "_pix2video_toy": True}, indent=1) + "\n"
+    )
+    return vocab_size
+
+
+def save_component(folder: str | Path, name: str, module: Any, half: bool = True) -> None:
+    """Saves one trained component into its subfolder, in float16 by default."""
+    module = module.eval()
+    if half:
+        module = module.to(torch.float16)
+    module.save_pretrained(Path(folder) / name, safe_serialization=True)
+
+
+def toy_folder(path: str | Path | None = None) -> Path:
+    """The shipped toy model folder (or ``path``), checked to hold trained weights."""
+    folder = Path(path) if path is not None else TOY_WEIGHTS
+    if not (folder / "model_index.json").is_file() or not (folder / "unet" / "config.json").is_file():
+        raise ModelLoadError(
+            "model: the toy weights are not installed (expected pix2video/models/toy_weights; "
+            "run 'pix2video train-toy' to make them)"
+        )
+    return folder
+
+
+class ToyClip:
+    """The toy CLIP with its tokenizer and image processor; embeddings are L2-normalised.
+
+    ``clip.texts(["a blue ball ..."])`` -> (N, 128); ``clip.images(frames)`` for
+    (N, H, W, 3) uint8 frames -> (N, 128). CLIP-Text of an edit is
+    ``(clip.images(edited) @ clip.texts([prompt]).T).mean()``; CLIP-Image
+    (frame consistency) is the mean cosine of consecutive frames' image embeddings.
+    """
+
+    def __init__(self, model, tokenizer, processor):
+        self.model, self.tokenizer, self.processor = model, tokenizer, processor
+
+    @staticmethod
+    def _tensor(out) -> torch.Tensor:
+        # transformers 5 returns a model output whose pooler_output is the projection.
+        return getattr(out, "pooler_output", out)
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt").input_ids
+        out = self._tensor(self.model.get_text_features(input_ids=ids.to(self.model.device)))
+        return torch.nn.functional.normalize(out.float(), dim=-1)
+
+    @torch.no_grad()
+    def images(self, frames) -> torch.Tensor:
+        pixels = self.processor(images=list(frames), return_tensors="pt").pixel_values.to(self.model.device)
+        out = self._tensor(self.model.get_image_features(pixel_values=pixels))
+        return torch.nn.functional.normalize(out.float(), dim=-1)
+
+
+def load_toy_clip(path: str | Path | None = None, device: str | torch.device = "cpu") -> ToyClip:
+    """The toy world's CLIP, for CLIP-Text / CLIP-Image scores (see :class:`ToyClip`).
+
+    Args:
+        path: a toy model folder (default: the shipped weights).
+        device: torch device.
+
+    Returns:
+        a :class:`ToyClip` (CLIPModel in float32, eval mode, with its
+        CLIPTokenizer and CLIPImageProcessor as ``.model``, ``.tokenizer``,
+        ``.processor``).
+    """
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    folder = toy_folder(path) / "clip"
+    try:
+        model: Any = CLIPModel.from_pretrained(folder, torch_dtype=torch.float32)
+        tokenizer = CLIPTokenizer.from_pretrained(folder)
+        processor = CLIPImageProcessor.from_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure
+        raise ModelLoadError(f"model: cannot load the toy CLIP: {str(exc).strip().splitlines()[0]}") from exc
+    return ToyClip(model.to(device).eval().requires_grad_(False), tokenizer, processor)

@@ -1,0 +1,284 @@
+"""Held-out measures of the toy model set, through the real engine.
+
+Every figure of docs/toy-world.md comes from here: the GPU training run and
+the CPU tests (tests/test_toy_world.py) call the same functions, on clips
+whose scene seeds no training run draws (:data:`.data.HELD_OUT_BASE`).
+Inversion and editing go through :class:`pix2video.embedded.EmbeddedPix2Video`
+(depth, caption, DDIM inversion, the Pix2Video editor), not a re-implementation.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..embedded import EmbeddedPix2Video
+from ..engine.editor import Pix2VideoEditor
+from ..engine.settings import EditSettings
+from ..engine.vae import decode_latents, encode_frames
+from ..jobs import InversionSettings
+from ..store import LocalDiskStore, StoredVideo
+from ..toyworld import Clip, parse_main_object, render_clip, sample_scene
+from .data import held_out_scene_seed
+
+SIZE = 128
+BLUE_HUE = (180.0, 265.0)  # degrees: what "blue" means for the colour test
+MIN_SATURATION = 0.25
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB of uint8 images (over ``mask``'s pixels when given)."""
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    if mask is not None:
+        d = d[np.broadcast_to(mask[..., None], d.shape)]
+    mse = float(d.mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def held_out_clips(count: int, num_frames: int, start: int = 0, **scene) -> list[Clip]:
+    """Clips of held-out scenes ``start .. start + count - 1`` (``scene`` fixes attributes)."""
+    return [
+        render_clip(sample_scene(held_out_scene_seed(k), **scene), num_frames, SIZE, SIZE)
+        for k in range(start, start + count)
+    ]
+
+
+def engine_for(models) -> EmbeddedPix2Video:
+    engine = EmbeddedPix2Video(models, LocalDiskStore(tempfile.mkdtemp(prefix="toy-eval-")))
+    # anchor+previous with guidance keeps 2 frames x 50 steps x 2 branches of
+    # features: 200 slots. The default 128 makes the pools grow mid-edit, and
+    # recapturing the CUDA graphs then hit an allocator assert in PyTorch 2.11
+    # on the H200; the same editor with room for them from the start.
+    engine.editor = Pix2VideoEditor(models, runner=engine.editor.runner, feature_slots=256)
+    return engine
+
+
+@torch.no_grad()
+def vae_psnr(models, frames: np.ndarray) -> float:
+    """Mean per-frame PSNR of VAE encode -> decode (the posterior mode, as inversion uses)."""
+    out = []
+    for i in range(0, len(frames), 16):
+        rec = decode_latents(models, encode_frames(models, frames[i : i + 16]))
+        out += [psnr(a, b) for a, b in zip(frames[i : i + 16], rec, strict=False)]
+    return float(np.mean(out))
+
+
+@torch.no_grad()
+def depth_pearson(models, clips: list[Clip]) -> float:
+    """Mean per-frame Pearson correlation of DPT's raw output (resized to the
+    frame) with the true inverse depth."""
+    m, out = models, []
+    for clip in clips:
+        pixels = m.feature_extractor(images=list(clip.frames), return_tensors="pt").pixel_values.to(m.device)
+        pred = m.depth_estimator(pixels).predicted_depth.float().unsqueeze(1)
+        pred = F.interpolate(pred, size=clip.depth.shape[-2:], mode="bilinear", align_corners=False)[:, 0].cpu()
+        for p, t in zip(pred.numpy(), clip.depth, strict=False):
+            out.append(float(np.corrcoef(p.ravel(), t.ravel())[0, 1]))
+    return float(np.mean(out))
+
+
+def pairs_of(clips, captions):
+    return zip(clips, captions, strict=True)
+
+
+def caption_accuracy(engine: EmbeddedPix2Video, clips: list[Clip]) -> tuple[float, list[tuple[str, str]]]:
+    """Fraction of first frames whose caption names the main object's colour
+    and shape; also (truth, caption) pairs."""
+    captions = engine.captioner(np.stack([c.frames[0] for c in clips]))
+    pairs = [(c.caption, got) for c, got in zip(clips, captions, strict=False)]
+    hits = [
+        parse_main_object(got) == (c.scene.main.colour, c.scene.main.shape)
+        for c, got in zip(clips, captions, strict=False)
+    ]
+    return float(np.mean(hits)), pairs
+
+
+def invert(engine: EmbeddedPix2Video, clip: Clip, prompt: str | None, steps: int = 50) -> str:
+    """Depth, caption (unless ``prompt``), inversion into the engine's store; the video id."""
+    settings = InversionSettings(width=SIZE, height=SIZE, num_steps=steps, source_prompt=prompt)
+    return engine.invert(list(clip.frames), settings).video_id
+
+
+class _RandomStart:
+    """A stored video's depth with random x_T (the reconstruction baseline)."""
+
+    def __init__(self, video: StoredVideo, seed: int):
+        self.video, self.num_frames, self.num_steps = video, video.num_frames, video.num_steps
+        g = torch.Generator().manual_seed(seed)
+        self.noise = [torch.randn(video.latent(0).shape, generator=g) for _ in range(video.num_frames)]
+
+    def latent(self, i: int) -> torch.Tensor:
+        return self.noise[i]
+
+    def depth(self, i: int) -> torch.Tensor:
+        return self.video.depth(i)
+
+
+def _frames(edited) -> np.ndarray:
+    return np.stack([f.image for f in edited])
+
+
+def reconstruction(engine: EmbeddedPix2Video, clip: Clip, steps: int = 50, seed: int = 0) -> dict:
+    """DDIM inversion then plain DDIM sampling (guidance 1, source caption),
+    and the same sampling from random x_T: mean PSNR to the input of each."""
+    vid = invert(engine, clip, clip.caption, steps)
+    plain = EditSettings(
+        prompt=clip.caption, guidance_scale=1.0, num_steps=steps, inject_layers="none", latent_update="off", seed=seed
+    )
+    rec = _frames(engine.edit(vid, plain))
+    rnd = _frames(engine.editor.edit(_RandomStart(StoredVideo(engine.store, vid), seed), plain))
+    return {
+        "inverted": float(np.mean([psnr(a, b) for a, b in zip(clip.frames, rec, strict=False)])),
+        "random_xt": float(np.mean([psnr(a, b) for a, b in zip(clip.frames, rnd, strict=False)])),
+        "frames": rec,
+    }
+
+
+def hue_of(frame: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(hue in degrees, saturation) of the mean colour inside ``mask``."""
+    r, g, b = frame[mask].astype(np.float64).mean(0) / 255
+    h, _, s = colorsys.rgb_to_hls(r, g, b)
+    return h * 360, s
+
+
+def is_blue(frame: np.ndarray, mask: np.ndarray) -> bool:
+    h, s = hue_of(frame, mask)
+    return BLUE_HUE[0] <= h <= BLUE_HUE[1] and s >= MIN_SATURATION
+
+
+def warp_previous(frames: np.ndarray, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+    """Frame i-1 warped to frame i with the true backward flow, for i >= 1: (warped, valid)."""
+    x = torch.from_numpy(frames[:-1].astype(np.float32)).permute(0, 3, 1, 2)
+    xy = torch.from_numpy(clip.prev_xy[1:].copy())
+    h, w = frames.shape[1:3]
+    grid = torch.stack([(xy[..., 0] + 0.5) / w * 2 - 1, (xy[..., 1] + 0.5) / h * 2 - 1], -1)
+    warped = F.grid_sample(x, grid.nan_to_num(0), mode="bilinear", align_corners=False, padding_mode="border")
+    return warped.permute(0, 2, 3, 1).numpy(), clip.prev_valid[1:]
+
+
+def warp_error(frames: np.ndarray, clip: Clip) -> float:
+    """Mean absolute difference (0..255) between each frame and the previous
+    frame warped onto it, over pixels visible in both."""
+    warped, valid = warp_previous(frames, clip)
+    diff = np.abs(frames[1:].astype(np.float32) - warped).mean(-1)
+    return float(diff[valid].mean())
+
+
+@dataclass
+class ColourEdit:
+    blue_fraction: float
+    outside_psnr: float
+    warp_pix2video: float
+    warp_per_frame: float
+    warp_input: float
+    hues: list[float]
+    frames: np.ndarray
+    per_frame_frames: np.ndarray
+
+
+def colour_edit(engine: EmbeddedPix2Video, clip: Clip, steps: int = 50, seed: int = 0, source_prompt=None):
+    """ "red ball" -> "blue ball" on a held-out clip whose main object is a red ball."""
+    if (clip.scene.main.colour, clip.scene.main.shape) != ("red", "ball"):
+        raise ValueError("colour_edit needs a clip whose main object is a red ball")
+    target = clip.caption.replace("a red ball", "a blue ball", 1)
+    vid = invert(engine, clip, source_prompt, steps)
+    p2v = _frames(engine.edit(vid, EditSettings(prompt=target, num_steps=steps, seed=seed)))
+    per_frame = _frames(
+        engine.edit(
+            vid, EditSettings(prompt=target, num_steps=steps, seed=seed, inject_layers="none", latent_update="off")
+        )
+    )
+    masks = clip.masks[:, 0]
+    return ColourEdit(
+        blue_fraction=float(np.mean([is_blue(f, m) for f, m in zip(p2v, masks, strict=False)])),
+        outside_psnr=float(np.mean([psnr(a, b, ~m) for a, b, m in zip(clip.frames, p2v, masks, strict=False)])),
+        warp_pix2video=warp_error(p2v, clip),
+        warp_per_frame=warp_error(per_frame, clip),
+        warp_input=warp_error(clip.frames, clip),
+        hues=[round(hue_of(f, m)[0], 1) for f, m in zip(p2v, masks, strict=False)],
+        frames=p2v,
+        per_frame_frames=per_frame,
+    )
+
+
+def scene_edit(engine: EmbeddedPix2Video, clip: Clip, old: str, new: str, steps: int = 50, seed: int = 0):
+    """A background edit (e.g. "on green grass" -> "on yellow sand"): the edited frames."""
+    vid = invert(engine, clip, None, steps)
+    target = clip.caption.replace(old, new)
+    return _frames(engine.edit(vid, EditSettings(prompt=target, num_steps=steps, seed=seed))), target
+
+
+def strip(rows: list[np.ndarray]) -> np.ndarray:
+    """Rows of frames (each (N, H, W, 3)) -> one image, rows stacked top to bottom."""
+    return np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)
+
+
+def report(
+    models, *, clips: int = 8, frames: int = 8, captions: int = 50, edits: int = 2, steps: int = 50, log=print
+) -> dict:
+    """Every must-show figure on held-out clips (the numbers of docs/toy-world.md)."""
+    engine = engine_for(models)
+    held = held_out_clips(clips, frames)
+    out: dict = {"clips": clips, "frames": frames, "steps": steps}
+    out["vae_psnr"] = vae_psnr(models, np.concatenate([c.frames for c in held]))
+    log(f"vae psnr {out['vae_psnr']:.2f}")
+    out["depth_pearson"] = depth_pearson(models, held)
+    log(f"depth pearson {out['depth_pearson']:.3f}")
+    firsts = held_out_clips(captions, 1, start=1000)
+    out["caption_accuracy"], pairs = caption_accuracy(engine, firsts)
+    out["caption_examples"] = pairs[:8]
+    log(f"caption accuracy {out['caption_accuracy']:.2f} e.g. {pairs[:2]}")
+    recs = [reconstruction(engine, c, steps) for c in held[:edits]]
+    out["inversion_psnr"] = float(np.mean([r["inverted"] for r in recs]))
+    out["random_xt_psnr"] = float(np.mean([r["random_xt"] for r in recs]))
+    log(f"inversion psnr {out['inversion_psnr']:.2f} vs random x_T {out['random_xt_psnr']:.2f}")
+    reds = held_out_clips(edits, frames, start=2000, main_colour="red", main_shape="ball")
+    ces = [colour_edit(engine, c, steps) for c in reds]
+    for key in ("blue_fraction", "outside_psnr", "warp_pix2video", "warp_per_frame", "warp_input"):
+        out[key] = float(np.mean([getattr(c, key) for c in ces]))
+    out["hues"] = [c.hues for c in ces]
+    out["warp_ratio"] = out["warp_pix2video"] / max(out["warp_per_frame"], 1e-9)
+    log(
+        f"colour edit: blue {out['blue_fraction']:.2f}, outside psnr {out['outside_psnr']:.2f}, warp "
+        f"{out['warp_pix2video']:.2f} vs per-frame {out['warp_per_frame']:.2f} (input {out['warp_input']:.2f})"
+    )
+    out["_strips"] = {
+        "colour": strip([reds[0].frames, ces[0].frames, ces[0].per_frame_frames]),
+        "reconstruction": strip([held[0].frames, recs[0]["frames"]]),
+    }
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m pix2video.toytrain.evaluate FOLDER OUT.json [--device cuda]``."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ..models import load_model_set
+
+    p = argparse.ArgumentParser(prog="python -m pix2video.toytrain.evaluate")
+    p.add_argument("folder")
+    p.add_argument("output")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--clips", type=int, default=8)
+    p.add_argument("--edits", type=int, default=2)
+    p.add_argument("--captions", type=int, default=50)
+    args = p.parse_args(argv)
+    models = load_model_set(args.folder, device=args.device, dtype=torch.float32)
+    r = report(models, clips=args.clips, captions=args.captions, edits=args.edits, log=lambda s: print(s, flush=True))
+    for name, img in r.pop("_strips").items():
+        Image.fromarray(img).save(Path(args.output).with_name(f"strip-{name}.png"))
+    Path(args.output).write_text(json.dumps(r, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

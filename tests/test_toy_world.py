@@ -1,0 +1,171 @@
+"""The toy world and the shipped ``toy`` model set: the must-show figures of
+docs/toy-world.md, measured on held-out clips (scene seeds no training run
+draws) with the shipped weights, through the real loading code and engine.
+
+CPU only, kept small: 128x128 frames, a few frames per clip, 50 DDIM steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pix2video.toytrain import evaluate as ev
+from pix2video.toyworld import parse_main_object, render_clip, sample_scene
+
+STEPS = 50
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from pix2video.models import load_model_set
+
+    return load_model_set("toy", dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def engine(toy):
+    return ev.engine_for(toy)
+
+
+@pytest.fixture(scope="module")
+def held():
+    return ev.held_out_clips(3, 3)
+
+
+# -- the world ---------------------------------------------------------------
+
+
+def test_world_is_deterministic_and_its_flow_explains_the_motion():
+    a, b = (render_clip(sample_scene(11, num_objects=3), 4) for _ in range(2))
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.depth, b.depth)
+    assert a.frames.shape == (4, 128, 128, 3) and a.masks.shape == (4, 3, 128, 128)
+    other = render_clip(sample_scene(12, num_objects=3), 4)
+    assert not np.array_equal(a.frames, other.frames)
+    # The caption names what is there, main object first.
+    assert parse_main_object(a.caption) == (a.scene.main.colour, a.scene.main.shape)
+    # Sky has zero inverse depth; each object is nearer than the ground behind it.
+    sky = a.frames[0][:5].reshape(-1, 3)
+    assert np.all(a.depth[0][:5] == 0) and sky.std(0).max() < 40
+    for k in range(3):
+        m = a.masks[0, k]
+        assert m.any() and a.depth[0][m].min() > 0
+    # The true backward flow warps frame i-1 onto frame i almost exactly; with
+    # no motion compensation the error is several times larger.
+    moving = render_clip(sample_scene(21), 4)  # a scene whose camera pans
+    assert moving.prev_valid[1:].mean() > 0.9
+    err = ev.warp_error(moving.frames, moving)
+    frozen = moving.prev_xy.copy()
+    ys, xs = np.mgrid[0:128, 0:128]
+    frozen[1:, ..., 0], frozen[1:, ..., 1] = xs, ys
+    still = ev.Clip(moving.scene, moving.frames, moving.depth, moving.masks, frozen, moving.prev_valid)
+    assert err < 1.5 and ev.warp_error(moving.frames, still) > 2 * err
+
+
+def test_toy_resolves_to_the_shipped_float16_weights_within_40_mb():
+    from safetensors import safe_open
+
+    from pix2video.models.loading import resolve_model_path
+    from pix2video.models.toy import TOY_WEIGHTS
+
+    folder = Path(resolve_model_path("toy"))
+    assert folder == TOY_WEIGHTS
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 40 * 1024 * 1024
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert {p.parent.name for p in weights} >= {"unet", "vae", "text_encoder", "depth_estimator", "captioner", "clip"}
+    for p in weights:
+        with safe_open(str(p), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, p
+    assert json.loads((folder / "losses.json").read_text())["components"]["unet"]["steps"] > 1000
+
+
+# -- the must-show figures -----------------------------------------------------
+
+
+def test_vae_reconstructs_held_out_frames_at_28_db(toy, held):
+    assert ev.vae_psnr(toy, np.concatenate([c.frames for c in held])) >= 28.0
+
+
+def test_depth_estimator_correlates_with_true_depth(toy, held):
+    assert ev.depth_pearson(toy, held) >= 0.9
+
+
+def test_captioner_names_colour_and_shape_of_the_main_object(engine):
+    accuracy, pairs = ev.caption_accuracy(engine, ev.held_out_clips(20, 1, start=1000))
+    assert accuracy >= 0.8, pairs
+
+
+def test_ddim_inversion_then_reconstruction_returns_the_input(engine, held):
+    r = ev.reconstruction(engine, held[0], STEPS)
+    assert r["inverted"] >= 22.0
+    # What a random UNet could never show: the inverted x_T, not the prompt, carries the frame.
+    assert r["inverted"] >= r["random_xt"] + 8.0, r
+
+
+@pytest.fixture(scope="module")
+def colour(engine):
+    clip = ev.held_out_clips(1, 4, start=2000, main_colour="red", main_shape="ball")[0]
+    return ev.colour_edit(engine, clip, STEPS)
+
+
+def test_colour_edit_turns_the_red_ball_blue(colour):
+    assert colour.blue_fraction >= 0.9, colour.hues
+
+
+def test_colour_edit_keeps_the_rest_of_the_frame(colour):
+    assert colour.outside_psnr >= 20.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bar missed (docs/toy-world.md): on the H200 evaluation Pix2Video's flow-warped error is 0.41 against "
+    "0.32 for per-frame editing from each frame's own inversion (ratio 1.26, bar <= 0.5)",
+)
+def test_pix2video_is_twice_as_consistent_as_per_frame_editing(colour):
+    assert colour.warp_pix2video <= 0.5 * colour.warp_per_frame, (colour.warp_pix2video, colour.warp_per_frame)
+
+
+def test_toy_clip_matches_frames_to_their_captions():
+    from pix2video.models.toy import load_toy_clip
+
+    clip = load_toy_clip()
+    clips = ev.held_out_clips(12, 1, start=3000)
+    captions = sorted({c.caption for c in clips})
+    sims = clip.images(np.stack([c.frames[0] for c in clips])) @ clip.texts(captions).T
+    picked = [captions[i] for i in sims.argmax(1).tolist()]
+    accuracy = np.mean([p == c.caption for p, c in zip(picked, clips, strict=True)])
+    assert accuracy >= 0.75, list(zip(picked, [c.caption for c in clips], strict=True))
+
+
+# -- the commands --------------------------------------------------------------
+
+
+def test_train_toy_smoke_writes_a_loadable_model_set(tmp_path, capsys):
+    from pix2video.cli import main
+    from pix2video.models import load_model_set
+    from pix2video.models.toy import load_toy_clip
+
+    out = tmp_path / "toy"
+    assert main(["train-toy", str(out), "--smoke", "--device", "cpu", "--workers", "1", "-q"]) == 0
+    losses = json.loads((out / "losses.json").read_text())
+    assert set(losses["components"]) == {"vae", "unet", "depth_estimator", "captioner", "clip"}
+    assert all(c["steps"] == 2 and c["final_loss"] > 0 for c in losses["components"].values())
+    m = load_model_set(str(out))
+    assert m.unet.config.in_channels == 5 and m.vae_scale_factor == 4
+    assert load_toy_clip(out).texts(["a red ball"]).shape == (1, 128)
+    # The same seed gives the same losses (the smoke run is deterministic on the CPU).
+    again = tmp_path / "again"
+    assert main(["train-toy", str(again), "--smoke", "--device", "cpu", "--workers", "1", "-q"]) == 0
+    assert (
+        json.loads((again / "losses.json").read_text())["components"]["unet"]["losses"]
+        == (losses["components"]["unet"]["losses"])
+    )
+    # Bad input: one line naming the field.
+    assert main(["train-toy", str(out), "--smoke"]) == 2
+    assert "output" in capsys.readouterr().err
+    assert main(["train-toy", str(tmp_path / "x"), "--seed", "1000"]) == 2
