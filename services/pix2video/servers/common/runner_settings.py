@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...engine.fp8 import PRECISIONS
 from ...engine.unet_runner import COMPILE_MODES, DEFAULT_BUCKETS, UNetRunner
 from ...errors import InvalidInput
 
@@ -25,6 +26,8 @@ class UNetRunnerSettingsMixin:
     batch_buckets: str = ",".join(str(b) for b in DEFAULT_BUCKETS)
     warm_up_width: int = 512
     warm_up_height: int = 512
+    precision: str = "fp16"
+    """Precision of the UNet's transformer linear layers: fp16, or fp8 (e4m3, per-tensor dynamic scales)."""
 
     def buckets(self) -> tuple[int, ...]:
         try:
@@ -39,6 +42,8 @@ class UNetRunnerSettingsMixin:
         self.buckets()
         if self.compile_mode not in COMPILE_MODES:
             raise InvalidInput(f"compile_mode: must be one of {', '.join(COMPILE_MODES)}; got {self.compile_mode!r}")
+        if self.precision not in PRECISIONS:
+            raise InvalidInput(f"precision: must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.compile_unet and not self.cuda_graphs:
             raise InvalidInput("compile_unet: compiles the captured graphs, so it needs cuda_graphs=true")
         for name in ("warm_up_width", "warm_up_height"):
@@ -53,4 +58,5 @@ class UNetRunnerSettingsMixin:
             compile=self.compile_unet,
             compile_mode=self.compile_mode,
             buckets=self.buckets(),
+            precision=self.precision,
         )
