@@ -578,8 +578,11 @@ def main(argv=None):
             precision=args.precision,
         )
         items = max(4 * w4, 8 * w8, max(widths))
+        # Slots for every session of the 8-session row (about 100 + 4 per frame
+        # in flight each): if the pools grow, every captured graph is dropped
+        # and the rest of the run is uncompiled (run of 2026-12-01, 1024 slots).
         ours = Pix2VideoEditor(
-            models, max_batch_items=items, runner=Tally(runner), feature_slots=64 if args.smoke else 1024
+            models, max_batch_items=items, runner=Tally(runner), feature_slots=64 if args.smoke else 2048
         )
         if cuda:
             if args.compile_variants == "lean" and compile_sizes:
