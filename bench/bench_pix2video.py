@@ -255,7 +255,7 @@ def profile_first_frame(editor, hw, steps):
     """Where a warm editor's first frame goes: the GPU time of its stages
     (CUDA events on the stream, as the editor service times them) against
     the wall clock; what is left is the GPU waiting for the host."""
-    from pix2video.servers.editor.worker import CudaEventTimer
+    from pix2video.engine.timers import CudaEventTimer
 
     gpu = collections.defaultdict(float)
     editor.timer = CudaEventTimer(

@@ -389,7 +389,8 @@ def test_errors_are_counted_by_status_code(suite):
     with grpc.insecure_channel(f"127.0.0.1:{suite['inversion'].port}") as channel:
         stub = inversion_pb2_grpc.InversionServiceStub(channel)
         with pytest.raises(grpc.RpcError) as err:
-            stub.GetVideo(inversion_pb2.GetVideoRequest(video_id="no-such-video"), timeout=10)
+            # Well formed (40 hex digits) but absent: NOT_FOUND (an out-of-pattern id is INVALID_ARGUMENT).
+            stub.GetVideo(inversion_pb2.GetVideoRequest(video_id="0" * 40), timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     m = scrape(suite["inversion"].metrics_port)
     assert (

@@ -8,7 +8,16 @@ without the engine knowing about either.
 
 
 class Pix2VideoError(Exception):
-    """Base class of every error the engine raises on purpose."""
+    """Base class of every error the engine raises on purpose.
+
+    ``detail``: what only an operator may see (a store's endpoint, bucket or
+    folder, the full object name): servers log it with the request's trace id
+    and never send it to a client; the message itself names none of these.
+    """
+
+    def __init__(self, *args, detail: str | None = None):
+        super().__init__(*args)
+        self.detail = detail
 
 
 class InvalidInput(Pix2VideoError, ValueError):

@@ -18,9 +18,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .engine.checks import check_num_steps, check_prompt
 from .engine.images import RESIZE_MODES, check_resolution, fit_frame
-from .engine.inversion import check_num_steps
-from .engine.text import check_prompt
 from .errors import InvalidInput
 from .store import Manifest, ObjectStore, read_manifest, write_video_record
 

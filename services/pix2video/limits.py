@@ -9,6 +9,7 @@ Error messages show at most :data:`MAX_ECHO` characters of what was sent.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from .errors import InvalidInput
 
@@ -66,3 +67,53 @@ def check_text(value: object, name: str, max_len: int) -> str:
     if "\x00" in value:
         raise InvalidInput(f"{name}: must not contain NUL characters")
     return value
+
+
+# -- frames -------------------------------------------------------------------------
+
+# Default pixel limit: a DCI 4K frame (4096 x 2160). Larger frames are refused
+# from their declared size, before any pixel is decoded (a 200 kB PNG can
+# declare 8192 x 8192 and decode to 200 MB).
+DEFAULT_MAX_FRAME_PIXELS = 4096 * 2160
+# Default minimum side: the VAE's downsampling factor, so a frame has at least
+# one latent (and one depth-map) pixel.
+DEFAULT_MIN_FRAME_SIDE = 8
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """The sizes of image and video frame accepted from a client.
+
+    max_pixels: largest width x height; min_side: smallest width or height.
+    """
+
+    max_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    min_side: int = DEFAULT_MIN_FRAME_SIDE
+
+    def __post_init__(self):
+        if not isinstance(self.min_side, int) or self.min_side < 1:
+            raise InvalidInput(f"min_frame_side: must be at least 1, got {self.min_side!r}")
+        if not isinstance(self.max_pixels, int) or not self.min_side**2 <= self.max_pixels <= MAX_FRAME_PIXELS_CEILING:
+            raise InvalidInput(
+                f"max_frame_pixels: must be in [min_frame_side^2 = {self.min_side**2}, {MAX_FRAME_PIXELS_CEILING}], "
+                f"got {self.max_pixels!r}"
+            )
+
+    def check(self, width: int, height: int, field: str) -> None:
+        """Raises InvalidInput naming ``field`` unless a ``width`` x ``height``
+        frame is within the limits (call it with the declared size, before decoding)."""
+        if width <= 0 or height <= 0:
+            raise InvalidInput(f"{field}: the frame declares no size ({width}x{height})")
+        if width < self.min_side or height < self.min_side:
+            raise InvalidInput(
+                f"{field}: a {width}x{height} frame is smaller than the minimum of {self.min_side} pixels a side"
+            )
+        if width * height > self.max_pixels:
+            raise InvalidInput(
+                f"{field}: a {width}x{height} frame ({width * height} pixels) exceeds the limit of "
+                f"{self.max_pixels} pixels"
+            )
+
+
+# The largest max_pixels a deployment may configure (FFmpeg's own ceiling is INT_MAX / 8).
+MAX_FRAME_PIXELS_CEILING = 2**28

@@ -41,9 +41,10 @@ from typing import Hashable, Iterator
 import torch
 import torch.nn.functional as F
 
+from pix2video_client.options import INJECT_LAYERS
+
 from .transfer import to_device
 
-INJECT_LAYERS = ("decoder", "all", "none")
 REFS_PER_SAMPLE = 2  # every reference mode uses at most two (anchor + previous)
 _tokens = itertools.count(1)
 

@@ -41,7 +41,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-PRECISIONS = ("fp16", "fp8")
+from .runner_options import PRECISIONS
+
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = float(torch.finfo(E4M3).max)  # 448
 # cuBLASLt's FP8 products need both matrix dimensions of the weight divisible by 16.

@@ -14,20 +14,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import InvalidInput
+from .checks import check_num_steps
 from .ddim import DDIMSchedule, ddim_invert
 from .text import encode_prompts
 from .transfer import to_device
 from .unet_runner import UNetRunner
 from .vae import encode_frames
-
-MIN_STEPS, MAX_STEPS = 1, 1000
-
-
-def check_num_steps(num_steps: object, name: str = "num_steps") -> int:
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or not MIN_STEPS <= num_steps <= MAX_STEPS:
-        raise InvalidInput(f"{name}: must be an integer in [{MIN_STEPS}, {MAX_STEPS}], got {num_steps!r}")
-    return num_steps
 
 
 class Inverter:

@@ -1,60 +1,64 @@
-"""Method settings of an edit: the paper's defaults and every ablation switch."""
+"""Method settings of an edit: the paper's defaults and every ablation switch.
+
+Torch-free, so the command line can build its help from these fields' docstrings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
+
+from pix2video_client.options import (
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_INJECT_LAYERS,
+    DEFAULT_LATENT_UPDATE,
+    DEFAULT_NUM_STEPS,
+    DEFAULT_REFERENCE,
+    DEFAULT_UPDATE_END,
+    DEFAULT_UPDATE_START,
+    DEFAULT_UPDATE_STRENGTH,
+    INJECT_LAYERS,
+    LATENT_UPDATES,
+    MAX_FRAMES_IN_FLIGHT,
+    MAX_GUIDANCE,
+    MAX_UPDATE_STRENGTH,
+    REFERENCES,
+)
 
 from ..errors import InvalidInput
-from .attention import INJECT_LAYERS
-from .inversion import check_num_steps
-from .text import check_prompt
-
-REFERENCES = ("anchor+previous", "anchor", "previous", "anchor+random")
-LATENT_UPDATES = ("x0", "xt", "off")
-MAX_UPDATE_STRENGTH = 1e4
-MAX_GUIDANCE = 50.0
-MAX_FRAMES_IN_FLIGHT = 256
+from .checks import check_num_steps, check_prompt
 
 
 @dataclass(frozen=True)
 class EditSettings:
-    """How to edit one inverted video.
-
-    Args:
-        prompt: the target prompt P'.
-        negative_prompt: prompt of the unconditional guidance branch ("" as in the paper).
-        guidance_scale: classifier-free guidance weight (7.5); 1 runs the conditional branch only.
-        num_steps: DDIM steps; must equal the inversion's step count (50).
-        seed: seeds every random choice (the ``anchor+random`` reference frame).
-        reference: frames whose features give the self-attention keys/values of
-            frame i > 0: ``anchor+previous`` (paper), ``anchor``, ``previous``,
-            or ``anchor+random`` (the anchor and a random earlier frame).
-        inject_layers: ``decoder`` (paper: the up blocks), ``all``, or ``none``.
-        latent_update: guided latent update toward the previous frame's
-            predicted clean latent: ``x0`` (authors' code: gradient w.r.t. x0,
-            closed form, applied after the DDIM step), ``xt`` (paper eq. 1:
-            gradient w.r.t. x_t through the UNet, before the step), or ``off``.
-        update_strength: the step size delta (100).
-        update_start, update_end: the update runs on steps k with
-            ``update_start * num_steps <= k < update_end * num_steps``
-            (default: the first half, steps 0..24 of 50).
-        frames_in_flight: wavefront width: at most this many frames of the
-            session are denoised together, frame i one step behind frame i-1,
-            sharing each UNet call. Results equal one-after-another processing.
-    """
+    """How to edit one inverted video: the paper's defaults and every ablation switch."""
 
     prompt: str
+    """The target prompt P', e.g. 'a crochet swan on the lake'."""
     negative_prompt: str = ""
-    guidance_scale: float = 7.5
-    num_steps: int = 50
+    """Prompt of the unconditional guidance branch (empty, as in the paper)."""
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    """Classifier-free guidance weight; 1 runs the conditional branch only."""
+    num_steps: int = DEFAULT_NUM_STEPS
+    """DDIM steps; must equal the inversion's step count."""
     seed: int = 0
-    reference: str = "anchor+previous"
-    inject_layers: str = "decoder"
-    latent_update: str = "x0"
-    update_strength: float = 100.0
-    update_start: float = 0.0
-    update_end: float = 0.5
+    """Seeds every random choice (the anchor+random reference frame)."""
+    reference: str = field(default=DEFAULT_REFERENCE, metadata={"choices": REFERENCES})
+    """Frames whose self-attention keys/values frame i > 0 attends to: anchor+previous (the paper), anchor,
+    previous, or anchor+random (the anchor and a random earlier frame)."""
+    inject_layers: str = field(default=DEFAULT_INJECT_LAYERS, metadata={"choices": INJECT_LAYERS})
+    """Self-attention layers that inject: decoder (the paper: the UNet's up blocks), all, or none."""
+    latent_update: str = field(default=DEFAULT_LATENT_UPDATE, metadata={"choices": LATENT_UPDATES})
+    """Guided latent update toward the previous frame's predicted clean latent: x0 (authors' code: gradient
+    w.r.t. x0, closed form, after the DDIM step), xt (paper eq. 1: gradient w.r.t. x_t through the UNet,
+    before the step), or off."""
+    update_strength: float = DEFAULT_UPDATE_STRENGTH
+    """The latent update's step size delta."""
+    update_start: float = DEFAULT_UPDATE_START
+    """The latent update runs from this fraction of the steps on."""
+    update_end: float = DEFAULT_UPDATE_END
+    """The latent update runs until this fraction of the steps (0.5: steps 0..24 of 50)."""
     frames_in_flight: int = 1
+    """Wavefront width: frames denoised together, frame i one step behind frame i-1, sharing each UNet call;
+    the result equals one frame after another (faster on GPU)."""
 
     def __post_init__(self):
         check_prompt(self.prompt, "prompt")
@@ -86,10 +90,6 @@ class EditSettings:
             and self.update_strength > 0
             and self.update_start * self.num_steps <= step < self.update_end * self.num_steps
         )
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -17,20 +17,9 @@ import weakref
 
 import torch
 
-from ..errors import InvalidInput
-
 log = logging.getLogger(__name__)
 
-MAX_PROMPT_CHARS = 2000
 PROMPT_CACHE_SIZE = 256  # embeddings kept per text encoder (77 x 1024 fp16: 158 kB each)
-
-
-def check_prompt(prompt: object, name: str = "prompt") -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInput(f"{name}: must be a non-empty string, got {prompt!r}")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"{name}: at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
-    return prompt
 
 
 class PromptEncoder:

@@ -24,12 +24,9 @@ from typing import Hashable, Sequence
 import torch
 
 from .fp8 import Fp8Linears, check_precision
+from .runner_options import COMPILE_MODES, DEFAULT_BUCKETS
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BUCKETS = (2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
-# Inductor modes that leave CUDA graphs to the runner (it captures its own).
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
 @dataclass

@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from .caption.server import build as build_caption
-from .caption.settings import CaptionSettings
 from .common.server import RunningServer
-from .depth.server import build as build_depth
-from .depth.settings import DepthSettings
-from .editor.server import build as build_editor
-from .editor.settings import EditorServerSettings
-from .inversion.server import build as build_inversion
-from .inversion.settings import InversionServerSettings
+from .registry import SERVICES as _NAMES
+from .registry import builder, settings_class
 
-SERVICES = {
-    "depth": (DepthSettings, build_depth),
-    "caption": (CaptionSettings, build_caption),
-    "inversion": (InversionServerSettings, build_inversion),
-    "editor": (EditorServerSettings, build_editor),
-}
+# name -> (settings class, build coroutine), the registry's table loaded.
+SERVICES = {name: (settings_class(name), builder(name)) for name in _NAMES}
 
 
 async def start_suite(settings: dict) -> dict[str, RunningServer]:

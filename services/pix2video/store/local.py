@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
 from pathlib import Path
 
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
+from ..limits import echo
 from .base import ObjectStore, check_key
 
 
@@ -45,10 +47,17 @@ class LocalDiskStore(ObjectStore):
             raise
 
     def get(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFound(f"object {key!r} not found in {str(self.root)!r}") from None
+            # The message names no folder: it may reach a client; the detail is for logs.
+            raise NotFound(f"object {echo(key)} not found", detail=f"no file {str(path)!r}") from None
+        except OSError as exc:
+            raise Unavailable(
+                f"local store: reading an object failed ({errno.errorcode.get(exc.errno, type(exc).__name__)})",
+                detail=f"reading {str(path)!r}: {exc}",
+            ) from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

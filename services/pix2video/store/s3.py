@@ -11,9 +11,12 @@ Any S3 endpoint works (AWS, MinIO, SeaweedFS's S3 gateway, ...); the client is
 * Keys follow :func:`.base.check_key`.
 
 Anything else that goes wrong (endpoint down, wrong credentials, missing
-bucket, a 5xx that outlives the retries) raises :class:`StoreUnavailable`
-with a one-line message naming the endpoint, the bucket and the key. Timeouts
-and retries are bounded, so a dead endpoint fails in seconds.
+bucket, a 5xx that outlives the retries) raises :class:`StoreUnavailable`.
+Its message says what failed and why in general terms (the S3 error code,
+"connection refused"): a client of the services may read it, so it names no
+endpoint, bucket or object name. Its ``detail``, which servers log and never
+send, is the one-line account naming the endpoint, the bucket and the key.
+Timeouts and retries are bounded, so a dead endpoint fails in seconds.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from minio.helpers import check_bucket_name
 from urllib3.util import Retry, Timeout
 
 from ..errors import InvalidInput, NotFound, Unavailable
+from ..limits import echo
 from .base import ObjectStore, check_key
 
 # S3 caps object names at 1024 bytes of UTF-8.
@@ -211,22 +215,35 @@ class S3Store(ObjectStore):
         check_key(key)
         name = f"{self.prefix}/{key}" if self.prefix else key
         if len(name.encode()) > MAX_OBJECT_NAME_BYTES:
-            raise InvalidInput(f"key: object key longer than {MAX_OBJECT_NAME_BYTES} bytes: {key[:80]!r}...")
+            raise InvalidInput(f"key: object key longer than {MAX_OBJECT_NAME_BYTES} bytes: {echo(key)}")
         return name
 
     def _unavailable(self, op: str, key: str | None, exc: BaseException) -> StoreUnavailable:
+        # ``public`` names no endpoint, bucket or key (it may reach a client);
+        # ``reason`` is the whole story, for the detail that servers log.
         if isinstance(exc, S3Error):
+            public = str(exc.code)
             reason = f"{exc.code}: {exc.message}" if exc.message else str(exc.code)
             if exc.code in _AUTH_CODES:
+                public += " (check the access key, secret key and their permissions)"
                 reason += " (check the access key, secret key and their permissions)"
         elif isinstance(exc, urllib3.exceptions.MaxRetryError):
+            refused = "refused" in str(exc.reason).lower()
+            public = f"no answer after {self.settings.retries + 1} attempts" + (
+                " (connection refused)" if refused else ""
+            )
             reason = f"no answer after {self.settings.retries + 1} attempts: {exc.reason}"
         elif isinstance(exc, (ServerError, InvalidResponseError)):
-            reason = f"unexpected answer (is this an S3 endpoint?): {exc}"
+            public = "unexpected answer (is this an S3 endpoint?)"
+            reason = f"{public}: {exc}"
         else:
+            public = type(exc).__name__
             reason = f"{type(exc).__name__}: {exc}"
         what = f"{op} of {key!r}" if key is not None else op
-        return StoreUnavailable(_one_line(f"S3 {what} failed at {self._where()}: {reason}"))
+        return StoreUnavailable(
+            f"object store unavailable: {op} failed: {public}",
+            detail=_one_line(f"S3 {what} failed at {self._where()}: {reason}"),
+        )
 
     @contextmanager
     def _errors(self, op: str, key: str | None) -> Iterator[None]:
@@ -260,7 +277,10 @@ class S3Store(ObjectStore):
         with self._errors("bucket check", None):
             exists = self.client.bucket_exists(self.settings.bucket)
         if not exists:
-            raise StoreUnavailable(f"S3 bucket {self.settings.bucket!r} does not exist at {self.settings.url}")
+            raise StoreUnavailable(
+                "object store unavailable: the bucket does not exist",
+                detail=f"S3 bucket {self.settings.bucket!r} does not exist at {self.settings.url}",
+            )
 
     def close(self) -> None:
         self._http.clear()
@@ -288,7 +308,9 @@ class S3Store(ObjectStore):
         except StoreUnavailable as exc:
             cause = exc.__cause__
             if isinstance(cause, S3Error) and cause.code in _NOT_FOUND_CODES:
-                raise NotFound(f"object {key!r} not found in {self._where()!r}") from None
+                raise NotFound(
+                    f"object {echo(key)} not found", detail=f"no object {name!r} in {self._where()}"
+                ) from None
             raise
 
     def exists(self, key: str) -> bool:
@@ -321,8 +343,9 @@ class S3Store(ObjectStore):
         if errors:
             first = errors[0]
             raise StoreUnavailable(
-                _one_line(
+                f"object store unavailable: delete failed: {len(errors)} object(s) not deleted ({first.code})",
+                detail=_one_line(
                     f"S3 delete of {prefix!r} failed at {self._where()}: {len(errors)} object(s) not deleted, "
                     f"first {first.name!r}: {first.code}: {first.message}"
-                )
+                ),
             )

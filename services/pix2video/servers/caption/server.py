@@ -13,6 +13,7 @@ import grpc
 
 from pix2video_api.caption.v1 import caption_pb2, caption_pb2_grpc
 
+from ...limits import FrameLimits
 from ..common.batcher import DynamicBatcher
 from ..common.convert import image_to_array
 from ..common.metrics import BatchMetrics
@@ -27,16 +28,18 @@ SERVICE_NAME = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_na
 
 class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
     """Args: worker: a CaptionWorker (``check_max_new_tokens``, ``caption``);
-    batcher: a DynamicBatcher over ``(image, max_new_tokens)`` items."""
+    batcher: a DynamicBatcher over ``(image, max_new_tokens)`` items; limits:
+    the image sizes accepted (checked from the header, before decoding)."""
 
-    def __init__(self, worker, batcher: DynamicBatcher):
+    def __init__(self, worker, batcher: DynamicBatcher, limits: FrameLimits | None = None):
         self.worker = worker
         self.batcher = batcher
+        self.limits = limits or FrameLimits()
 
     async def Caption(self, request: caption_pb2.CaptionRequest, context) -> caption_pb2.CaptionResponse:
         max_new_tokens = self.worker.check_max_new_tokens(request.max_new_tokens)
         # Decoding (PNG/JPEG) runs off the event loop, which serves every call.
-        image = await asyncio.to_thread(image_to_array, request.image, "image")
+        image = await asyncio.to_thread(image_to_array, request.image, "image", self.limits)
         text = await self.batcher.submit((image, max_new_tokens))
         return caption_pb2.CaptionResponse(caption=text)
 
@@ -62,7 +65,7 @@ async def build(settings: CaptionSettings, worker=None) -> RunningServer:
     )
     stats.watch(batcher)
     telemetry.metrics.count_frames(f"{SERVICE_NAME}/Caption", lambda response: 1)
-    servicer = CaptionServicer(worker, batcher)
+    servicer = CaptionServicer(worker, batcher, settings.frame_limits)
 
     def add(server: grpc.aio.Server) -> list[str]:
         caption_pb2_grpc.add_CaptionServiceServicer_to_server(servicer, server)

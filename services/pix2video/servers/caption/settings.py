@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import InvalidInput
+from ..common.media_settings import MediaLimitsSettingsMixin
 from ..common.settings import ModelServerSettings
 
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "float64")
@@ -13,22 +14,21 @@ MAX_NEW_TOKENS_LIMIT = 128
 
 
 @dataclass(frozen=True)
-class CaptionSettings(ModelServerSettings):
-    """Caption service: BLIP captions (the source prompt for inversion).
-
-    max_new_tokens: default caption length in tokens (requests may ask for up to
-    128). batch_size: most images per BLIP call (images from all calls are batched
-    together). max_wait_ms: longest a batch waits for more images after its first.
-    """
+class CaptionSettings(MediaLimitsSettingsMixin, ModelServerSettings):
+    """Caption service: BLIP captions (the source prompt for inversion)."""
 
     port: int = 50062
     metrics_port: int = 9462
     max_new_tokens: int = 30
+    """Default caption length in tokens (a request may ask for up to 128)."""
     batch_size: int = 8
+    """Most images per BLIP call (images from all calls are batched together)."""
     max_wait_ms: float = 5.0
+    """Longest a batch waits for more images after its first, in milliseconds."""
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_media_limits()
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise InvalidInput(f"max_new_tokens: must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {self.max_new_tokens}")
         if not 1 <= self.batch_size <= 1024:

@@ -10,31 +10,41 @@ from PIL import Image, UnidentifiedImageError
 from pix2video_api.common.v1 import common_pb2
 
 from ...errors import InvalidInput
+from ...limits import FrameLimits
 
-MAX_SIDE = 8192
 ENC = common_pb2.ImageEncoding
+# The PIL plugin each encoding may use: nothing else of PIL's many formats is reachable.
+PIL_FORMAT = {ENC.IMAGE_ENCODING_PNG: "PNG", ENC.IMAGE_ENCODING_JPEG: "JPEG"}
 
 
-def image_to_array(msg: common_pb2.Image, field: str = "image") -> np.ndarray:
-    """Decodes an Image message to (H, W, 3) uint8 RGB; errors name ``field``."""
+def image_to_array(msg: common_pb2.Image, field: str = "image", limits: FrameLimits | None = None) -> np.ndarray:
+    """Decodes an Image message to (H, W, 3) uint8 RGB; errors name ``field``.
+
+    The size is checked against ``limits`` before any pixel is decoded: from
+    width/height for RAW_RGB8, from the PNG or JPEG header otherwise (a small
+    file can declare a huge image)."""
+    limits = limits or FrameLimits()
     if msg.encoding == ENC.IMAGE_ENCODING_RAW_RGB8:
         w, h = msg.width, msg.height
-        if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
-            raise InvalidInput(f"{field}.width/height: must be in [1, {MAX_SIDE}] for RAW_RGB8, got {w}x{h}")
+        limits.check(w, h, field)
         if len(msg.data) != w * h * 3:
             raise InvalidInput(f"{field}.data: RAW_RGB8 {w}x{h} needs {w * h * 3} bytes, got {len(msg.data)}")
         return np.frombuffer(msg.data, np.uint8).reshape(h, w, 3).copy()
-    if msg.encoding not in (ENC.IMAGE_ENCODING_PNG, ENC.IMAGE_ENCODING_JPEG):
-        raise InvalidInput(
-            f"{field}.encoding: must be PNG, JPEG or RAW_RGB8, got {ENC.Name(msg.encoding) if msg.encoding in ENC.values() else msg.encoding}"
-        )
+    if msg.encoding not in PIL_FORMAT:
+        got = ENC.Name(msg.encoding) if msg.encoding in ENC.values() else msg.encoding
+        raise InvalidInput(f"{field}.encoding: must be PNG, JPEG or RAW_RGB8, got {got}")
+    name = PIL_FORMAT[msg.encoding]
     try:
-        img = Image.open(io.BytesIO(msg.data))
-        if max(img.size) > MAX_SIDE:
-            raise InvalidInput(f"{field}.data: image of {img.size[0]}x{img.size[1]} exceeds {MAX_SIDE} pixels a side")
+        # open() reads the header only; the pixels are decoded by convert().
+        img = Image.open(io.BytesIO(msg.data), formats=[name])
+        limits.check(img.size[0], img.size[1], field)
         return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        name = ENC.Name(msg.encoding).removeprefix("IMAGE_ENCODING_")
+    except Image.DecompressionBombError:
+        # PIL's own ceiling, hit in open() when the header declares a giant image.
+        raise InvalidInput(f"{field}: the {name} header declares more than {limits.max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        if isinstance(exc, InvalidInput):
+            raise
         raise InvalidInput(f"{field}.data: not a decodable {name} image ({type(exc).__name__})") from None
 
 

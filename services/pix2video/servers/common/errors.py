@@ -2,16 +2,26 @@
 
 An aio server interceptor wraps every handler (all four call shapes) so that
 servicers just raise :mod:`pix2video.errors` exceptions.
+
+What the client reads is scrubbed (:mod:`.scrub`: no path, endpoint, bucket,
+key layout or secret, at most 200 characters); the server's log keeps the
+whole message and the error's ``detail``, with the request's trace id, which
+goes back to the client in the ``pix2video-trace-id`` trailer (and in the
+message itself for server-side faults, so a user can quote it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import secrets
 
 import grpc
 
 from ... import errors
+from .logs import current_ids
+from .scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, kind):
             return code, str(exc)
     # torch.OutOfMemoryError, matched by name: the transport layer stays torch-free.
+    if type(exc).__name__ == "DecompressionBombError":  # PIL's, matched by name like torch's below
+        return grpc.StatusCode.INVALID_ARGUMENT, "image: the declared size exceeds the pixel limit"
     if type(exc).__name__ in ("OutOfMemoryError", "MemoryError"):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"out of memory: {str(exc).splitlines()[0] if str(exc) else ''}"
     if isinstance(exc, errors.Pix2VideoError):
@@ -38,10 +50,56 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
 
 
-async def _abort(context, exc: BaseException, code: grpc.StatusCode, message: str):
+TRACE_ID_KEY = "pix2video-trace-id"
+# Faults of the server or its dependencies: the client's message carries the trace id.
+SERVER_FAULTS = {
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DATA_LOSS,
+}
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+MAX_LOGGED = 2000  # characters of a message in the log (a hostile client could send megabytes)
+
+
+def request_ids(context) -> tuple[str, str]:
+    """(trace_id, span_id) of the call: its span when tracing is on, else the
+    caller's ``traceparent``, else a fresh trace id (so log lines and the
+    client's error still match)."""
+    ids = current_ids()
+    if ids is not None:
+        return ids
+    try:
+        for key, value in context.invocation_metadata() or ():
+            if key == "traceparent" and isinstance(value, str):
+                m = _TRACEPARENT.match(value.strip())
+                if m:
+                    return m.group(1), m.group(2)
+    except Exception:  # noqa: BLE001 - metadata is best effort here
+        pass
+    return secrets.token_hex(16), ""
+
+
+async def _abort(context, exc: BaseException, code: grpc.StatusCode, message: str, method: str, scrub: Scrubber):
+    trace_id, span_id = request_ids(context)
+    public = scrub(message)
+    if code in SERVER_FAULTS:
+        public = f"{public} (trace id {trace_id})"
+    detail = getattr(exc, "detail", None)
+    extra = {"trace_id": trace_id, "span_id": span_id, "rpc": method, "status": code.name}
+    if detail:
+        extra["detail"] = str(detail)[:MAX_LOGGED]
     if code == grpc.StatusCode.INTERNAL:
-        log.exception("unexpected error in handler", exc_info=exc)
-    await context.abort(code, message)
+        log.error("unexpected error in handler: %s", message[:MAX_LOGGED], exc_info=exc, extra=extra)
+    else:
+        level = logging.WARNING if code in SERVER_FAULTS else logging.INFO
+        log.log(level, "%s %s: %s", method, code.name, message[:MAX_LOGGED], extra=extra)
+    trailers = []
+    try:
+        trailers = [kv for kv in (context.trailing_metadata() or ()) if kv[0] != TRACE_ID_KEY]
+    except Exception:  # noqa: BLE001 - older grpcio: no getter
+        pass
+    await context.abort(code, public, trailing_metadata=(*trailers, (TRACE_ID_KEY, trace_id)))
 
 
 def _passthrough(exc: BaseException) -> bool:
@@ -65,7 +123,7 @@ def _ok_code(context) -> grpc.StatusCode:
         return grpc.StatusCode.OK
 
 
-def _wrap_unary(fn, method: str, observer):
+def _wrap_unary(fn, method: str, observer, scrub: Scrubber):
     async def handler(request, context):
         call = observer.begin(method) if observer is not None else None
         code = grpc.StatusCode.UNKNOWN
@@ -80,7 +138,7 @@ def _wrap_unary(fn, method: str, observer):
                 code = _passthrough_code(exc, context)
                 raise
             code, message = status_for(exc)
-            await _abort(context, exc, code, message)
+            await _abort(context, exc, code, message, method, scrub)
         finally:
             if call is not None:
                 call.end(code)
@@ -88,7 +146,7 @@ def _wrap_unary(fn, method: str, observer):
     return handler
 
 
-def _wrap_stream(fn, method: str, observer):
+def _wrap_stream(fn, method: str, observer, scrub: Scrubber):
     async def handler(request, context):
         call = observer.begin(method) if observer is not None else None
         code = grpc.StatusCode.UNKNOWN
@@ -103,7 +161,7 @@ def _wrap_stream(fn, method: str, observer):
                 code = _passthrough_code(exc, context)
                 raise
             code, message = status_for(exc)
-            await _abort(context, exc, code, message)
+            await _abort(context, exc, code, message, method, scrub)
         finally:
             if call is not None:
                 call.end(code)
@@ -115,21 +173,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions to status codes; with an ``observer`` (a
     :class:`~.metrics.ServiceMetrics`), also reports each call's rpc, the
     frames it delivered and its final status code (the requests and frames
-    counters)."""
+    counters). ``settings``: the service's settings, whose sensitive values
+    (endpoints, bucket, folders, secrets) are scrubbed from every message."""
 
-    def __init__(self, observer=None):
+    def __init__(self, observer=None, settings=None):
         self.observer = observer
+        self.scrub = Scrubber.for_settings(settings)
 
     async def intercept_service(self, continuation, handler_call_details):
         h = await continuation(handler_call_details)
         if h is None:
             return None
-        method, obs = handler_call_details.method, self.observer
+        method, obs, scrub = handler_call_details.method, self.observer, self.scrub
         kw = dict(request_deserializer=h.request_deserializer, response_serializer=h.response_serializer)
         if h.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(h.unary_unary, method, obs), **kw)
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(h.unary_unary, method, obs, scrub), **kw)
         if h.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(h.stream_unary, method, obs), **kw)
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(h.stream_unary, method, obs, scrub), **kw)
         if h.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(h.unary_stream, method, obs), **kw)
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(h.stream_stream, method, obs), **kw)
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(h.unary_stream, method, obs, scrub), **kw)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(h.stream_stream, method, obs, scrub), **kw)

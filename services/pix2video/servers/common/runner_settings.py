@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ...engine.fp8 import PRECISIONS
-from ...engine.unet_runner import COMPILE_MODES, DEFAULT_BUCKETS, UNetRunner
+from ...engine.runner_options import COMPILE_MODES, DEFAULT_BUCKETS, PRECISIONS
 from ...errors import InvalidInput
+
+if TYPE_CHECKING:
+    from ...engine.unet_runner import UNetRunner
 
 
 @dataclass(frozen=True)
 class UNetRunnerSettingsMixin:
-    """cuda_graphs: replay captured CUDA graphs of the UNet (on CUDA devices;
-    ignored elsewhere). compile_unet: also ``torch.compile`` them (a minute or
-    more per batch bucket, paid at start-up before SERVING), in inductor mode
-    compile_mode (``default`` or ``max-autotune-no-cudagraphs``). batch_buckets:
-    comma-separated batch sizes (samples) calls are padded to, so a few
-    graphs cover every call. warm_up_width/height: the frame size whose
-    graphs are captured at start-up; other sizes are captured at first use.
-    """
+    """How the service calls its UNet."""
 
     cuda_graphs: bool = True
+    """Replay captured CUDA graphs of the UNet (on CUDA devices; ignored elsewhere)."""
     compile_unet: bool = False
+    """Also torch.compile the graphs (a minute or more per batch bucket, paid at start-up before SERVING)."""
     compile_mode: str = "default"
+    """Inductor mode of compile_unet: default or max-autotune-no-cudagraphs."""
     batch_buckets: str = ",".join(str(b) for b in DEFAULT_BUCKETS)
+    """Comma-separated batch sizes (samples) that calls are padded to, so that a few graphs cover every call."""
     warm_up_width: int = 512
+    """Frame width whose graphs are captured at start-up (other sizes are captured at first use)."""
     warm_up_height: int = 512
+    """Frame height whose graphs are captured at start-up (other sizes are captured at first use)."""
     precision: str = "fp16"
     """Precision of the UNet's transformer linear layers: fp16, or fp8 (e4m3, per-tensor dynamic scales)."""
 
@@ -52,6 +54,8 @@ class UNetRunnerSettingsMixin:
                 raise InvalidInput(f"{name}: must be a positive multiple of 8, got {value}")
 
     def make_runner(self, models) -> UNetRunner:
+        from ...engine.unet_runner import UNetRunner  # torch: only when a service starts
+
         return UNetRunner.for_models(
             models,
             cuda_graphs=self.cuda_graphs,

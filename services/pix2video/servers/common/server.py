@@ -82,7 +82,7 @@ async def start_server(
     ``pix2video``); its calls are counted and, with tracing on, traced.
     """
     telemetry = telemetry or Telemetry(settings, "pix2video")
-    interceptors = [*telemetry.tracing.server_interceptors(), ErrorInterceptor(telemetry.metrics)]
+    interceptors = [*telemetry.tracing.server_interceptors(), ErrorInterceptor(telemetry.metrics, settings)]
     server = grpc.aio.server(interceptors=interceptors, options=channel_options(settings.max_message_bytes))
     names = add_servicers(server)
     health_servicer = health.aio.HealthServicer()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, TypeVar
 
 from ...errors import InvalidInput
+from ...flags import flag_help, metavar
 
 T = TypeVar("T")
 ENV_PREFIX = "PIX2VIDEO_"
@@ -23,31 +24,27 @@ TRACING_KINDS = ("off", "console", "otlp", "memory")
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What every service shares.
-
-    host: interface to listen on. port: gRPC port (0 picks a free one).
-    max_message_bytes: largest gRPC message accepted or sent.
-    grace_seconds: how long a stopping server lets calls finish (SIGTERM).
-    metrics_port: Prometheus metrics over HTTP (``/metrics``) on ``host``; each
-        service has its own default (depth 9461, caption 9462, inversion 9463,
-        editor 9464); 0 picks a free port, -1 turns the endpoint off.
-    log_format: ``json`` (one object a line, with trace_id and span_id) or ``text``.
-    tracing: OpenTelemetry traces: ``off`` (no spans at all), ``console``
-        (spans printed to stderr), ``otlp`` (OTLP over gRPC to ``otlp_endpoint``)
-        or ``memory`` (kept in this process; tests and debugging).
-    trace_sample_ratio: share of new traces recorded (a caller's sampling
-        decision, carried in ``traceparent``, is followed).
-    """
+    """What every service shares."""
 
     host: str = "0.0.0.0"
+    """Interface to listen on (gRPC and metrics)."""
     port: int = 50051
+    """gRPC port (0 picks a free one)."""
     max_message_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC message accepted or sent, in bytes."""
     grace_seconds: float = 30.0
+    """How long a stopping server (SIGTERM) lets calls finish."""
     metrics_port: int = 9460
+    """Prometheus metrics over HTTP (/metrics) on host; 0 picks a free port, -1 turns the endpoint off."""
     log_format: str = "json"
+    """Log lines: json (one object a line, with trace_id and span_id) or text."""
     tracing: str = "off"
+    """OpenTelemetry traces: off (no spans), console (spans on stderr), otlp (OTLP over gRPC to otlp_endpoint)
+    or memory (kept in this process; tests and debugging)."""
     otlp_endpoint: str = "http://localhost:4317"
+    """Where traces go when tracing is otlp."""
     trace_sample_ratio: float = 1.0
+    """Share of new traces recorded (a caller's sampling decision, carried in traceparent, is followed)."""
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -76,17 +73,18 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class ModelServerSettings(ServerSettings):
-    """Services that run models.
-
-    model: SD2-depth hub id, folder, or ``tiny``. device/dtype: as the CLI's.
-    home: cache folder (tiny models).
-    """
+    """Services that run models."""
 
     model: str = "stabilityai/stable-diffusion-2-depth"
+    """SD2-depth hub id, a local folder in its layout, or tiny (built-in random tiny models)."""
     caption_model: str = ""
+    """BLIP hub id or folder (none: <model>/captioner, else BLIP base)."""
     device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (CUDA when available)."""
     dtype: str = "auto"
+    """Weights' dtype: auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16 or float64."""
     home: str = ""
+    """Cache folder (the tiny models); none: ~/.cache/pix2video."""
 
 
 def _parse_bool(text: str) -> bool:
@@ -109,6 +107,26 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def settings_parser(cls: type, prog: str | None = None) -> argparse.ArgumentParser:
+    """A parser with one flag per field of ``cls``; each flag's help is the
+    field's attribute docstring, its default and its environment variable."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(cls.__doc__ or "").strip().splitlines()[0],
+        epilog=f"Every setting is also an environment variable {ENV_PREFIX}NAME; a flag wins over it.",
+    )
+    for f in dataclasses.fields(cls):
+        if f.init:
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                default=None,
+                metavar=metavar(f),
+                help=flag_help(cls, f.name, extra=f"env {env_name(f.name)}"),
+            )
+    return parser
+
+
 def load_settings(
     cls: type[T],
     argv: Sequence[str] | None = None,
@@ -121,10 +139,8 @@ def load_settings(
     ``ignore_unknown`` skips flags that ``cls`` lacks (one command line for several services).
     """
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
+    parser = settings_parser(cls, prog)
     fields = [f for f in dataclasses.fields(cls) if f.init]
-    for f in fields:
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, help=f"env {env_name(f.name)}")
     argv = list(argv) if argv is not None else []
     args = parser.parse_known_args(argv)[0] if ignore_unknown else parser.parse_args(argv)
     values = {}
@@ -140,12 +156,3 @@ def load_settings(
         except ValueError:
             raise InvalidInput(f"{f.name}: invalid value {raw!r} (from {source})") from None
     return cls(**values)
-
-
-def to_env(settings) -> dict[str, str]:
-    """The environment that :func:`load_settings` reads back as ``settings``."""
-    out = {}
-    for f in dataclasses.fields(settings):
-        v = getattr(settings, f.name)
-        out[env_name(f.name)] = ("true" if v else "false") if isinstance(v, bool) else str(v)
-    return out

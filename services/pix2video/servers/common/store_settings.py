@@ -11,18 +11,27 @@ STORE_KINDS = ("local", "s3")
 
 @dataclass(frozen=True)
 class StoreSettingsMixin:
-    """store: ``local`` (folder ``store_dir``) or ``s3`` (``s3_*`` fields; any
-    S3-compatible endpoint, MinIO included)."""
+    """Where the latent store lives."""
 
     store: str = "local"
+    """The latent store: local (folder store_dir) or s3 (the s3_* settings; any S3-compatible endpoint, MinIO
+    included)."""
     store_dir: str = ""
+    """Folder of the local store (required when store is local)."""
     s3_endpoint: str = ""
+    """S3 endpoint host:port (required when store is s3)."""
     s3_bucket: str = "pix2video"
+    """S3 bucket."""
     s3_access_key: str = ""
+    """S3 access key."""
     s3_secret_key: str = ""
+    """S3 secret key."""
     s3_secure: bool = False
+    """Talk HTTPS to the S3 endpoint."""
     s3_region: str = ""
+    """S3 region (none: the endpoint's default)."""
     s3_prefix: str = ""
+    """Key prefix of every object in the bucket."""
 
     def check_store(self) -> None:
         if self.store not in STORE_KINDS:

@@ -19,6 +19,7 @@ import grpc
 from pix2video_api.depth.v1 import depth_pb2, depth_pb2_grpc
 
 from ...errors import InvalidInput
+from ...limits import FrameLimits
 from ..common.batcher import DynamicBatcher
 from ..common.convert import image_to_array, tensor_to_msg
 from ..common.metrics import BatchMetrics
@@ -35,19 +36,21 @@ MAX_OUTPUT_SIDE = 1024
 class DepthServicer(depth_pb2_grpc.DepthServiceServicer):
     """Args: worker: a DepthWorker (``output_size``, ``estimate``); batcher: a
     DynamicBatcher over ``(frame, (output_height, output_width))`` items;
-    window: most frames of one stream in flight."""
+    window: most frames of one stream in flight; limits: the frame sizes
+    accepted (checked from each frame's header, before decoding)."""
 
-    def __init__(self, worker, batcher: DynamicBatcher, window: int = 64):
+    def __init__(self, worker, batcher: DynamicBatcher, window: int = 64, limits: FrameLimits | None = None):
         self.worker = worker
         self.batcher = batcher
         self.window = window
+        self.limits = limits or FrameLimits()
 
     def _prepare(self, request: depth_pb2.EstimateDepthRequest):
         for name in ("output_width", "output_height"):
             v = getattr(request, name)
             if not 0 <= v <= MAX_OUTPUT_SIDE:
                 raise InvalidInput(f"{name}: must be in [0, {MAX_OUTPUT_SIDE}] (0: frame / 8), got {v}")
-        frame = image_to_array(request.frame, "frame")
+        frame = image_to_array(request.frame, "frame", self.limits)
         size = self.worker.output_size(frame.shape[0], frame.shape[1], request.output_height, request.output_width)
         return frame, size
 
@@ -124,7 +127,7 @@ async def build(settings: DepthSettings, worker=None) -> RunningServer:
     )
     stats.watch(batcher)
     telemetry.metrics.count_frames(f"{SERVICE_NAME}/EstimateDepth", lambda response: 1)
-    servicer = DepthServicer(worker, batcher, window=max(64, 4 * settings.batch_size))
+    servicer = DepthServicer(worker, batcher, window=max(64, 4 * settings.batch_size), limits=settings.frame_limits)
 
     def add(server: grpc.aio.Server) -> list[str]:
         depth_pb2_grpc.add_DepthServiceServicer_to_server(servicer, server)

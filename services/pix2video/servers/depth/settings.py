@@ -5,26 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import InvalidInput
+from ..common.media_settings import MediaLimitsSettingsMixin
 from ..common.settings import ModelServerSettings
 
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "float64")
 
 
 @dataclass(frozen=True)
-class DepthSettings(ModelServerSettings):
-    """Depth service: DPT depth maps for streams of frames.
-
-    batch_size: most frames per DPT call (frames from all streams are batched
-    together). max_wait_ms: longest a batch waits for more frames after its first.
-    """
+class DepthSettings(MediaLimitsSettingsMixin, ModelServerSettings):
+    """Depth service: DPT depth maps for streams of frames."""
 
     port: int = 50061
     metrics_port: int = 9461
     batch_size: int = 16
+    """Most frames per DPT call (frames from all streams are batched together)."""
     max_wait_ms: float = 5.0
+    """Longest a batch waits for more frames after its first, in milliseconds."""
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_media_limits()
         if not 1 <= self.batch_size <= 1024:
             raise InvalidInput(f"batch_size: must be in [1, 1024], got {self.batch_size}")
         if not 0 <= self.max_wait_ms <= 10_000:

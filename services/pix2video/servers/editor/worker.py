@@ -16,7 +16,6 @@ turns them into metrics and a span.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -28,78 +27,13 @@ import numpy as np
 
 from ...engine.editor import EditSession, Pix2VideoEditor
 from ...engine.settings import EditSettings
+from ...engine.timers import CudaEventTimer, FrameStats, HostTimer
 from ...errors import Busy, FailedPrecondition, InvalidInput, NotFound
 from ...store import StoredVideo
 from ..common.models import load_models
 from .settings import EditorServerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FrameStats:
-    """Where one frame's time went in the editor (seconds; stages overlap
-    nothing, items of one batched call each count all of it)."""
-
-    started: float  # time.perf_counter() when its first stage began
-    denoise: float = 0.0
-    latent_update: float = 0.0
-    decode: float = 0.0
-
-
-StageSink = Callable[[str, float, float, list], None]  # (stage, started, seconds, items)
-
-
-class HostTimer:
-    """A StageTimer on the host clock: exact on the CPU."""
-
-    def __init__(self, sink: StageSink):
-        self.sink = sink
-
-    def mark(self) -> float:
-        return time.perf_counter()
-
-    def record(self, stage: str, start: float, end: float, items: list) -> None:
-        self.sink(stage, start, end - start, items)
-
-    def flush(self, wait: bool = False) -> None:
-        pass
-
-
-class CudaEventTimer:
-    """A StageTimer on CUDA events: marks are recorded on the stream and read
-    later (:meth:`flush`), so timing never makes the loop wait for the GPU.
-
-    Events go on ``device``'s current stream, named explicitly: the scheduler
-    thread's current device is cuda:0 whatever GPU the models are on."""
-
-    def __init__(self, sink: StageSink, device):
-        import torch
-
-        self.sink = sink
-        self._event = lambda: torch.cuda.Event(enable_timing=True)
-        self._stream = lambda: torch.cuda.current_stream(device)
-        self.pending: collections.deque = collections.deque()
-
-    def mark(self):
-        event = self._event()
-        event.record(self._stream())
-        return time.perf_counter(), event
-
-    def record(self, stage: str, start, end, items: list) -> None:
-        self.pending.append((stage, start, end, items))
-
-    def flush(self, wait: bool = False) -> None:
-        """Reports the stages whose end the GPU has reached; ``wait``: all of
-        them (after a decode, whose copy to the host has synchronised anyway)."""
-        while self.pending:
-            stage, (t0, e0), (_, e1), items = self.pending[0]
-            if not e1.query():
-                if not wait:
-                    return
-                e1.synchronize()
-            self.pending.popleft()
-            self.sink(stage, t0, e0.elapsed_time(e1) / 1000.0, items)
 
 
 @dataclass

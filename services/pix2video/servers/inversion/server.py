@@ -16,6 +16,7 @@ from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
 
 from ...errors import InvalidInput, NotFound
 from ...jobs import InversionSettings
+from ...limits import MAX_FILE_NAME, check_object_key, check_text, check_video_id, echo
 from ...store import read_manifest
 from ..common.metrics import BATCH_BUCKETS, observe_many
 from ..common.server import RunningServer, start_server
@@ -124,17 +125,24 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         self.metrics = metrics or InversionMetrics(Telemetry(settings, "inversion"))
 
     async def _receive_file(self, start: pb.InvertStart, requests, folder: str) -> str:
-        """The video as a local file: the upload's chunks, or the store object."""
-        path = os.path.join(folder, "input" + Path(start.upload.filename or start.object_key or "v").suffix[:8])
+        """The video as a local file: the upload's chunks, or the store object.
+
+        The file's name is fixed: the client's file name is only a label (the
+        container is probed from the bytes when the file is read)."""
+        path = os.path.join(folder, "input")
         if start.HasField("object_key"):
+            key = check_object_key(start.object_key, "start.object_key")
             try:
-                data = await asyncio.to_thread(self.worker.store_io.get, start.object_key)
-            except (NotFound, InvalidInput) as exc:
-                raise type(exc)(f"start.object_key: {exc}") from None
+                data = await asyncio.to_thread(self.worker.store_io.get, key)
+            except NotFound as exc:
+                raise NotFound(f"start.object_key: no object {echo(key)}", detail=exc.detail) from None
+            except InvalidInput as exc:
+                raise InvalidInput(f"start.object_key: {exc}") from None
             Path(path).write_bytes(data)
             return path
         if not start.HasField("upload"):
             raise InvalidInput("start.source: set upload or object_key")
+        check_text(start.upload.filename, "start.upload.filename", MAX_FILE_NAME)
         limit = self.settings.max_upload_bytes
         if start.upload.size_bytes < 0 or start.upload.size_bytes > limit:
             raise InvalidInput(f"start.upload.size_bytes: must be in [0, {limit}], got {start.upload.size_bytes}")
@@ -218,11 +226,10 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         yield pb.InvertResponse(result=video_info(result.manifest, result.cached))
 
     async def GetVideo(self, request, context):
-        if not request.video_id:
-            raise InvalidInput("video_id: required")
-        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, request.video_id)
+        video_id = check_video_id(request.video_id)
+        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, video_id)
         if manifest is None:
-            raise NotFound(f"video_id: no inverted video {request.video_id!r}")
+            raise NotFound(f"video_id: no inverted video {video_id!r}")
         return video_info(manifest, cached=True)
 
 

@@ -72,7 +72,9 @@ class InversionWorker:
         stage = stage or _no_stage
         with stage("decode"):
             limit = min(max_frames or self.settings.max_frames, self.settings.max_frames)
-            frames, info = read_video(path, max_frames=limit + 1, transform=settings.fit)
+            frames, info = read_video(
+                path, max_frames=limit + 1, transform=settings.fit, limits=self.settings.frame_limits, label="the video"
+            )
             if len(frames) > limit:
                 if max_frames:
                     frames = frames[:limit]

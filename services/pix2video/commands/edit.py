@@ -1,0 +1,79 @@
+"""``pix2video edit``: invert a clip (or find its stored inversion) and edit it with a prompt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..engine.settings import EditSettings
+from ..errors import InvalidInput
+from ..flags import add_field_flags
+from . import job
+from .progress import Bars
+
+HELP = "edit a video with a text prompt"
+
+# EditSettings field -> flag; type, choices, default and help come from the field.
+# num_steps is --steps, shared with the inversion (see job.add_inversion_args).
+EDIT_FLAGS = {
+    "prompt": "--prompt",
+    "negative_prompt": "--negative-prompt",
+    "guidance_scale": "--guidance",
+    "seed": "--seed",
+    "reference": "--reference",
+    "inject_layers": "--inject-layers",
+    "latent_update": "--latent-update",
+    "update_strength": "--update-strength",
+    "update_start": "--update-start",
+    "update_end": "--update-end",
+    "frames_in_flight": "--frames-in-flight",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    job.add_inversion_args(p)
+    g = p.add_argument_group("edit (Pix2Video method switches)")
+    add_field_flags(g, EditSettings, {"prompt": "--prompt"})
+    g.add_argument("-o", "--output", required=True, help="output .mp4, .m4v or .mov (required)")
+    g.add_argument(
+        "--frames-dir", default=None, help="also write each edited frame as PNG into this folder (default: none)"
+    )
+    add_field_flags(g, EditSettings, {k: v for k, v in EDIT_FLAGS.items() if k != "prompt"})
+    job.add_runtime_args(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..video import AtomicOutput, tee_frames_to_dir, write_video
+
+    if not args.output.lower().endswith((".mp4", ".m4v", ".mov")):
+        raise InvalidInput(f"output: must end in .mp4, .m4v or .mov, got {args.output!r}")
+    AtomicOutput(args.output).discard()  # fail now, not after inverting, if the folder is missing
+    if args.frames_dir and Path(args.frames_dir).exists() and not Path(args.frames_dir).is_dir():
+        raise InvalidInput(f"frames_dir: {args.frames_dir!r} exists and is not a folder")
+    bars = Bars(not args.quiet)
+    try:
+        if args.server:
+            info, images = job.run_remote(args, bars)
+            video_id, cached, n, fps = info.video_id, info.cached, info.num_frames, info.fps
+        else:
+            engine, result, settings, local = job.invert_here(args, bars)
+            video_id, cached, n, fps = result.video_id, result.cached, result.manifest.num_frames, local.fps
+            images = (f.image for f in engine.edit(result.video_id, settings))
+        print(f"{'reused stored inversion' if cached else 'inverted'} {video_id} ({n} frames)", file=sys.stderr)
+
+        def frames():
+            for i, image in enumerate(images):
+                bars("edit", i + 1, n)
+                yield image
+
+        stream = frames()
+        if args.frames_dir:
+            stream = tee_frames_to_dir(stream, args.frames_dir)
+        # The input's own rate: a stored inversion found by content may have
+        # been made from a clip with the same frames at another rate.
+        written = write_video(args.output, stream, fps=fps)
+    finally:
+        bars.close()
+    print(f"wrote {written} frames to {args.output}", file=sys.stderr)
+    return 0

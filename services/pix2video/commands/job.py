@@ -1,0 +1,158 @@
+"""What ``edit`` and ``invert`` share: the runtime and inversion flags, and running
+the inversion here (the embedded engine) or on the service suite (the SDK)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pix2video_client.options import DEFAULT_HEIGHT, DEFAULT_NUM_STEPS, DEFAULT_RESIZE, DEFAULT_WIDTH, RESIZE_MODES
+
+from ..errors import InvalidInput, NotFound
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models and runtime")
+    g.add_argument(
+        "--model",
+        default="stabilityai/stable-diffusion-2-depth",
+        help="SD2-depth hub id, local folder in its layout, or 'tiny' (built-in random tiny models)"
+        " (default: stabilityai/stable-diffusion-2-depth)",
+    )
+    g.add_argument(
+        "--caption-model", default=None, help="BLIP hub id or folder (default: <model>/captioner, else BLIP base)"
+    )
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: CUDA when available (default: auto)")
+    g.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16 or float64 (default: auto)",
+    )
+    g.add_argument("--store", default=None, help="latent store folder (default: ~/.cache/pix2video/store)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress output (default: progress on stderr)")
+
+
+def add_inversion_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inversion")
+    g.add_argument("input", help="input video file (mp4, mov, webm, ...)")
+    g.add_argument(
+        "--width",
+        type=int,
+        default=DEFAULT_WIDTH,
+        help=f"working width, a multiple of 64 (default: {DEFAULT_WIDTH})",
+    )
+    g.add_argument(
+        "--height",
+        type=int,
+        default=DEFAULT_HEIGHT,
+        help=f"working height, a multiple of 64 (default: {DEFAULT_HEIGHT})",
+    )
+    g.add_argument(
+        "--resize",
+        default=DEFAULT_RESIZE,
+        choices=RESIZE_MODES,
+        help="keep the aspect ratio by scaling to cover and centre-cropping (crop) or fitting and padding (pad)"
+        f" (default: {DEFAULT_RESIZE})",
+    )
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_NUM_STEPS,
+        help=f"DDIM steps for inversion and editing (default: {DEFAULT_NUM_STEPS})",
+    )
+    g.add_argument("--source-prompt", default=None, help="prompt for inversion (default: BLIP caption of frame 1)")
+    g.add_argument("--max-frames", type=int, default=None, help="use only the first N frames (default: all)")
+    g = p.add_argument_group("service suite (instead of running the engine here)")
+    g.add_argument(
+        "--server",
+        default=None,
+        metavar="HOST:PORT",
+        help="inversion service; runs the job on the suite (default: none, run here)",
+    )
+    g.add_argument(
+        "--editor-server", default=None, metavar="HOST:PORT", help="editor service (default: the --server address)"
+    )
+    g.add_argument(
+        "--key",
+        action="store_true",
+        help="INPUT is an object key in the suite's store, not a local file (default: a local file)",
+    )
+
+
+def runtime(args):
+    from ..settings import RuntimeSettings
+
+    return RuntimeSettings(
+        model=args.model,
+        caption_model=args.caption_model,
+        device=args.device,
+        dtype=args.dtype,
+        store=Path(args.store) if args.store else None,
+    )
+
+
+def edit_settings(args):
+    """The EditSettings of an ``edit`` command line (its flags are generated from them)."""
+    import dataclasses
+
+    from ..engine.settings import EditSettings
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EditSettings) if hasattr(args, f.name)}
+    return EditSettings(**{**values, "num_steps": args.steps})
+
+
+def check_max_frames(args) -> None:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InvalidInput(f"max_frames: must be at least 1, got {args.max_frames}")
+
+
+def invert_here(args, bars):
+    """Checks every input, then loads the models and inverts (or finds) the clip."""
+    from ..jobs import InversionSettings
+    from ..video import read_video
+
+    check_max_frames(args)
+    inv = InversionSettings(
+        width=args.width,
+        height=args.height,
+        resize=args.resize,
+        num_steps=args.steps,
+        source_prompt=args.source_prompt,
+    )
+    runtime_settings = runtime(args)
+    settings = edit_settings(args) if args.command == "edit" else None
+    # Frames are fitted as they are decoded: the source size is never all in memory.
+    frames, info = read_video(args.input, max_frames=args.max_frames, transform=inv.fit)
+    from ..embedded import EmbeddedPix2Video  # diffusers and transformers: only once the inputs are good
+
+    engine = EmbeddedPix2Video.from_settings(runtime_settings)
+    result = engine.invert(frames, inv, fps=info.fps, progress=bars)
+    return engine, result, settings, info
+
+
+def run_remote(args, bars):
+    """The same job on the service suite, through the SDK: (info, frames iterator or None)."""
+    import dataclasses
+
+    from pix2video_client import EditOptions, InversionOptions, Pix2VideoClient
+
+    check_max_frames(args)
+    if not args.key and not Path(args.input).is_file():
+        raise NotFound(f"input: file {args.input!r} does not exist (use --key for an object in the store)")
+    settings = edit_settings(args) if args.command == "edit" else None  # checked before any remote work
+    client = Pix2VideoClient(args.server, args.editor_server)
+    inv = InversionOptions(
+        width=args.width,
+        height=args.height,
+        resize=args.resize,
+        num_steps=args.steps,
+        source_prompt=args.source_prompt,
+        max_frames=args.max_frames or 0,
+    )
+    info = client.invert(args.input, inv, key=args.key, progress=bars)
+    if settings is None:
+        return info, None
+    fields = [f.name for f in dataclasses.fields(EditOptions)]
+    options = EditOptions(**{f: getattr(settings, f) for f in fields})
+    frames = client.edit(info.video_id, settings.prompt, options, encoding="raw")
+    return info, (f.to_array() for f in frames)
