@@ -16,6 +16,7 @@ import torch
 
 from .checks import check_num_steps
 from .ddim import DDIMSchedule, ddim_invert
+from .model_set import ModelSet
 from .text import encode_prompts
 from .transfer import to_device
 from .unet_runner import UNetRunner
@@ -30,7 +31,11 @@ class Inverter:
     processors: variant ``"plain"`` of the runner's graphs.
     """
 
+<<<<<<< HEAD
     def __init__(self, models, batch_size: int = 8, runner: UNetRunner | None = None, overlap: bool = True):
+=======
+    def __init__(self, models: ModelSet, batch_size: int = 8, runner: UNetRunner | None = None):
+>>>>>>> main
         self.models = models
         self.batch_size = batch_size
         self.runner = runner or UNetRunner(models.unet)

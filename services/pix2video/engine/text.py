@@ -17,6 +17,7 @@ import weakref
 
 import torch
 
+<<<<<<< HEAD
 log = logging.getLogger(__name__)
 
 PROMPT_CACHE_SIZE = 256  # embeddings kept per text encoder (77 x 1024 fp16: 158 kB each)
@@ -125,10 +126,13 @@ def prompt_encoder(models) -> PromptEncoder:
         if enc is None or enc._models() is not models:
             enc = _ENCODERS[models.text_encoder] = PromptEncoder(models)
         return enc
+=======
+from .model_set import ModelSet
+>>>>>>> main
 
 
 @torch.no_grad()
-def encode_prompts(models, prompts: list[str]) -> torch.Tensor:
+def encode_prompts(models: ModelSet, prompts: list[str]) -> torch.Tensor:
     """(len(prompts), tokens, dim) text embeddings; prompts longer than the
     tokenizer's limit are truncated, as in diffusers."""
     return prompt_encoder(models)(prompts)

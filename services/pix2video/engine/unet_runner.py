@@ -1,8 +1,8 @@
 """Calls the UNet without paying Python's launch overhead on every step.
 
 A denoising step at small batch is launch-bound: an eager batch-2 call of the
-SD2-depth UNet spends most of its ~30 ms launching kernels (DESIGN.md,
-section 5). :class:`UNetRunner` pads each batch to a fixed bucket size and,
+SD2-depth UNet spends most of its time launching kernels (docs/ARCHITECTURE.md,
+section 5.1). :class:`UNetRunner` pads each batch to a fixed bucket size and,
 on CUDA, replays a CUDA graph captured once per (bucket, variant); optionally
 the graphed forward is first compiled with ``torch.compile`` (static shapes).
 A variant names whatever else the capture baked in (which attention
@@ -19,11 +19,15 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from typing import Any, Hashable, Sequence
 
 import torch
 
+<<<<<<< HEAD
 from .fp8 import Fp8Linears, check_precision
+=======
+from .model_set import ModelSet
+>>>>>>> main
 from .runner_options import COMPILE_MODES, DEFAULT_BUCKETS
 
 log = logging.getLogger(__name__)
@@ -97,7 +101,9 @@ class UNetRunner:
             config = torch._dynamo.config
             config.recompile_limit = max(config.recompile_limit, 4 * len(self.buckets or ()) + 8)
         self._compiled_keys: set[tuple] = set()
-        self._pool = None  # one CUDA graph memory pool: graphs run one at a time
+        self._pool: Any = (
+            None  # one CUDA graph memory pool (torch types its handle privately): graphs run one at a time
+        )
         self._compile_next = False  # set by warm_up: graphs captured now are compiled
         self.precision = precision
         self.fp8 = Fp8Linears(unet) if precision == "fp8" else None
@@ -110,7 +116,7 @@ class UNetRunner:
     @classmethod
     def for_models(
         cls,
-        models,
+        models: ModelSet,
         cuda_graphs: bool = True,
         compile: bool = False,
         compile_mode: str = "default",

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from .images import to_model_range, to_uint8
+from .model_set import ModelSet
 
 GRAPHED_DECODE_BATCHES = (1, 2)
 
 
 @torch.no_grad()
-def encode_frames(models, frames: np.ndarray, batch_size: int = 8) -> torch.Tensor:
+def encode_frames(models: ModelSet, frames: np.ndarray, batch_size: int = 8) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 4, H/8, W/8) latents, scaled by the VAE's factor.
 
     The posterior's mode, not a sample: inversion must be deterministic so that
@@ -82,7 +83,7 @@ def decode_graphs(vae) -> DecodeGraphs:
 
 
 @torch.no_grad()
-def decode_latents(models, latents: torch.Tensor, cuda_graph: bool = True) -> np.ndarray:
+def decode_latents(models: ModelSet, latents: torch.Tensor, cuda_graph: bool = True) -> np.ndarray:
     """(N, 4, h, w) scaled latents -> (N, 8h, 8w, 3) uint8 frames (through a
     CUDA graph for N in GRAPHED_DECODE_BATCHES on CUDA, unless ``cuda_graph`` is off)."""
     vae = models.vae
