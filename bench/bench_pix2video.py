@@ -667,15 +667,9 @@ def main(argv=None):
         f"- peak measured in this run (matmul probe, {probe_n}^3, random data): fp16 {peak['fp16']:.0f} TFLOP/s, "
         f"fp8 {peak['fp8']:.0f} TFLOP/s; FLOPs counted by FlopCounterMode: {flops.summary()}",
         "",
-<<<<<<< HEAD
         f"| way of running ({gpu}, {today}) | s / frame (steady) | frames/s total | slowest session frames/s "
         "| time to first frame (s) | session memory (GB) | TFLOP / frame | TFLOP/s | of fp16 peak |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-=======
-        "| way of running | s / frame (steady) | frames/s total | slowest session frames/s"
-        " | time to first frame (s) | session memory (GB) |",
-        "| --- | --- | --- | --- | --- | --- |",
->>>>>>> main
     ]
     for name, v in rows:
         lines.append(
@@ -683,7 +677,6 @@ def main(argv=None):
             f"{v['first_frame_s']:.2f} | {v['session_gb']:.2f} | {v.get('tflop_per_frame', float('nan')):.1f} | "
             f"{ceiling(v.get('tflops', float('nan')))} |"
         )
-<<<<<<< HEAD
     mem = ", ".join(
         f"{n} frames: {s_gb:.3f} GB (GPU allocated {a_gb:.1f} GB)" for n, (s_gb, a_gb) in sorted(memory.items())
     )
@@ -702,15 +695,6 @@ def main(argv=None):
         "- fp8 drift: UNet output relative error against fp16, same inputs: "
         + ", ".join(f"batch {b}: {e:.2e}" for b, e in drift.items())
         + "; PSNR of fp8 edits against fp16 edits on the toy world: not measured here",
-=======
-    inv_mode = "compiled + graphs" if inv_compiled else "graphs" if cuda else "eager"
-    lines += [
-        "",
-        f"- inversion: {inv_fps:.1f} frames/s ({inv_mode}; "
-        f"eager {eager_inv_fps:.1f}); batch {inv_batch}, "
-        f"{steps} steps, VAE encode included",
-        f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch})",
->>>>>>> main
         f"- first frame of a warm replica (ours), profiled: {first}",
         "- first frame's fixed parts (GPU ms): "
         + (", ".join(f"{k} {v:.3g}" for k, v in parts.items()) if parts else "(CUDA only)"),

@@ -52,7 +52,7 @@ _ALIGN = 16
 def check_precision(precision: object, name: str = "precision") -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"{name}: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision  # type: ignore[return-value]
+    return str(precision)
 
 
 def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +66,10 @@ def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class Fp8Linear(nn.Module):
     """A linear layer computing ``x @ W.T + b`` with both operands in e4m3."""
+
+    weight_t: torch.Tensor
+    weight_scale: torch.Tensor
+    fp16: nn.Linear
 
     def __init__(self, linear: nn.Linear):
         super().__init__()

@@ -31,11 +31,7 @@ class Inverter:
     processors: variant ``"plain"`` of the runner's graphs.
     """
 
-<<<<<<< HEAD
-    def __init__(self, models, batch_size: int = 8, runner: UNetRunner | None = None, overlap: bool = True):
-=======
-    def __init__(self, models: ModelSet, batch_size: int = 8, runner: UNetRunner | None = None):
->>>>>>> main
+    def __init__(self, models: ModelSet, batch_size: int = 8, runner: UNetRunner | None = None, overlap: bool = True):
         self.models = models
         self.batch_size = batch_size
         self.runner = runner or UNetRunner(models.unet)

@@ -17,7 +17,8 @@ import weakref
 
 import torch
 
-<<<<<<< HEAD
+from .model_set import ModelSet
+
 log = logging.getLogger(__name__)
 
 PROMPT_CACHE_SIZE = 256  # embeddings kept per text encoder (77 x 1024 fp16: 158 kB each)
@@ -33,7 +34,7 @@ class PromptEncoder:
             prompt (captured at the first one, about three calls' time).
     """
 
-    def __init__(self, models, cache_size: int = PROMPT_CACHE_SIZE, cuda_graph: bool = True):
+    def __init__(self, models: ModelSet, cache_size: int = PROMPT_CACHE_SIZE, cuda_graph: bool = True):
         # Weakly: this object is kept per text encoder (prompt_encoder), and
         # must not keep the model set alive through it.
         self._models = weakref.ref(models)
@@ -46,7 +47,7 @@ class PromptEncoder:
         self.hits = self.misses = 0
 
     @property
-    def models(self):
+    def models(self) -> ModelSet:
         models = self._models()
         if models is None:
             raise RuntimeError("PromptEncoder: its model set is gone")
@@ -119,16 +120,13 @@ _ENCODERS: "weakref.WeakKeyDictionary[torch.nn.Module, PromptEncoder]" = weakref
 _ENCODERS_LOCK = threading.Lock()
 
 
-def prompt_encoder(models) -> PromptEncoder:
+def prompt_encoder(models: ModelSet) -> PromptEncoder:
     """The :class:`PromptEncoder` of ``models``' text encoder (one per loaded encoder)."""
     with _ENCODERS_LOCK:
         enc = _ENCODERS.get(models.text_encoder)
         if enc is None or enc._models() is not models:
             enc = _ENCODERS[models.text_encoder] = PromptEncoder(models)
         return enc
-=======
-from .model_set import ModelSet
->>>>>>> main
 
 
 @torch.no_grad()

@@ -23,11 +23,8 @@ from typing import Any, Hashable, Sequence
 
 import torch
 
-<<<<<<< HEAD
 from .fp8 import Fp8Linears, check_precision
-=======
 from .model_set import ModelSet
->>>>>>> main
 from .runner_options import COMPILE_MODES, DEFAULT_BUCKETS
 
 log = logging.getLogger(__name__)
