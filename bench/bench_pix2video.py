@@ -16,6 +16,14 @@ Rows:
 - ours: the wavefront (W frames in flight sharing each UNet call), across
   sessions too.
 The table is printed and written (markdown) to --out.
+
+The ceiling: every row also prints the TFLOP/s it achieved and its fraction
+of the peak that a matmul probe measured on the same GPU in the same run
+(:func:`peak_probe`). A row's FLOPs are the UNet samples it actually ran, by
+kind of call (with references, self-only, plain; counted by a proxy around
+its runner, padding samples excluded), times each kind's FLOPs per sample as
+torch's FlopCounterMode counts an eager call of that kind, plus the VAE's
+(and the text encoder's) counted the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from pix2video.engine.depth import DepthEstimator  # noqa: E402
 from pix2video.engine.editor import Pix2VideoEditor  # noqa: E402
 from pix2video.engine.inversion import Inverter  # noqa: E402
 from pix2video.engine.settings import EditSettings  # noqa: E402
+from pix2video.engine.unet_runner import UNetRunner  # noqa: E402
 from pix2video.models.loading import ModelSet  # noqa: E402
 
 # -- models -------------------------------------------------------------------
@@ -79,6 +88,111 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def gpu_ms(fn, reps=20, warm=3):
+    """Median milliseconds of ``fn()`` timed with CUDA events (host clock on the CPU)."""
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(reps):
+        if torch.cuda.is_available():
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def peak_probe(device, n=8192):
+    """Dense matmul TFLOP/s on this GPU now: fp16 (torch.mm) and e4m3
+    (torch._scaled_mm, fp16 out), random data, n x n x n."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=torch.float16, generator=g)
+    b = torch.randn(n, n, device=device, dtype=torch.float16, generator=g)
+    flops = 2 * n**3
+    out = {"fp16": flops / gpu_ms(lambda: a @ b) / 1e9}
+    try:
+        a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
+        one = torch.ones((), device=device)
+        fp8 = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.float16)  # noqa: E731
+        out["fp8"] = flops / gpu_ms(fp8) / 1e9
+    except (RuntimeError, NotImplementedError):
+        out["fp8"] = float("nan")
+    return out
+
+
+def count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def call_kind(variant) -> str:
+    """Which FLOPs a UNet call has: ``plain`` (no injection), ``self-only``, ``refs``."""
+    if variant == "plain" or (isinstance(variant, tuple) and variant[0] == "none"):
+        return "plain"
+    return "self-only" if isinstance(variant, tuple) and variant[2] else "refs"
+
+
+class Tally:
+    """A runner's proxy that counts the samples of its calls by kind (not the
+    padding: the runner pads after this)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.samples = collections.Counter()
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+    def __call__(self, x, t, emb, variant=None):
+        self.samples[call_kind(variant)] += x.shape[0]
+        return self.runner(x, t, emb, variant=variant)
+
+
+class Flops:
+    """FLOPs per unit of work, counted once each by FlopCounterMode on eager calls."""
+
+    def __init__(self, models, hw, size):
+        m = models
+        probe = Pix2VideoEditor(models)
+        self.per_sample = {k: unet_flops(probe, hw, k) / 2 for k in ("refs", "self-only", "plain")}
+        z = torch.randn(1, 4, hw, hw, device=m.device, dtype=m.dtype)
+        self.decode = count_flops(lambda: m.vae.decode(z))
+        img = torch.randn(1, 3, size, size, device=m.device, dtype=m.dtype)
+        self.encode = count_flops(lambda: m.vae.encode(img))
+        ids = torch.zeros(1, m.tokenizer.model_max_length, dtype=torch.long, device=m.device)
+        self.prompt = count_flops(lambda: m.text_encoder(ids))
+        frame = np.random.default_rng(0).integers(0, 255, (1, size, size, 3), dtype=np.uint8)
+        self.depth = count_flops(lambda: DepthEstimator(models, batch_size=1)(frame))
+
+    def unet(self, samples: collections.Counter) -> float:
+        return sum(self.per_sample[k] * n for k, n in samples.items())
+
+    def summary(self) -> str:
+        s = self.per_sample
+        return (
+            f"UNet per sample-forward {s['plain'] / 1e9:.0f} GFLOP plain, {s['self-only'] / 1e9:.0f} self-only, "
+            f"{s['refs'] / 1e9:.0f} with anchor+previous; VAE decode {self.decode / 1e9:.0f} GFLOP, encode "
+            f"{self.encode / 1e9:.0f} GFLOP a frame; prompt {self.prompt / 1e9:.1f} GFLOP; "
+            f"depth {self.depth / 1e9:.0f} GFLOP a frame"
+        )
+
+
+def unet_flops(editor, hw, routing) -> float:
+    """FLOPs of one batch-2 UNet call of kind ``routing`` through ``editor``'s path (eager)."""
+    box = {}
+    unet_call_ms(editor, 2, hw, routing, reps=0, flops=box)
+    return box["flops"]
+
+
 def run_sessions(editor, videos, settings):
     """Edits videos concurrently on one editor; returns per-session frame times
     (s since the sessions were asked for: prompt encoding counts)."""
@@ -113,26 +227,35 @@ def steady_seconds_per_frame(times, skip, width):
     return (times[skip + cycles * width] - times[skip]) / (cycles * width)
 
 
-def bench_edit(editor, hw, steps, frames, width, sessions=1, skip=None):
-    settings = EditSettings(prompt="a crochet swan on the lake", num_steps=steps, frames_in_flight=width)
+def bench_edit(editor, hw, steps, frames, width, sessions=1, skip=None, flops=None, prompt="a crochet swan"):
+    settings = EditSettings(prompt=prompt, num_steps=steps, frames_in_flight=width)
     videos = [RandomVideo(frames, hw, steps, seed=i) for i in range(sessions)]
+    before = collections.Counter(editor.runner.samples) if isinstance(editor.runner, Tally) else None
     per, peak = run_sessions(editor, videos, settings)
     skip = (width + 1) if skip is None else skip
     sec = [steady_seconds_per_frame(t, skip, width) for t in per]
-    return dict(
+    fps_total = float(sum(1 / s for s in sec))
+    out = dict(
         first_frame_s=float(np.mean([t[0] for t in per])),
         sec_per_frame=float(np.mean(sec)),
-        fps_total=float(sum(1 / s for s in sec)),
+        fps_total=fps_total,
         fps_min=float(min(1 / s for s in sec)),
         session_gb=peak / 1e9,
     )
+    if flops is not None and before is not None:
+        done = collections.Counter(editor.runner.samples)
+        done.subtract(before)
+        total = flops.unet(done) + flops.decode * frames * sessions + flops.prompt * 2 * sessions
+        out["tflop_per_frame"] = total / (frames * sessions) / 1e12
+        out["tflops"] = out["tflop_per_frame"] * fps_total
+    return out
 
 
 def profile_first_frame(editor, hw, steps):
     """Where a warm editor's first frame goes: the GPU time of its stages
     (CUDA events on the stream, as the editor service times them) against
     the wall clock; what is left is the GPU waiting for the host."""
-    from pix2video.servers.editor.worker import CudaEventTimer
+    from pix2video.engine.timers import CudaEventTimer
 
     gpu = collections.defaultdict(float)
     editor.timer = CudaEventTimer(
@@ -159,31 +282,51 @@ def profile_first_frame(editor, hw, steps):
     )
 
 
-def bench_memory_growth(editor, hw, steps, width, short, long):
-    """Session memory after `short` and after `long` frames (constant memory)."""
+def bench_long_video(editor, hw, steps, width, checkpoints, window):
+    """One long edit: the session's memory (its kept features, x0 and flight)
+    and the GPU memory allocated after each checkpoint's frame count, and the
+    throughput of each ``window`` frames (steady state: no decay)."""
+    dev = editor.models.device
     settings = EditSettings(prompt="a swan", num_steps=steps, frames_in_flight=width)
-    s = editor.open_session(RandomVideo(long + width + 1, hw, steps), settings)
-    seen = {}
-    while s.next_out <= long:
+    last = max(checkpoints)
+    s = editor.open_session(RandomVideo(last + width + 1, hw, steps), settings)
+    memory, windows = {}, []
+    sync(dev)
+    t0 = time.perf_counter()
+    while s.next_out <= last:
         for _, f in editor.tick():
-            if f.index in (short, long):
-                seen[f.index] = editor.session_bytes(s.id)
+            if f.index in checkpoints:
+                alloc = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+                memory[f.index] = (editor.session_bytes(s.id) / 1e9, alloc / 1e9)
+            if f.index and f.index % window == 0:
+                sync(dev)
+                now = time.perf_counter()
+                windows.append(window / (now - t0))
+                t0 = now
     editor.close_session(s.id)
-    return seen[short] / 1e9, seen[long] / 1e9
+    return memory, windows
 
 
-def bench_inversion(models, size, steps, frames, batch, runner=None, compile=True):
-    inv = Inverter(models, batch_size=batch, runner=runner)
-    if runner is not None and runner.cuda_graphs:
+def bench_inversion(models, size, steps, frames, batch, runner=None, compile=True, overlap=True, flops=None):
+    """Inversion frames/s (VAE encode included) and, with ``flops``, TFLOP/s."""
+    tally = Tally(runner or UNetRunner(models.unet))
+    inv = Inverter(models, batch_size=batch, runner=tally, overlap=overlap)
+    if tally.cuda_graphs:
         inv.warm_up(size, size, compile=compile)
     imgs = np.random.default_rng(0).integers(0, 255, (frames, size, size, 3), dtype=np.uint8)
     depth = torch.rand(frames, 1, size // 8, size // 8) * 2 - 1
     inv(imgs[:batch], depth[:batch], "a lake", num_steps=2)  # warm-up
     sync(models.device)
+    tally.samples.clear()
     t = time.perf_counter()
     inv(imgs, depth, "a lake", num_steps=steps)
     sync(models.device)
-    return frames / (time.perf_counter() - t)
+    fps = frames / (time.perf_counter() - t)
+    out = {"fps": fps}
+    if flops is not None:
+        per_frame = (flops.unet(tally.samples) + flops.encode * frames) / frames
+        out["tflops"] = per_frame * fps / 1e12
+    return out
 
 
 def bench_depth(models, size, frames, batch):
@@ -206,7 +349,7 @@ def _dummy_call(models, size, hw, seed=0):
     return x, t, emb
 
 
-def unet_call_ms(editor, size, hw, routing="refs", reps=10):
+def unet_call_ms(editor, size, hw, routing="refs", reps=10, flops=None):
     """ms per UNet call through ``editor``'s own path, and its output. Routing
     ``refs``: as the wavefront does (each sample attends to two recorded
     frames); ``self-only``: as a lone anchor frame (records, attends to
@@ -223,6 +366,8 @@ def unet_call_ms(editor, size, hw, routing="refs", reps=10):
         call = lambda: editor._unet(x, t, emb, routes, "decoder")  # noqa: E731
     with torch.no_grad():
         editor._unet(x, t, emb, record, "decoder")
+        if flops is not None:
+            flops["flops"] = count_flops(call)
         for _ in range(2):
             out = call()
         sync(editor.models.device)
@@ -232,36 +377,86 @@ def unet_call_ms(editor, size, hw, routing="refs", reps=10):
         sync(editor.models.device)
     for b in range(size):
         editor.context.release(("probe", b))
-    return (time.perf_counter() - start) / reps * 1000, out.float()
+    return (time.perf_counter() - start) / max(reps, 1) * 1000, out.float()
 
 
-def probe_calls(models, hw, sizes, compile_sizes, compile_mode="default"):
-    """UNet call time, eager vs CUDA graph vs compiled + graph, with the
-    largest difference from eager (the graphs must compute the same thing)."""
-    from pix2video.engine.unet_runner import UNetRunner
-
+def probe_calls(models, hw, sizes, compile_sizes, compile_mode="default", precisions=("fp16",)):
+    """UNet call time, eager vs CUDA graph vs compiled + graph, per precision,
+    with the largest difference from the fp16 eager call (graphs must compute
+    the same thing) and fp8's relative error."""
     eager = Pix2VideoEditor(models)
-    graphed = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True))
-    compiled = Pix2VideoEditor(
-        models, runner=UNetRunner(models.unet, cuda_graphs=True, compile=True, compile_mode=compile_mode)
-    )
-    for size in sizes:
-        line = f"unet batch {size}:"
-        if size in compile_sizes:  # the editor's warm-up compiles both injection variants
-            t0 = time.perf_counter()
-            compiled.warm_up(hw * 8, hw * 8, sizes=[size])
-            line += f" (compile+capture of both variants {time.perf_counter() - t0:.0f} s)"
-        for routing in ("refs", "self-only", "plain"):
-            e_ms, e_out = unet_call_ms(eager, size, hw, routing)
-            g_ms, g_out = unet_call_ms(graphed, size, hw, routing)
-            line += (
-                f" [{routing}] eager {e_ms:.1f} ms, graph {g_ms:.1f} ms (max diff {(g_out - e_out).abs().max():.2e})"
-            )
-            if size in compile_sizes and routing != "plain":
-                c_ms, c_out = unet_call_ms(compiled, size, hw, routing)
-                line += f", compiled+graph {c_ms:.1f} ms (max diff {(c_out - e_out).abs().max():.2e})"
-            line += ";"
-        print(line, flush=True)
+    for precision in precisions:
+        graphed = Pix2VideoEditor(models, runner=UNetRunner(models.unet, cuda_graphs=True, precision=precision))
+        compiled = Pix2VideoEditor(
+            models,
+            runner=UNetRunner(
+                models.unet, cuda_graphs=True, compile=True, compile_mode=compile_mode, precision=precision
+            ),
+        )
+        for size in sizes:
+            line = f"unet {precision} batch {size}:"
+            if size in compile_sizes:  # the editor's warm-up compiles both injection variants
+                t0 = time.perf_counter()
+                compiled.warm_up(hw * 8, hw * 8, sizes=[size])
+                line += f" (compile+capture of both variants {time.perf_counter() - t0:.0f} s)"
+            for routing in ("refs", "self-only", "plain"):
+                e_ms, e_out = unet_call_ms(eager, size, hw, routing)
+                g_ms, g_out = unet_call_ms(graphed, size, hw, routing)
+                line += (
+                    f" [{routing}] eager fp16 {e_ms:.1f} ms, graph {g_ms:.1f} ms "
+                    f"(max diff {(g_out - e_out).abs().max():.2e}, rel {rel_err(g_out, e_out):.2e})"
+                )
+                if size in compile_sizes and routing != "plain":
+                    c_ms, c_out = unet_call_ms(compiled, size, hw, routing)
+                    line += f", compiled+graph {c_ms:.1f} ms (rel {rel_err(c_out, e_out):.2e})"
+                line += ";"
+            print(line, flush=True)
+
+
+def rel_err(out, ref) -> float:
+    return float((out.double() - ref.double()).norm() / ref.double().norm())
+
+
+def fp8_drift(models, hw, sizes=(2, 64), seeds=3):
+    """The fp8 UNet output's relative error against fp16 on the same inputs
+    (eager, plain calls, fresh random inputs per seed, mid-schedule t)."""
+    if models.device.type != "cuda":
+        sizes = (2,)
+    fp16, fp8 = UNetRunner(models.unet), UNetRunner(models.unet, precision="fp8")
+    out = {}
+    with torch.no_grad():
+        for size in sizes:
+            errs = []
+            for seed in range(seeds):
+                x, t, emb = _dummy_call(models, size, hw, seed)
+                errs.append(rel_err(fp8(x, t, emb), fp16(x, t, emb)))
+            out[size] = max(errs)
+    return out
+
+
+def first_frame_parts(models, hw):
+    """GPU ms of the first frame's fixed parts, each way: prompt encoding of
+    (prompt, negative) eager at batch 2, through the batch-1 CUDA graph, and
+    from the prompt cache; the VAE decode of one latent, eager and graphed."""
+    from pix2video.engine.text import PromptEncoder
+    from pix2video.engine.vae import decode_latents
+
+    eager = PromptEncoder(models, cache_size=0, cuda_graph=False)
+    graph = PromptEncoder(models, cache_size=0, cuda_graph=True)
+    cached = PromptEncoder(models)
+    prompts = ["a crochet swan on the lake", ""]
+    e, g = eager(prompts), graph(prompts)
+    z = torch.randn(1, 4, hw, hw, device=models.device, dtype=models.dtype)
+    de, dg = decode_latents(models, z, cuda_graph=False), decode_latents(models, z, cuda_graph=True)
+    return {
+        "prompt_eager_ms": gpu_ms(lambda: eager(prompts)),
+        "prompt_graph_ms": gpu_ms(lambda: graph(prompts)),
+        "prompt_cached_ms": gpu_ms(lambda: cached(prompts)),
+        "prompt_graph_rel": rel_err(g, e),
+        "decode_eager_ms": gpu_ms(lambda: decode_latents(models, z, cuda_graph=False), reps=10),
+        "decode_graph_ms": gpu_ms(lambda: decode_latents(models, z, cuda_graph=True), reps=10),
+        "decode_graph_max_diff": int(np.abs(de.astype(int) - dg.astype(int)).max()),
+    }
 
 
 # -- main ---------------------------------------------------------------------
@@ -273,42 +468,76 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="markdown table to write")
     p.add_argument("--widths", default="16,32", help="wavefront widths to try")
     p.add_argument("--session-width", type=int, default=16, help="W of each of the 4 concurrent sessions")
-    p.add_argument("--inversion-batch", type=int, default=32)
+    p.add_argument("--session8-width", type=int, default=4, help="W of each of the 8 concurrent sessions")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip baselines A, B and eager W")
+    p.add_argument("--inversion-batches", default="32", help="inversion batch sizes to try (graphed); best is kept")
     p.add_argument(
         "--no-inversion-compile",
         dest="inversion_compile",
         action="store_false",
-        help="inversion on CUDA graphs only, unless its batch is in --compile (a shorter warm-up)",
+        help="inversion on CUDA graphs only (a shorter warm-up)",
     )
     p.add_argument("--compile", default="", help="batch sizes (samples) to compile, e.g. 2,64,128 (empty: none)")
+    p.add_argument(
+        "--compile-variants",
+        default="both",
+        help="editor variants compiled per batch: both, or 'lean' (self-only at batch 2, refs at the others)",
+    )
     p.add_argument("--compile-mode", default="default", help="inductor mode (default, max-autotune-no-cudagraphs)")
+    p.add_argument("--precision", default="fp16", help="ours' UNet linear layers: fp16 or fp8")
+    p.add_argument("--long", default="", help="long edit: frame counts to read memory at, e.g. 10,1000,3000")
+    p.add_argument("--long-steps", type=int, default=2, help="denoising steps of the long edit")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its convolution algorithms")
     p.add_argument("--probe", default="", help="only time UNet calls at these batch sizes (eager/graph/compiled)")
+    p.add_argument("--probe-precisions", default="fp16,fp8", help="precisions the probe times")
     p.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder (default: the tiny set's)")
     args = p.parse_args(argv)
 
-    from pix2video.engine.unet_runner import DEFAULT_BUCKETS, UNetRunner
+    from pix2video.engine.fp8 import check_precision
+    from pix2video.engine.unet_runner import DEFAULT_BUCKETS
 
+    check_precision(args.precision, "--precision")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     cache = Path("/tmp/pix2video-bench")
     compile_sizes = [int(b) for b in args.compile.split(",") if b]
+    long_at = [int(n) for n in args.long.split(",") if n]
     if args.smoke:
         models = tiny_models(cache / "tiny")
-        size, steps, frames_a, widths, w4 = 64, 4, 3, [2, 4], 2
-        inv_frames, inv_batch, depth_frames, depth_batch, mem = 8, 4, 8, 4, (3, 12)
+        size, steps, frames_a, widths, w4, w8 = 64, 2, 3, [2, 4], 2, 1
+        inv_batches, depth_frames, depth_batch = [4], 8, 4
+        long_at = long_at or [3, 8]
     else:
         tok = Path(args.tokenizer) if args.tokenizer else tiny_models(cache / "tiny") and cache / "tiny" / "tokenizer"
         models = full_size_models("cuda", torch.float16, tok)
         size, steps, frames_a = 512, 50, 3
-        widths, w4 = [int(w) for w in args.widths.split(",")], args.session_width
-        inv_batch = args.inversion_batch
-        inv_frames, depth_frames, depth_batch, mem = 4 * inv_batch, 256, 32, (10, 300)
+        widths, w4, w8 = [int(w) for w in args.widths.split(",")], args.session_width, args.session8_width
+        inv_batches = [int(b) for b in args.inversion_batches.split(",")]
+        depth_frames, depth_batch = 256, 32
+        long_at = long_at or [10, 300]
     hw = size // 8
     dev = models.device
     cuda = dev.type == "cuda"
+    t_start = time.perf_counter()
+
+    def stamp(what):
+        print(f"[{time.perf_counter() - t_start:.0f} s] {what}", flush=True)
+
+    probe_n = 8192 if cuda else 256
+    peak = peak_probe(dev, probe_n)
+    stamp(f"matmul peak: fp16 {peak['fp16']:.0f} TFLOP/s, fp8 {peak['fp8']:.0f} TFLOP/s")
+    flops = Flops(models, hw, size)
+    stamp(flops.summary())
     if args.probe:
-        probe_calls(models, hw, [int(b) for b in args.probe.split(",")], compile_sizes, args.compile_mode)
+        probe_calls(
+            models,
+            hw,
+            [int(b) for b in args.probe.split(",")],
+            compile_sizes,
+            args.compile_mode,
+            [check_precision(x, "--probe-precisions") for x in args.probe_precisions.split(",")],
+        )
+        stamp("probe done")
         return 0
     rows = []
 
@@ -317,15 +546,26 @@ def main(argv=None):
         print(name, json.dumps({k: round(v, 4) for k, v in values.items()}), flush=True)
 
     with torch.no_grad():
-        eager = Pix2VideoEditor(models)
-        split = Pix2VideoEditor(models, split_guidance=True)
-        row("baseline A: sequential, 2 batch-1 calls/step, eager", **bench_edit(split, hw, steps, frames_a, 1, skip=1))
-        row("baseline B: sequential, 1 batch-2 call/step, eager", **bench_edit(eager, hw, steps, frames_a, 1, skip=1))
-        row(
-            f"wavefront W={widths[-1]}, 1 session, eager",
-            **bench_edit(eager, hw, steps, 3 * widths[-1] + 2, widths[-1]),
-        )
-        eager_inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch)
+        drift = fp8_drift(models, hw)
+        stamp(f"fp8 drift (UNet output relative error vs fp16): {drift}")
+        parts = first_frame_parts(models, hw) if cuda else {}
+        stamp(f"first-frame parts: {parts}")
+        if args.baselines or args.smoke:
+            eager = Pix2VideoEditor(models, runner=Tally(UNetRunner(models.unet)))
+            split = Pix2VideoEditor(models, split_guidance=True, runner=Tally(UNetRunner(models.unet)))
+            row(
+                "baseline A: sequential, 2 batch-1 calls/step, eager",
+                **bench_edit(split, hw, steps, frames_a, 1, skip=1, flops=flops),
+            )
+            row(
+                "baseline B: sequential, 1 batch-2 call/step, eager",
+                **bench_edit(eager, hw, steps, frames_a, 1, skip=1, flops=flops),
+            )
+            row(
+                f"wavefront W={widths[-1]}, 1 session, eager",
+                **bench_edit(eager, hw, steps, 3 * widths[-1] + 2, widths[-1], flops=flops),
+            )
+            stamp("baselines done")
 
         # Ours: one warm replica's editor, every bucket captured (and the chosen ones compiled) up front.
         runner = UNetRunner(
@@ -335,61 +575,135 @@ def main(argv=None):
             buckets=None if args.smoke else DEFAULT_BUCKETS,
             channels_last=args.channels_last,
             compile_mode=args.compile_mode,
+            precision=args.precision,
         )
-        ours = Pix2VideoEditor(models, max_batch_items=4 * w4, runner=runner, feature_slots=64 if args.smoke else 1024)
+        items = max(4 * w4, 8 * w8, max(widths))
+        # Slots for every session of the 8-session row (about 100 + 4 per frame
+        # in flight each): if the pools grow, every captured graph is dropped
+        # and the rest of the run is uncompiled (run of 2026-12-01, 1024 slots).
+        ours = Pix2VideoEditor(
+            models, max_batch_items=items, runner=Tally(runner), feature_slots=64 if args.smoke else 2048
+        )
         if cuda:
-            ours.warm_up(size, size, compiled=compile_sizes)
+            if args.compile_variants == "lean" and compile_sizes:
+                warm_lean(ours, size, compile_sizes)
+            ours.warm_up(size, size, compiled=compile_sizes if args.compile_variants != "lean" else [])
+        stamp(f"ours warmed: {runner.warm}")
         label = (
-            "graphs" + (f", compiled ({args.compile_mode}) at {args.compile}" if compile_sizes else "")
+            "graphs"
+            + (f", compiled ({args.compile_mode}) at {args.compile}" if compile_sizes else "")
+            + f", {args.precision}"
             if cuda
+            else f"eager, {args.precision}"
+            if args.precision != "fp16"
             else "eager"
         )
         for w in widths:  # after the first frame and the window fill, two whole cycles
-            row(f"ours ({label}): W={w}, 1 session", **bench_edit(ours, hw, steps, 3 * w + 2, w))
-        row(f"ours ({label}): 4 sessions, W={w4} each", **bench_edit(ours, hw, steps, 3 * w4 + 2, w4, sessions=4))
+            row(f"ours ({label}): W={w}, 1 session", **bench_edit(ours, hw, steps, 3 * w + 2, w, flops=flops))
+        row(
+            f"ours ({label}): 4 sessions, W={w4} each",
+            **bench_edit(ours, hw, steps, 3 * w4 + 2, w4, sessions=4, flops=flops),
+        )
+        row(
+            f"ours ({label}): 8 sessions, W={w8} each",
+            **bench_edit(ours, hw, steps, 4 if args.smoke else 3 * w8 + 2, w8, sessions=8, flops=flops),
+        )
+        stamp("ours done")
         first = profile_first_frame(ours, hw, steps) if cuda else "(CUDA only)"
         print("first frame:", first, flush=True)
-        short, long = mem
-        m_short, m_long = bench_memory_growth(ours, hw, 4 if not args.smoke else 2, widths[0], short, long)
-        inv_compiled = runner.compile and (args.inversion_compile or inv_batch in compile_sizes)
-        inv_fps = bench_inversion(models, size, steps, inv_frames, inv_batch, runner=runner, compile=inv_compiled)
+        long_steps = args.long_steps
+        memory, windows = bench_long_video(
+            ours, hw, long_steps, widths[0], long_at, max(1, long_at[-1] // 6) if not args.smoke else 4
+        )
+        stamp(f"long video: memory {memory}, windows {windows}")
+        inv = {}
+        for b in inv_batches:
+            inv[b] = bench_inversion(models, size, steps, 2 * b, b, runner=runner, compile=False, flops=flops)
+            stamp(f"inversion batch {b} (graphs, overlap): {inv[b]}")
+        best = max(inv, key=lambda b: inv[b]["fps"])
+        inv_line = ", ".join(
+            f"batch {b}: {v['fps']:.1f} frames/s {v['tflops']:.0f} TFLOP/s" for b, v in sorted(inv.items())
+        )
+        if cuda:  # elsewhere there is no side stream: the same path twice
+            no_overlap = bench_inversion(
+                models, size, steps, 2 * best, best, runner=runner, compile=False, overlap=False
+            )
+            inv_line += f"; batch {best} without the encode overlap: {no_overlap['fps']:.1f} frames/s"
+        inv_compiled = None
+        if cuda and args.inversion_compile:
+            crunner = UNetRunner(
+                models.unet,
+                cuda_graphs=True,
+                compile=True,
+                buckets=DEFAULT_BUCKETS,
+                compile_mode=args.compile_mode,
+                precision=args.precision,
+            )
+            t0 = time.perf_counter()
+            inv_compiled = bench_inversion(models, size, steps, 2 * best, best, runner=crunner, flops=flops)
+            inv_compiled["warm_s"] = time.perf_counter() - t0
+            stamp(f"inversion compiled at batch {best}: {inv_compiled}")
         depth_fps = bench_depth(models, size, depth_frames, depth_batch)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
+    peak_mem = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
     pools = sum(p.numel() * p.element_size() for p in ours.context.pools.values()) / 1e9
     warm = runner.warm
 
+    def ceiling(tflops):
+        out = f"{tflops:.0f} | {tflops / peak['fp16']:.0%}"
+        return out + (f" ({tflops / peak['fp8']:.0%} of fp8)" if args.precision == "fp8" else "")
+
     gpu = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
+    today = datetime.date.today().isoformat()
     lines = [
         f"# Pix2Video benchmark ({'smoke, tiny models' if args.smoke else 'full-size SD2-depth, random weights'})",
         "",
-        f"- device: {gpu}; torch {torch.__version__}; {datetime.date.today().isoformat()}",
+        f"- device: {gpu}; torch {torch.__version__}; {today}",
         f"- {size}x{size}, {steps} DDIM steps, guidance 7.5, anchor+previous injection in the decoder, "
         f"latent update (x0 form) on the first half of the steps, {'fp16' if cuda else 'fp32'}, SDPA"
+        + (f", UNet transformer linears {args.precision}" if args.precision != "fp16" else "")
         + (", channels-last" if args.channels_last else "")
         + (", cuDNN benchmark mode" if args.cudnn_benchmark else ""),
         "- time to first frame: from asking for the session (prompt encoding included) to the decoded frame",
+        f"- peak measured in this run (matmul probe, {probe_n}^3, random data): fp16 {peak['fp16']:.0f} TFLOP/s, "
+        f"fp8 {peak['fp8']:.0f} TFLOP/s; FLOPs counted by FlopCounterMode: {flops.summary()}",
         "",
-        "| way of running | s / frame (steady) | frames/s total | slowest session frames/s"
-        " | time to first frame (s) | session memory (GB) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| way of running ({gpu}, {today}) | s / frame (steady) | frames/s total | slowest session frames/s "
+        "| time to first frame (s) | session memory (GB) | TFLOP / frame | TFLOP/s | of fp16 peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, v in rows:
         lines.append(
             f"| {name} | {v['sec_per_frame']:.3f} | {v['fps_total']:.2f} | {v['fps_min']:.2f} | "
-            f"{v['first_frame_s']:.2f} | {v['session_gb']:.2f} |"
+            f"{v['first_frame_s']:.2f} | {v['session_gb']:.2f} | {v.get('tflop_per_frame', float('nan')):.1f} | "
+            f"{ceiling(v.get('tflops', float('nan')))} |"
         )
-    inv_mode = "compiled + graphs" if inv_compiled else "graphs" if cuda else "eager"
+    mem = ", ".join(
+        f"{n} frames: {s_gb:.3f} GB (GPU allocated {a_gb:.1f} GB)" for n, (s_gb, a_gb) in sorted(memory.items())
+    )
     lines += [
         "",
-        f"- inversion: {inv_fps:.1f} frames/s ({inv_mode}; "
-        f"eager {eager_inv_fps:.1f}); batch {inv_batch}, "
-        f"{steps} steps, VAE encode included",
-        f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch})",
+        f"- inversion ({'graphs' if cuda else 'eager'}, {args.precision}, VAE encode of the next batch overlapped, "
+        f"{steps} steps, VAE encode included): {inv_line}",
+    ]
+    if inv_compiled is not None:
+        lines.append(
+            f"- inversion compiled ({args.compile_mode}) + graphs at batch {best}: {inv_compiled['fps']:.1f} frames/s, "
+            f"{ceiling(inv_compiled['tflops'])} of the fp16 peak; warm-up (compile) {inv_compiled['warm_s']:.0f} s"
+        )
+    lines += [
+        f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch}); {flops.depth * depth_fps / 1e12:.0f} TFLOP/s (fp32)",
+        "- fp8 drift: UNet output relative error against fp16, same inputs: "
+        + ", ".join(f"batch {b}: {e:.2e}" for b, e in drift.items())
+        + "; PSNR of fp8 edits against fp16 edits on the toy world: not measured here",
         f"- first frame of a warm replica (ours), profiled: {first}",
-        f"- session memory (4-step schedule, W={widths[0]}): {m_short:.3f} GB after {short} frames, "
-        f"{m_long:.3f} GB after {long} frames",
+        "- first frame's fixed parts (GPU ms): "
+        + (", ".join(f"{k} {v:.3g}" for k, v in parts.items()) if parts else "(CUDA only)"),
+        f"- long edit ({long_steps}-step schedule, W={widths[0]}), session memory after {mem}; "
+        f"throughput per {max(1, long_at[-1] // 6) if not args.smoke else 4} frames: "
+        + ", ".join(f"{w:.1f}" for w in windows)
+        + " frames/s",
         f"- injected-feature pools, preallocated once per replica ({ours.context.capacity} slots): {pools:.1f} GB",
-        f"- peak GPU memory allocated (all runs): {peak:.1f} GB",
+        f"- peak GPU memory allocated (all runs): {peak_mem:.1f} GB",
         f"- warm-up, once per replica before SERVING: {warm.graphs} CUDA graphs captured, {warm.compiled} compiled, "
         f"{warm.seconds:.0f} s in all"
         + "".join(f"; batch {k}: {v:.0f} s" for k, v in warm.per_bucket_s.items() if v >= 5),
@@ -399,6 +713,36 @@ def main(argv=None):
     if args.out:
         Path(args.out).write_text(text)
     return 0
+
+
+def warm_lean(editor, size, compile_sizes):
+    """Compiles only the variant each compiled batch serves in these runs: a
+    lone anchor (self-only) at batch 2, references at the others (the editor's
+    own warm-up compiles both per bucket); then captures the rest."""
+    from pix2video.engine.attention import SampleRoute
+    from pix2video.engine.text import encode_prompts
+
+    m = editor.models
+    h = size // m.vae_scale_factor
+    emb = encode_prompts(m, ["warm up"])
+    key = ("warm-up",)
+
+    def inputs(n):
+        x = torch.zeros((n, m.unet.config.in_channels, h, h), device=m.device, dtype=m.dtype)
+        return x, torch.full((n,), 1, device=m.device, dtype=torch.long), emb.expand(n, -1, -1)
+
+    def call(n: int) -> None:
+        routes = SampleRoute(record=key, scope="decoder") if n == 2 else SampleRoute(refs=(key,), scope="decoder")
+        editor._unet(*inputs(n), [routes] * n, "decoder")
+
+    # The references' features, recorded by an eager call (with autograd on,
+    # the runner neither captures nor compiles).
+    with torch.enable_grad():
+        editor._unet(*inputs(2), [SampleRoute(record=key, scope="decoder")] * 2, "decoder")
+    try:
+        editor.runner.warm_up(call, compile_sizes)
+    finally:
+        editor.context.release(key)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ graphs off, the runner is a plain call, padded only when buckets are set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Hashable, Sequence
 
 import torch
 
+from .fp8 import Fp8Linears, check_precision
 from .model_set import ModelSet
 from .runner_options import COMPILE_MODES, DEFAULT_BUCKETS
 
@@ -43,6 +45,7 @@ class WarmUp:
     compiled: int = 0
     seconds: float = 0.0
     per_bucket_s: dict = field(default_factory=dict)  # batch bucket -> seconds
+    precision: str = "fp16"  # of the UNet's transformer linears (engine/fp8.py)
 
 
 class UNetRunner:
@@ -60,6 +63,9 @@ class UNetRunner:
         compile_mode: the inductor mode, one of :data:`COMPILE_MODES`;
             ``max-autotune-no-cudagraphs`` benchmarks kernel choices per
             shape (a longer warm-up).
+        precision: ``fp16`` (the model's dtype throughout) or ``fp8``: the
+            transformer blocks' linear layers in e4m3 with per-tensor scales
+            (:mod:`.fp8`), installed only while this runner calls the UNet.
     """
 
     def __init__(
@@ -70,7 +76,9 @@ class UNetRunner:
         buckets: Sequence[int] | None = None,
         channels_last: bool = False,
         compile_mode: str = "default",
+        precision: str = "fp16",
     ):
+        check_precision(precision)
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode: must be one of {COMPILE_MODES}, got {compile_mode!r}")
         if channels_last:
@@ -94,7 +102,13 @@ class UNetRunner:
             None  # one CUDA graph memory pool (torch types its handle privately): graphs run one at a time
         )
         self._compile_next = False  # set by warm_up: graphs captured now are compiled
-        self.warm = WarmUp()
+        self.precision = precision
+        self.fp8 = Fp8Linears(unet) if precision == "fp8" else None
+        self.warm = WarmUp(precision=precision)
+
+    def _layers(self):
+        """The precision's layers installed in the UNet (for eager calls and captures)."""
+        return self.fp8.installed() if self.fp8 is not None else contextlib.nullcontext()
 
     @classmethod
     def for_models(
@@ -104,14 +118,23 @@ class UNetRunner:
         compile: bool = False,
         compile_mode: str = "default",
         buckets: Sequence[int] = DEFAULT_BUCKETS,
+        precision: str = "fp16",
     ) -> "UNetRunner":
         """A runner for ``models``' UNet: as asked on a CUDA device; elsewhere
         plain calls, unpadded (graphs and compilation are CUDA-only here, and
-        padding would only cost work)."""
+        padding would only cost work), in ``precision`` (fp8 is emulated off
+        CUDA: :mod:`.fp8`)."""
         cuda = getattr(models.device, "type", str(models.device)) == "cuda"
         if not cuda:
-            return cls(models.unet)
-        return cls(models.unet, cuda_graphs=cuda_graphs, compile=compile, compile_mode=compile_mode, buckets=buckets)
+            return cls(models.unet, precision=precision)
+        return cls(
+            models.unet,
+            cuda_graphs=cuda_graphs,
+            compile=compile,
+            compile_mode=compile_mode,
+            buckets=buckets,
+            precision=precision,
+        )
 
     def bucket(self, n: int) -> int:
         """The batch size a call of ``n`` samples runs at."""
@@ -128,7 +151,8 @@ class UNetRunner:
             t = torch.cat([t, t[:1].expand(size - n)])
             emb = torch.cat([emb, emb[:1].expand(size - n, *emb.shape[1:])])
         if not self._graphed(x):
-            return self.unet(x, t, encoder_hidden_states=emb).sample[:n]
+            with self._layers():
+                return self.unet(x, t, encoder_hidden_states=emb).sample[:n]
         key = (size, tuple(x.shape[2:]), emb.shape[1], variant)
         g = self._graphs.get(key)
         if g is None:
@@ -151,7 +175,7 @@ class UNetRunner:
     def _capture(self, x, t, emb, key) -> _Graph:
         # Streams and the capture must be on the inputs' GPU: in a worker thread
         # the current device is cuda:0 whatever GPU the models are on.
-        with torch.cuda.device(x.device):
+        with torch.cuda.device(x.device), self._layers():
             return self._capture_on_device(x, t, emb, key)
 
     def _capture_on_device(self, x, t, emb, key) -> _Graph:

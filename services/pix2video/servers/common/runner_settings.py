@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...engine.runner_options import COMPILE_MODES, DEFAULT_BUCKETS
+from ...engine.runner_options import COMPILE_MODES, DEFAULT_BUCKETS, PRECISIONS
 from ...errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ class UNetRunnerSettingsMixin:
     """Frame width whose graphs are captured at start-up (other sizes are captured at first use)."""
     warm_up_height: int = 512
     """Frame height whose graphs are captured at start-up (other sizes are captured at first use)."""
+    precision: str = "fp16"
+    """Precision of the UNet's transformer linear layers: fp16, or fp8 (e4m3, per-tensor dynamic scales)."""
 
     def buckets(self) -> tuple[int, ...]:
         try:
@@ -42,6 +44,8 @@ class UNetRunnerSettingsMixin:
         self.buckets()
         if self.compile_mode not in COMPILE_MODES:
             raise InvalidInput(f"compile_mode: must be one of {', '.join(COMPILE_MODES)}; got {self.compile_mode!r}")
+        if self.precision not in PRECISIONS:
+            raise InvalidInput(f"precision: must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.compile_unet and not self.cuda_graphs:
             raise InvalidInput("compile_unet: compiles the captured graphs, so it needs cuda_graphs=true")
         for name in ("warm_up_width", "warm_up_height"):
@@ -58,4 +62,5 @@ class UNetRunnerSettingsMixin:
             compile=self.compile_unet,
             compile_mode=self.compile_mode,
             buckets=self.buckets(),
+            precision=self.precision,
         )
