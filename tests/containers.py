@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -80,7 +81,7 @@ def build_image(tag: str, log: Path, timeout: float = 900) -> float:
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=timeout,
-            env={**os.environ},
+            env={"PYTHON": sys.executable, **os.environ},
         )
     if proc.returncode != 0:
         raise RuntimeError(f"build-local.sh failed ({proc.returncode}):\n{log.read_text()[-4000:]}")

@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 import pytest
 from containers import BASE_IMAGE, REQUIRE_ENV, Engine, build_image, find_engine
-from s3server import ACCESS_KEY, BUCKET, SECRET_KEY, _pick_ports, _probe, weed_command, weed_binary
+from s3server import ACCESS_KEY, BUCKET, SECRET_KEY, _pick_ports, _probe, weed_binary, weed_command
 
 from pix2video.embedded import EmbeddedPix2Video
 from pix2video.engine.settings import EditSettings
@@ -123,7 +123,9 @@ def _wait_serving(engine: Engine, names: dict[str, str], ports: dict[str, int], 
             elif not engine.running(names[svc]):
                 raise RuntimeError(f"{svc} container exited:\n{engine.logs(names[svc])}")
         if waiting and time.monotonic() - start > timeout:
-            raise RuntimeError(f"not SERVING after {timeout:g} s: {sorted(waiting)}\n{engine.logs(names[next(iter(waiting))])}")
+            raise RuntimeError(
+                f"not SERVING after {timeout:g} s: {sorted(waiting)}\n{engine.logs(names[next(iter(waiting))])}"
+            )
         time.sleep(0.5)
     return time.monotonic() - start
 
@@ -179,8 +181,14 @@ def test_containers_invert_and_edit_equal_the_embedded_run(suite, baked_models, 
 
     ports, _ = suite
     with Pix2VideoClient(f"127.0.0.1:{ports['inversion']}", f"127.0.0.1:{ports['editor']}", timeout=300) as client:
-        info = client.invert(clip, InversionOptions(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a red ball"))
-        frames = list(client.edit(info.video_id, "a crochet swan", EditOptions(update_strength=DELTA, frames_in_flight=2), encoding="raw"))
+        info = client.invert(
+            clip, InversionOptions(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a red ball")
+        )
+        frames = list(
+            client.edit(
+                info.video_id, "a crochet swan", EditOptions(update_strength=DELTA, frames_in_flight=2), encoding="raw"
+            )
+        )
     ours = np.stack([f.to_array() for f in frames])
     assert info.num_frames == 5 and ours.shape == (5, SIZE, SIZE, 3)
 
