@@ -71,7 +71,20 @@ echo "build-local.sh: wheels into $cache/wheels" >&2
 "$python" -m pip wheel -q --wheel-dir "$cache/wheels" --find-links "$cache/wheels" \
   "torch==$torch_version" -r "$requirements" setuptools==80.9.0 wheel==0.45.1
 
-port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+# The index URL is a build argument, and a changed build argument invalidates the
+# layer cache of every RUN after it: a fixed port (the first free one from
+# PIX2VIDEO_WHEELS_PORT, default 18765) keeps the cache across runs.
+port="$("$python" -c '
+import socket, sys
+for port in range(int(sys.argv[1]), int(sys.argv[1]) + 100):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+' "${PIX2VIDEO_WHEELS_PORT:-18765}")"
 "$python" -m http.server --bind 127.0.0.1 --directory "$cache/wheels" "$port" >/dev/null 2>&1 &
 server=$!
 context="$(mktemp -d)"
