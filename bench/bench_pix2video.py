@@ -369,7 +369,8 @@ def main(argv=None):
         + (", cuDNN benchmark mode" if args.cudnn_benchmark else ""),
         "- time to first frame: from asking for the session (prompt encoding included) to the decoded frame",
         "",
-        "| way of running | s / frame (steady) | frames/s total | slowest session frames/s | time to first frame (s) | session memory (GB) |",
+        "| way of running | s / frame (steady) | frames/s total | slowest session frames/s"
+        " | time to first frame (s) | session memory (GB) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, v in rows:
@@ -377,9 +378,10 @@ def main(argv=None):
             f"| {name} | {v['sec_per_frame']:.3f} | {v['fps_total']:.2f} | {v['fps_min']:.2f} | "
             f"{v['first_frame_s']:.2f} | {v['session_gb']:.2f} |"
         )
+    inv_mode = "compiled + graphs" if inv_compiled else "graphs" if cuda else "eager"
     lines += [
         "",
-        f"- inversion: {inv_fps:.1f} frames/s ({'compiled + graphs' if inv_compiled else 'graphs' if cuda else 'eager'}; "
+        f"- inversion: {inv_fps:.1f} frames/s ({inv_mode}; "
         f"eager {eager_inv_fps:.1f}); batch {inv_batch}, "
         f"{steps} steps, VAE encode included",
         f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch})",

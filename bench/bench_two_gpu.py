@@ -288,17 +288,20 @@ def main(argv=None):
             print(name, results[name], flush=True)
 
     gpu_name = "cpu" if args.smoke else gpu
+    store = "S3 (SeaweedFS, local process)" if s3 is not None else "shared local folder"
     lines = [
         "# Inversion and editing on separate GPUs",
         "",
-        f"- {gpu_name}; {datetime.date.today().isoformat()}; store: {'S3 (SeaweedFS, local process)' if s3 is not None else 'shared local folder'}",
+        f"- {gpu_name}; {datetime.date.today().isoformat()}; store: {store}",
         f"- {size}x{size}, {steps} steps, {args.sessions} editing sessions of {frames} frames, W={args.width} each; "
-        "inversion stream: 32-frame clips, one after another for the whole phase (each round with a new source prompt, so never a cache hit)",
+        "inversion stream: 32-frame clips, one after another for the whole phase"
+        " (each round with a new source prompt, so never a cache hit)",
         "- fps: frames all sessions received / seconds from opening the sessions to the last frame (whole edits, "
         "so the wavefront's bursts of W frames do not skew it); p95 gap: 95th percentile of the time between "
         "consecutive frames of a session (from its opening)",
         "",
-        "| layout | editing alone, before / after: fps | p95 gap (s) | with inversion: fps | p95 gap (s) | change in fps (vs the better alone) | clips inverted meanwhile |",
+        "| layout | editing alone, before / after: fps | p95 gap (s) | with inversion: fps | p95 gap (s)"
+        " | change in fps (vs the better alone) | clips inverted meanwhile |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():

@@ -116,7 +116,7 @@ def test_sample_edit_reuse_and_invert(tmp_path, home, tiny_dir, capfd):
     assert all(a.shape == (64, 64, 3) and a.dtype == np.uint8 for a in first_pngs)
     # The PNGs are the frames that were encoded, in order (H.264 is lossy and the
     # tiny model's output is noise-like, so compare 8x8 block means).
-    for png, frame in zip(first_pngs, edited):
+    for png, frame in zip(first_pngs, edited, strict=True):
         assert np.abs(blocks(png) - blocks(frame)).mean() < 2.5
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.mp4.")]
 
@@ -136,7 +136,7 @@ def test_sample_edit_reuse_and_invert(tmp_path, home, tiny_dir, capfd):
     assert len(decode(out)) == 5
     assert frame_rate(out) == pytest.approx(8.0)  # `sample`'s default rate
     # Editing the same stored inversion with the same settings is deterministic.
-    for p, a in zip(sorted(frames_dir.iterdir()), first_pngs):
+    for p, a in zip(sorted(frames_dir.iterdir()), first_pngs, strict=True):
         assert np.array_equal(np.asarray(Image.open(p)), a)
 
     # `invert` names the same video on stdout, and finds it stored too.

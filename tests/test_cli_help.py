@@ -15,10 +15,12 @@ import pytest
 
 from pix2video.cli import build_parser
 from pix2video.commands.edit import EDIT_FLAGS
+from pix2video.commands.job import RUNTIME_FLAGS
 from pix2video.engine.settings import EditSettings
 from pix2video.flags import field_docs
 from pix2video.servers.common.settings import settings_parser
 from pix2video.servers.registry import SERVICES, settings_class
+from pix2video.settings import RuntimeSettings
 
 
 def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -75,6 +77,11 @@ def test_every_edit_flag_has_a_description_and_its_default():
             assert action.default == f.default
         if "choices" in f.metadata:
             assert tuple(action.choices) == f.metadata["choices"]
+    # The runtime flags are RuntimeSettings' fields.
+    runtime_docs = field_docs(RuntimeSettings)
+    for name, flag in RUNTIME_FLAGS.items():
+        assert by_dest[name].option_strings == [flag]
+        assert description(by_dest[name].help) == runtime_docs[name]
 
 
 HELP_PROBE = """

@@ -51,7 +51,7 @@ def test_inversion_then_sampling_reconstructs_with_the_exact_noise_predictor(mod
         rec = ddim_sample(x_t, predict, schedule)
         errors[steps] = ((rec - x0).norm() / x0.norm()).item()
     assert errors[10] > errors[20] > errors[50]
-    # DESIGN.md section 7 measured 2e-2, 5e-3, 8e-4 for data std 1
+    # docs/ARCHITECTURE.md section 5.3: 2e-2, 5e-3, 8e-4 for data std 1
     assert errors[50] < 2e-3 and errors[50] < errors[10] / 10, errors
 
 

@@ -173,7 +173,7 @@ def test_depth_equals_the_engine_for_png_jpeg_and_raw_frames(depth, models, clip
     replies = list(depth.stub.EstimateDepth(iter(requests), timeout=30))
     expected = DepthEstimator(models)(np.stack([decode(r.frame) for r in requests])).numpy()
     assert [r.index for r in replies] == list(range(len(requests)))
-    for reply, want in zip(replies, expected):
+    for reply, want in zip(replies, expected, strict=True):
         assert list(reply.depth.shape) == [1, 8, 8]
         np.testing.assert_allclose(tensor(reply.depth), want, atol=1e-5, rtol=0)
     # JPEG is lossy: its frames really differ from the originals, and so does their depth.
@@ -192,7 +192,7 @@ def test_explicit_output_size_and_mixed_frame_sizes_in_one_stream(depth, models,
     replies = list(depth.stub.EstimateDepth(iter(requests), timeout=30))
     assert [list(r.depth.shape) for r in replies] == [[1, 7, 5], [1, 12, 16], [1, 4, 8]]
     with torch.no_grad():
-        for request, reply in zip(requests, replies):
+        for request, reply in zip(requests, replies, strict=True):
             frame = decode(request.frame)
             pixels = models.feature_extractor(images=[frame], return_tensors="pt").pixel_values
             raw = models.depth_estimator(pixels).predicted_depth
@@ -226,7 +226,7 @@ def test_concurrent_streams_get_their_own_results_and_are_batched(depth, models,
     assert not errors
     for key, replies in results.items():
         assert [r.index for r in replies] == list(range(len(inputs[key])))
-        for reply, want in zip(replies, expected[key]):
+        for reply, want in zip(replies, expected[key], strict=True):
             np.testing.assert_allclose(tensor(reply.depth), want, atol=1e-5, rtol=0)
     ran_items, ran_batches = depth.batcher.items - items, depth.batcher.batches - batches
     assert ran_items == 12

@@ -248,7 +248,7 @@ def test_padded_batches_growing_slots_and_mixed_layers_change_nothing(inverted64
         for sid, frame in editor.tick():
             got[sid][frame.index] = frame.latent
     assert editor.context.capacity > 1 and editor.context.generation > 0
-    for s, alone in zip(sessions, (a_alone, b_alone)):
+    for s, alone in zip(sessions, (a_alone, b_alone), strict=True):
         assert (torch.stack([got[s.id][i] for i in range(len(alone))]) - alone).abs().max() < 1e-9
     assert runner.bucket(3) == 4 and runner.bucket(5) == 16 and runner.bucket(17) == 17
 

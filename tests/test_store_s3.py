@@ -112,9 +112,9 @@ def test_s3_store_rejects_bad_keys_like_local(tmp_path, key):
     )
     local = LocalDiskStore(tmp_path)
     for store in (s3, local):
-        for op in (lambda: store.put(key, b"x"), lambda: store.get(key), lambda: store.exists(key)):
+        for op, args in ((store.put, (key, b"x")), (store.get, (key,)), (store.exists, (key,))):
             with pytest.raises(InvalidInput, match="key"):
-                op()
+                op(*args)
     with pytest.raises(InvalidInput, match="key"):
         s3.put("k" * 1100, b"x")  # S3's 1024-byte limit on names
 

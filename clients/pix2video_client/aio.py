@@ -98,11 +98,12 @@ class AsyncPix2VideoClient:
     async def invert(
         self,
         source: str | os.PathLike,
-        options: InversionOptions = InversionOptions(),
+        options: InversionOptions | None = None,
         *,
         key: bool | None = None,
         progress: Progress | None = None,
     ) -> VideoInfo:
+        options = options or InversionOptions()
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
@@ -133,7 +134,7 @@ class AsyncPix2VideoClient:
         self,
         video_id: str,
         prompt: str,
-        options: EditOptions = EditOptions(),
+        options: EditOptions | None = None,
         *,
         encoding: str = "png",
         jpeg_quality: int = 0,
@@ -142,7 +143,9 @@ class AsyncPix2VideoClient:
         leaving the loop early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
         first = editor_pb2.EditRequest(
-            open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt)
+            open=editor_pb2.OpenSession(
+                video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt
+            )
         )
         rpc = self._tracer.rpc(EDIT)
         frames = self._edit(first, fmt, rpc)

@@ -14,6 +14,7 @@ import grpc
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
+from .enums import STAGE
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
@@ -21,7 +22,7 @@ from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_p
 CHUNK_BYTES = 1 << 20
 CANCEL_WAIT_SECONDS = 5.0
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-STAGE_NAMES = {v.number: v.name.removeprefix("STAGE_").lower() for v in inversion_pb2.Stage.DESCRIPTOR.values}
+STAGE_NAMES = {v: k for k, v in STAGE.items()}  # Stage value -> name
 INVERT = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name + "/Invert"
 GET_VIDEO = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name + "/GetVideo"
 EDIT = editor_pb2.DESCRIPTOR.services_by_name["EditorService"].full_name + "/Edit"
@@ -163,7 +164,7 @@ class Pix2VideoClient:
     def invert(
         self,
         source: str | os.PathLike,
-        options: InversionOptions = InversionOptions(),
+        options: InversionOptions | None = None,
         *,
         key: bool | None = None,
         progress: Progress | None = None,
@@ -171,6 +172,7 @@ class Pix2VideoClient:
         """Inverts a local video file (uploaded) or, with ``key=True`` or when no
         such file exists, a video already in the service's object store.
         Idempotent, so retried on UNAVAILABLE."""
+        options = options or InversionOptions()
         path = Path(source)
         as_key = key if key is not None else not path.is_file()
 
@@ -207,7 +209,7 @@ class Pix2VideoClient:
         self,
         video_id: str,
         prompt: str,
-        options: EditOptions = EditOptions(),
+        options: EditOptions | None = None,
         *,
         encoding: str = "png",
         jpeg_quality: int = 0,
@@ -217,7 +219,9 @@ class Pix2VideoClient:
         the iterator early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
         first = editor_pb2.EditRequest(
-            open=editor_pb2.OpenSession(video_id=video_id, settings=options.to_proto(prompt), output=fmt)
+            open=editor_pb2.OpenSession(
+                video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt
+            )
         )
         rpc = self._tracer.rpc(EDIT)
         try:
@@ -234,13 +238,13 @@ class Pix2VideoClient:
             outbox: queue.Queue = queue.Queue()
             outbox.put(first)
 
-            def requests():
-                while (item := outbox.get()) is not None:
+            def requests(box: queue.Queue):
+                while (item := box.get()) is not None:
                     yield item
 
             # A resume must reach the replica that holds the session.
             stub = self._replicas.stub(session_id) if session_id else None
-            call = (stub or self.editor).Edit(requests(), metadata=rpc.metadata)
+            call = (stub or self.editor).Edit(requests(outbox), metadata=rpc.metadata)
             try:
                 for resp in call:
                     kind = resp.WhichOneof("kind")
@@ -288,8 +292,8 @@ class Pix2VideoClient:
         prompt: str,
         output: str | os.PathLike,
         *,
-        inversion: InversionOptions = InversionOptions(),
-        options: EditOptions = EditOptions(),
+        inversion: InversionOptions | None = None,
+        options: EditOptions | None = None,
         progress: Progress | None = None,
     ) -> VideoInfo:
         """Inverts (or finds) a clip, edits it and writes an .mp4 (needs the

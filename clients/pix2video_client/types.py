@@ -8,40 +8,26 @@ from pix2video_api.common.v1 import common_pb2
 from pix2video_api.editor.v1 import editor_pb2
 from pix2video_api.inversion.v1 import inversion_pb2
 
-ENCODINGS = {
-    "png": common_pb2.IMAGE_ENCODING_PNG,
-    "jpeg": common_pb2.IMAGE_ENCODING_JPEG,
-    "raw": common_pb2.IMAGE_ENCODING_RAW_RGB8,
-}
-_REF = {
-    "anchor+previous": editor_pb2.REFERENCE_ANCHOR_PREVIOUS,
-    "anchor": editor_pb2.REFERENCE_ANCHOR,
-    "previous": editor_pb2.REFERENCE_PREVIOUS,
-    "anchor+random": editor_pb2.REFERENCE_ANCHOR_RANDOM,
-}
-_LAYERS = {
-    "decoder": editor_pb2.INJECT_LAYERS_DECODER,
-    "all": editor_pb2.INJECT_LAYERS_ALL,
-    "none": editor_pb2.INJECT_LAYERS_NONE,
-}
-_UPDATE = {"x0": editor_pb2.LATENT_UPDATE_X0, "xt": editor_pb2.LATENT_UPDATE_XT, "off": editor_pb2.LATENT_UPDATE_OFF}
-_RESIZE = {"crop": inversion_pb2.RESIZE_MODE_CROP, "pad": inversion_pb2.RESIZE_MODE_PAD}
-
-
-def _pick(table: dict, value: str, name: str) -> int:
-    if value not in table:
-        raise ValueError(f"{name}: must be one of {', '.join(table)}; got {value!r}")
-    return table[value]
+from .enums import ENCODING, INJECT_LAYERS_VALUE, LATENT_UPDATE, REFERENCE, RESIZE, to_proto
+from .options import (
+    DEFAULT_HEIGHT,
+    DEFAULT_INJECT_LAYERS,
+    DEFAULT_LATENT_UPDATE,
+    DEFAULT_NUM_STEPS,
+    DEFAULT_REFERENCE,
+    DEFAULT_RESIZE,
+    DEFAULT_WIDTH,
+)
 
 
 @dataclass(frozen=True)
 class InversionOptions:
     """See the inversion proto: width/height multiples of 64, resize crop|pad."""
 
-    width: int = 512
-    height: int = 512
-    resize: str = "crop"
-    num_steps: int = 50
+    width: int = DEFAULT_WIDTH
+    height: int = DEFAULT_HEIGHT
+    resize: str = DEFAULT_RESIZE
+    num_steps: int = DEFAULT_NUM_STEPS
     source_prompt: str | None = None
     max_frames: int = 0
 
@@ -49,7 +35,7 @@ class InversionOptions:
         msg = inversion_pb2.InversionSettings(
             width=self.width,
             height=self.height,
-            resize=_pick(_RESIZE, self.resize, "resize"),
+            resize=to_proto(RESIZE, self.resize, "resize"),
             num_steps=self.num_steps,
             max_frames=self.max_frames,
         )
@@ -66,9 +52,9 @@ class EditOptions:
     guidance_scale: float | None = None
     num_steps: int | None = None
     seed: int = 0
-    reference: str = "anchor+previous"
-    inject_layers: str = "decoder"
-    latent_update: str = "x0"
+    reference: str = DEFAULT_REFERENCE
+    inject_layers: str = DEFAULT_INJECT_LAYERS
+    latent_update: str = DEFAULT_LATENT_UPDATE
     update_strength: float | None = None
     update_start: float | None = None
     update_end: float | None = None
@@ -79,9 +65,9 @@ class EditOptions:
             prompt=prompt,
             negative_prompt=self.negative_prompt,
             seed=self.seed,
-            reference=_pick(_REF, self.reference, "reference"),
-            inject_layers=_pick(_LAYERS, self.inject_layers, "inject_layers"),
-            latent_update=_pick(_UPDATE, self.latent_update, "latent_update"),
+            reference=to_proto(REFERENCE, self.reference, "reference"),
+            inject_layers=to_proto(INJECT_LAYERS_VALUE, self.inject_layers, "inject_layers"),
+            latent_update=to_proto(LATENT_UPDATE, self.latent_update, "latent_update"),
             frames_in_flight=self.frames_in_flight,
         )
         for name in ("guidance_scale", "num_steps", "update_strength", "update_start", "update_end"):
@@ -91,7 +77,7 @@ class EditOptions:
 
 
 def output_format(encoding: str, jpeg_quality: int = 0) -> common_pb2.OutputFormat:
-    return common_pb2.OutputFormat(encoding=_pick(ENCODINGS, encoding, "encoding"), jpeg_quality=jpeg_quality)
+    return common_pb2.OutputFormat(encoding=to_proto(ENCODING, encoding, "encoding"), jpeg_quality=jpeg_quality)
 
 
 @dataclass(frozen=True)
@@ -133,7 +119,7 @@ class Frame:
         return np.asarray(Image.open(io.BytesIO(self.data)).convert("RGB"))
 
 
-_ENC_NAME = {v: k for k, v in ENCODINGS.items()}
+_ENC_NAME = {v: k for k, v in ENCODING.items()}
 
 
 def frame_from_proto(m: editor_pb2.EditedFrame) -> Frame:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
-from pathlib import Path
 from typing import Iterable
+
+from .atomic import AtomicFile
 
 
 class FrameSizeError(ValueError):
@@ -43,22 +43,13 @@ def encode_mp4(path: str | os.PathLike, frames: Iterable, fps: float, crf: int =
 
 def write_mp4(path: str | os.PathLike, frames: Iterable, fps: float, crf: int = 18) -> int:
     """H.264 .mp4 from (H, W, 3) uint8 frames; the file appears only when complete."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".mp4")
-    os.close(fd)
+    out = AtomicFile(path)
     try:
-        n = encode_mp4(tmp, frames, fps or 25, crf)
+        n = encode_mp4(out.tmp, frames, fps or 25, crf)
         if n == 0:
             raise ValueError("no frames to write")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        out.commit()
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        out.discard()
         raise
     return n
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -76,6 +76,8 @@ class EmbeddedPix2Video:
             caption_fn=self.captioner,
             invert_fn=lambda f, d, p, s: self.inverter(f, d, p, s, progress=counter("inversion", n)),
             fps=fps,
+            # Each stage reported as it starts, so that its time is its own (caption: the first frame).
+            on_stage=lambda stage: report(stage, 0, 1 if stage == "caption" else n),
         )
 
     def edit(self, video_id: str, settings: EditSettings) -> Iterator[EditedFrame]:

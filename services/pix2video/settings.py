@@ -1,16 +1,20 @@
-"""Runtime settings of the embedded engine (models, device, store), read once."""
+"""Runtime settings of the embedded engine (models, device, store), read once.
+
+Torch-free at import (torch is loaded when a device is resolved), so the
+command line can describe these without loading it.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .engine.checks import check_dtype
 
-from .errors import InvalidInput
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+if TYPE_CHECKING:
+    import torch
 
 
 def _home() -> Path:
@@ -19,45 +23,42 @@ def _home() -> Path:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """Where models come from and where they run.
-
-    Args:
-        model: hub id, local folder, or ``tiny`` (built-in random tiny models).
-        caption_model: BLIP hub id or folder (default: see ``load_model_set``).
-        device: ``cpu``, ``cuda``, ``cuda:1``, ... (``auto``: CUDA when available).
-        dtype: ``auto`` (float16 on CUDA, float32 on CPU) or a name in ``DTYPES``.
-        home: cache folder for the tiny models; the default local store lives in it.
-        store: local latent-store folder (default ``<home>/store``).
-    """
+    """Where models come from and where they run."""
 
     model: str = "stabilityai/stable-diffusion-2-depth"
+    """SD2-depth hub id, a local folder in its layout, or tiny (built-in random tiny models)."""
     caption_model: str | None = None
+    """BLIP hub id or folder (none: <model>/captioner when that folder exists, else BLIP base)."""
     device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (CUDA when available)."""
     dtype: str = "auto"
+    """Weights' dtype: auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16 or float64."""
     home: Path = field(default_factory=_home)
+    """Cache folder for the tiny models; the default local store lives in it."""
     store: Path | None = None
+    """Local latent-store folder (none: <home>/store)."""
 
     def __post_init__(self):
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise InvalidInput(f"dtype: must be auto or one of {', '.join(DTYPES)}; got {self.dtype!r}")
-        try:
-            dev = torch.device(self.resolved_device)
-        except (RuntimeError, ValueError) as exc:
-            raise InvalidInput(f"device: invalid value {self.device!r} ({exc})") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidInput(f"device: {self.device!r} requested but CUDA is not available here")
+        from .devices import resolve_device
+
+        check_dtype(self.dtype)
+        resolve_device(self.device)  # an unknown device, or CUDA where there is none, fails now
+
+    @property
+    def torch_device(self) -> torch.device:
+        from .devices import resolve_device
+
+        return resolve_device(self.device)
 
     @property
     def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return str(self.torch_device)
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        if self.dtype == "auto":
-            return torch.float16 if self.resolved_device.startswith("cuda") else torch.float32
-        return DTYPES[self.dtype]
+        from .devices import resolve_dtype
+
+        return resolve_dtype(self.dtype, self.torch_device)
 
     @property
     def store_dir(self) -> Path:

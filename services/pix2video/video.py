@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from pix2video_client.atomic import AtomicFile
 from pix2video_client.video import FrameSizeError, encode_mp4
 
 from .errors import InvalidInput, NotFound
@@ -145,31 +145,14 @@ def read_video(
     return frames, VideoInfo(fps=fps, width=w, height=h)
 
 
-class AtomicOutput:
-    """A file written under a temporary name beside its target and renamed into
-    place on success; on failure nothing is left at the target."""
+class AtomicOutput(AtomicFile):
+    """An output file written atomically (see :class:`~pix2video_client.atomic.AtomicFile`);
+    a missing folder is a NotFound naming ``output``."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise NotFound(f"output: folder {str(self.path.parent)!r} does not exist")
-        # Created with os.open rather than mkstemp, so the finished file gets the
-        # usual permissions (0666 less the umask), not mkstemp's private 0600.
-        while True:
-            tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(4)}{self.path.suffix}"
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                continue
-            break
-        os.close(fd)
-        self.tmp = tmp
-
-    def commit(self) -> None:
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+        if not Path(path).parent.is_dir():
+            raise NotFound(f"output: folder {str(Path(path).parent)!r} does not exist")
+        super().__init__(path)
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> int:

@@ -10,7 +10,7 @@ from ..engine.settings import EditSettings
 from ..errors import InvalidInput
 from ..flags import add_field_flags
 from . import job
-from .progress import Bars
+from .progress import Progress
 
 HELP = "edit a video with a text prompt"
 
@@ -51,20 +51,22 @@ def run(args: argparse.Namespace) -> int:
     AtomicOutput(args.output).discard()  # fail now, not after inverting, if the folder is missing
     if args.frames_dir and Path(args.frames_dir).exists() and not Path(args.frames_dir).is_dir():
         raise InvalidInput(f"frames_dir: {args.frames_dir!r} exists and is not a folder")
-    bars = Bars(not args.quiet)
+    progress = Progress(not args.quiet)
     try:
         if args.server:
-            info, images = job.run_remote(args, bars)
+            info, images = job.run_remote(args, progress)
             video_id, cached, n, fps = info.video_id, info.cached, info.num_frames, info.fps
         else:
-            engine, result, settings, local = job.invert_here(args, bars)
+            engine, result, settings, local = job.invert_here(args, progress)
             video_id, cached, n, fps = result.video_id, result.cached, result.manifest.num_frames, local.fps
             images = (f.image for f in engine.edit(result.video_id, settings))
+        progress.end()
         print(f"{'reused stored inversion' if cached else 'inverted'} {video_id} ({n} frames)", file=sys.stderr)
 
         def frames():
+            progress("edit", 0, n)
             for i, image in enumerate(images):
-                bars("edit", i + 1, n)
+                progress("edit", i + 1, n)
                 yield image
 
         stream = frames()
@@ -73,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         # The input's own rate: a stored inversion found by content may have
         # been made from a clip with the same frames at another rate.
         written = write_video(args.output, stream, fps=fps)
+        progress.end()
     finally:
-        bars.close()
+        progress.close()
     print(f"wrote {written} frames to {args.output}", file=sys.stderr)
+    progress.summary(written)
     return 0

@@ -9,26 +9,22 @@ from pathlib import Path
 from pix2video_client.options import DEFAULT_HEIGHT, DEFAULT_NUM_STEPS, DEFAULT_RESIZE, DEFAULT_WIDTH, RESIZE_MODES
 
 from ..errors import InvalidInput, NotFound
+from ..flags import add_field_flags
+from ..settings import RuntimeSettings
+
+# RuntimeSettings field -> flag; type, default and help come from the field.
+RUNTIME_FLAGS = {
+    "model": "--model",
+    "caption_model": "--caption-model",
+    "device": "--device",
+    "dtype": "--dtype",
+    "store": "--store",
+}
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and runtime")
-    g.add_argument(
-        "--model",
-        default="stabilityai/stable-diffusion-2-depth",
-        help="SD2-depth hub id, local folder in its layout, or 'tiny' (built-in random tiny models)"
-        " (default: stabilityai/stable-diffusion-2-depth)",
-    )
-    g.add_argument(
-        "--caption-model", default=None, help="BLIP hub id or folder (default: <model>/captioner, else BLIP base)"
-    )
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: CUDA when available (default: auto)")
-    g.add_argument(
-        "--dtype",
-        default="auto",
-        help="auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16 or float64 (default: auto)",
-    )
-    g.add_argument("--store", default=None, help="latent store folder (default: ~/.cache/pix2video/store)")
+    add_field_flags(g, RuntimeSettings, RUNTIME_FLAGS)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output (default: progress on stderr)")
 
 
@@ -79,16 +75,9 @@ def add_inversion_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def runtime(args):
-    from ..settings import RuntimeSettings
-
-    return RuntimeSettings(
-        model=args.model,
-        caption_model=args.caption_model,
-        device=args.device,
-        dtype=args.dtype,
-        store=Path(args.store) if args.store else None,
-    )
+def runtime(args) -> RuntimeSettings:
+    values = {name: getattr(args, name) for name in RUNTIME_FLAGS}
+    return RuntimeSettings(**{**values, "store": Path(args.store) if args.store else None})
 
 
 def edit_settings(args):
@@ -106,7 +95,7 @@ def check_max_frames(args) -> None:
         raise InvalidInput(f"max_frames: must be at least 1, got {args.max_frames}")
 
 
-def invert_here(args, bars):
+def invert_here(args, progress):
     """Checks every input, then loads the models and inverts (or finds) the clip."""
     from ..jobs import InversionSettings
     from ..video import read_video
@@ -126,11 +115,11 @@ def invert_here(args, bars):
     from ..embedded import EmbeddedPix2Video  # diffusers and transformers: only once the inputs are good
 
     engine = EmbeddedPix2Video.from_settings(runtime_settings)
-    result = engine.invert(frames, inv, fps=info.fps, progress=bars)
+    result = engine.invert(frames, inv, fps=info.fps, progress=progress)
     return engine, result, settings, info
 
 
-def run_remote(args, bars):
+def run_remote(args, progress):
     """The same job on the service suite, through the SDK: (info, frames iterator or None)."""
     import dataclasses
 
@@ -149,7 +138,7 @@ def run_remote(args, bars):
         source_prompt=args.source_prompt,
         max_frames=args.max_frames or 0,
     )
-    info = client.invert(args.input, inv, key=args.key, progress=bars)
+    info = client.invert(args.input, inv, key=args.key, progress=progress)
     if settings is None:
         return info, None
     fields = [f.name for f in dataclasses.fields(EditOptions)]

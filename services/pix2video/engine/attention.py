@@ -176,7 +176,9 @@ class InjectionContext:
         for route in routes:  # slots first: taking one may grow the pools and move the scratch slots
             if route.record is not None and route.scope != "none":
                 self._take(route.record)
-        write, read, own = [[], []], [[], []], [[], []]
+        write: list[list[int]] = [[], []]
+        read: list[list[int]] = [[], []]
+        own: list[list[int]] = [[], []]
         for b, route in enumerate(routes):
             for g in (0, 1):
                 applies = route.applies(in_decoder=bool(g))
@@ -295,10 +297,10 @@ def injection_installed(unet, context: InjectionContext, layers: str = "all") ->
     names = injected_layer_names(unet, layers)
     modules = [unet.get_submodule(n.removesuffix(".processor")) for n in names]
     original = [m.processor for m in modules]
-    for name, module in zip(names, modules):
+    for name, module in zip(names, modules, strict=True):
         module.processor = context.processor(name)
     try:
         yield names
     finally:
-        for module, proc in zip(modules, original):
+        for module, proc in zip(modules, original, strict=True):
             module.processor = proc

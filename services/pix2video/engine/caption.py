@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .model_set import CaptionModels
+
 
 class Captioner:
-    def __init__(self, models, max_new_tokens: int = 30):
+    def __init__(self, models: CaptionModels, max_new_tokens: int = 30):
         self.models = models
         self.max_new_tokens = max_new_tokens
 

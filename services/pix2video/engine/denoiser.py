@@ -9,6 +9,9 @@ warm-up that captures the UNet's graphs before a replica serves.
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import torch
 
 from .attention import InjectionContext, SampleRoute, injection_installed
@@ -100,16 +103,16 @@ class Denoiser:
         """One batched UNet call for ``items`` -> guided (eps, x0) per item."""
         m = self.models
         samples = [(n, b) for b in (UNCOND, COND) for n, (s, _) in enumerate(items) if b in s.embeds]
-        routes, t, emb, inp = [], [], [], []
+        routes, steps, embeds, inp = [], [], [], []
         for n, b in samples:
             s, i = items[n]
             f = s.flight[i]
             rec = s.record_key(i, b) if record else None
             routes.append(SampleRoute(record=rec, refs=s.ref_keys(i, b), scope=s.settings.inject_layers))
-            t.append(int(self.schedule(s.settings.num_steps).timesteps[f.step]))
-            emb.append(s.embeds[b])
+            steps.append(int(self.schedule(s.settings.num_steps).timesteps[f.step]))
+            embeds.append(s.embeds[b])
             inp.append(torch.cat([latents[n], f.depth]))
-        x, t, emb = torch.stack(inp).to(m.dtype), to_device(t, m.device), torch.cat(emb)
+        x, t, emb = torch.stack(inp).to(m.dtype), to_device(steps, m.device), torch.cat(embeds)
         parts = [slice(0, len(samples))]
         if self.split_guidance:
             n_uncond = sum(1 for _, b in samples if b == UNCOND)
@@ -159,7 +162,8 @@ class Denoiser:
         with torch.enable_grad():
             x = latents.detach().requires_grad_(True)
             _, x0 = self._predict(items, x, record=False)
-            loss = sum(torch.nn.functional.mse_loss(x0[n], s.prev_x0(i)) for n, (s, i) in enumerate(items))
+            losses = [torch.nn.functional.mse_loss(x0[n], s.prev_x0(i)) for n, (s, i) in enumerate(items)]
+            loss = functools.reduce(operator.add, losses)  # as sum(), typed as a tensor
             (grad,) = torch.autograd.grad(loss, x)
         delta = torch.tensor([s.settings.update_strength for s, _ in items], device=x.device, dtype=x.dtype)
         return (x - delta.view(-1, 1, 1, 1) * grad).detach()

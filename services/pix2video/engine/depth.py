@@ -14,11 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ModelLoadError
+from .model_set import DepthModels
+
 
 class DepthEstimator:
     """Batched DPT depth for frames already at the working resolution."""
 
-    def __init__(self, models, batch_size: int = 16):
+    def __init__(self, models: DepthModels, batch_size: int = 16):
         self.models = models
         self.batch_size = batch_size
 
@@ -33,21 +36,29 @@ class DepthEstimator:
         size = (height // m.vae_scale_factor, width // m.vae_scale_factor)
         out = []
         for i in range(0, n, self.batch_size):
-            chunk = list(frames[i : i + self.batch_size])
-            pixels = m.feature_extractor(images=chunk, return_tensors="pt").pixel_values.to(m.device)
-            # DPT-hybrid has batch norms that misbehave in pure fp16; autocast
-            # keeps them in float32 while the matmuls run in half precision.
-            ctx = (
-                torch.autocast(m.device.type, dtype=m.dtype)
-                if m.device.type == "cuda" and m.dtype != torch.float32
-                else contextlib.nullcontext()
-            )
-            with ctx:
-                depth = m.depth_estimator(pixels).predicted_depth
-            out.append(normalise_depth(depth.float(), size))
+            chunk = frames[i : i + self.batch_size]
+            out.append(normalise_depth(predict_depth(m, chunk), size))
             if progress:
                 progress(len(chunk))
         return torch.cat(out)
+
+
+@torch.no_grad()
+def predict_depth(models: DepthModels, frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, h, w) raw DPT depth, float32, in one DPT call."""
+    m = models
+    if m.depth_estimator is None:
+        raise ModelLoadError("model: loaded without its depth estimator (with_depth=False); depth needs it")
+    pixels = m.feature_extractor(images=list(frames), return_tensors="pt").pixel_values.to(m.device)
+    # DPT-hybrid has batch norms that misbehave in pure fp16; autocast keeps
+    # them in float32 while the matmuls run in half precision.
+    ctx = (
+        torch.autocast(m.device.type, dtype=m.dtype)
+        if m.device.type == "cuda" and m.dtype != torch.float32
+        else contextlib.nullcontext()
+    )
+    with ctx:
+        return m.depth_estimator(pixels).predicted_depth.float()
 
 
 def normalise_depth(predicted: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

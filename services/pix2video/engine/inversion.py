@@ -15,6 +15,7 @@ import torch
 
 from .checks import check_num_steps
 from .ddim import DDIMSchedule, ddim_invert
+from .model_set import ModelSet
 from .text import encode_prompts
 from .unet_runner import UNetRunner
 from .vae import encode_frames
@@ -28,7 +29,7 @@ class Inverter:
     processors: variant ``"plain"`` of the runner's graphs.
     """
 
-    def __init__(self, models, batch_size: int = 8, runner: UNetRunner | None = None):
+    def __init__(self, models: ModelSet, batch_size: int = 8, runner: UNetRunner | None = None):
         self.models = models
         self.batch_size = batch_size
         self.runner = runner or UNetRunner(models.unet)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from .model_set import ModelSet
+
 
 @torch.no_grad()
-def encode_prompts(models, prompts: list[str]) -> torch.Tensor:
+def encode_prompts(models: ModelSet, prompts: list[str]) -> torch.Tensor:
     """(len(prompts), tokens, dim) text embeddings; prompts longer than the
     tokenizer's limit are truncated, as in diffusers."""
     tok = models.tokenizer

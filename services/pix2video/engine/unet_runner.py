@@ -1,8 +1,8 @@
 """Calls the UNet without paying Python's launch overhead on every step.
 
 A denoising step at small batch is launch-bound: an eager batch-2 call of the
-SD2-depth UNet spends most of its ~30 ms launching kernels (DESIGN.md,
-section 5). :class:`UNetRunner` pads each batch to a fixed bucket size and,
+SD2-depth UNet spends most of its time launching kernels (docs/ARCHITECTURE.md,
+section 5.1). :class:`UNetRunner` pads each batch to a fixed bucket size and,
 on CUDA, replays a CUDA graph captured once per (bucket, variant); optionally
 the graphed forward is first compiled with ``torch.compile`` (static shapes).
 A variant names whatever else the capture baked in (which attention
@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from typing import Any, Hashable, Sequence
 
 import torch
 
+from .model_set import ModelSet
 from .runner_options import COMPILE_MODES, DEFAULT_BUCKETS
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,16 @@ class UNetRunner:
             config = torch._dynamo.config
             config.recompile_limit = max(config.recompile_limit, 4 * len(self.buckets or ()) + 8)
         self._compiled_keys: set[tuple] = set()
-        self._pool = None  # one CUDA graph memory pool: graphs run one at a time
+        self._pool: Any = (
+            None  # one CUDA graph memory pool (torch types its handle privately): graphs run one at a time
+        )
         self._compile_next = False  # set by warm_up: graphs captured now are compiled
         self.warm = WarmUp()
 
     @classmethod
     def for_models(
         cls,
-        models,
+        models: ModelSet,
         cuda_graphs: bool = True,
         compile: bool = False,
         compile_mode: str = "default",
@@ -133,7 +136,7 @@ class UNetRunner:
                 self._compiled_keys.add(key)
                 self.warm.compiled += 1
             g = self._graphs[key] = self._capture(x, t, emb, key)
-        for static, value in zip(g.inputs, (x, t, emb)):
+        for static, value in zip(g.inputs, (x, t, emb), strict=True):
             static.copy_(value)
         with torch.cuda.device(x.device):  # a service thread's current device may be another GPU
             g.graph.replay()

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from .images import to_model_range, to_uint8
+from .model_set import ModelSet
 
 
 @torch.no_grad()
-def encode_frames(models, frames: np.ndarray, batch_size: int = 8) -> torch.Tensor:
+def encode_frames(models: ModelSet, frames: np.ndarray, batch_size: int = 8) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 4, H/8, W/8) latents, scaled by the VAE's factor.
 
     The posterior's mode, not a sample: inversion must be deterministic so that
@@ -24,7 +25,7 @@ def encode_frames(models, frames: np.ndarray, batch_size: int = 8) -> torch.Tens
 
 
 @torch.no_grad()
-def decode_latents(models, latents: torch.Tensor) -> np.ndarray:
+def decode_latents(models: ModelSet, latents: torch.Tensor) -> np.ndarray:
     """(N, 4, h, w) scaled latents -> (N, 8h, 8w, 3) uint8 frames."""
     vae = models.vae
     images = vae.decode(latents.to(models.dtype) / vae.config.scaling_factor).sample

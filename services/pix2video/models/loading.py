@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -100,10 +101,12 @@ def fingerprint_model(model: str) -> str:
 
 @dataclass
 class ModelSet:
-    """Every model the engine needs, on one device and dtype."""
+    """Every model the engine needs, on one device and dtype: the loaded
+    implementation of :class:`pix2video.engine.model_set.ModelSet` (and of
+    its ``DepthModels`` and ``CaptionModels``)."""
 
-    unet: torch.nn.Module
-    vae: torch.nn.Module
+    unet: Any  # UNet2DConditionModel (typed Any: see pix2video.engine.model_set)
+    vae: Any  # AutoencoderKL
     text_encoder: torch.nn.Module
     tokenizer: object
     scheduler_config: dict
@@ -124,16 +127,60 @@ class ModelSet:
         """(BlipForConditionalGeneration, BlipProcessor), loaded on first use:
         a caption is only needed when the user gives no source prompt."""
         if self._captioner is None:
-            from transformers import BlipForConditionalGeneration, BlipProcessor
-
-            try:
-                processor = BlipProcessor.from_pretrained(self.caption_model)
-                model = BlipForConditionalGeneration.from_pretrained(self.caption_model)
-            except Exception as exc:  # noqa: BLE001 - report any loading failure in one line
-                raise ModelLoadError(f"caption_model: cannot load {self.caption_model!r}: {exc}") from exc
-            dtype = self.dtype if self.device.type == "cuda" else torch.float32
-            self._captioner = (model.to(self.device, dtype).eval(), processor)
+            self._captioner = load_blip(self.caption_model, self.device, self.dtype)
         return self._captioner
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line (its message's first line, else its type)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def caption_model_for(caption_model: str | None, model: str, cache_dir: str | Path | None = None) -> str:
+    """The BLIP model to use: the given one, else ``<model>/captioner`` when
+    that folder exists, else BLIP base."""
+    if caption_model:
+        return caption_model
+    path = resolve_model_path(model, cache_dir)
+    if is_path(path) and (Path(path).expanduser() / "captioner").is_dir():
+        return str(Path(path).expanduser() / "captioner")
+    return DEFAULT_CAPTION_MODEL
+
+
+def load_blip(name: str, device: torch.device, dtype: torch.dtype) -> tuple:
+    """(BlipForConditionalGeneration, BlipProcessor) from a hub id or folder, on
+    ``device`` in ``dtype`` on CUDA and float32 elsewhere, ready for inference."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    if is_path(name) and not Path(name).expanduser().is_dir():
+        raise ModelLoadError(f"caption_model: folder {name!r} does not exist")
+    try:
+        processor = BlipProcessor.from_pretrained(name)
+        blip: Any = BlipForConditionalGeneration.from_pretrained(name)  # Any: transformers types .to oddly
+    except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure
+        raise ModelLoadError(f"caption_model: cannot load {name!r}: {first_line(exc)}") from exc
+    dtype = dtype if device.type == "cuda" else torch.float32
+    blip.to(device, dtype).eval().requires_grad_(False)
+    return blip, processor
+
+
+def load_dpt(path: str, device: torch.device) -> tuple:
+    """(DPTForDepthEstimation, DPTImageProcessor) of an SD2-depth folder or hub
+    id, on ``device``. DPT stays in float32 (its batch norms misbehave in
+    half precision); :func:`pix2video.engine.depth.predict_depth` runs it under
+    autocast on CUDA."""
+    from transformers import DPTForDepthEstimation, DPTImageProcessor
+
+    component = "depth_estimator"
+    try:
+        depth: Any = DPTForDepthEstimation.from_pretrained(path, subfolder=component, torch_dtype=torch.float32)
+        component = "feature_extractor"
+        feature_extractor = DPTImageProcessor.from_pretrained(path, subfolder=component)
+    except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure
+        raise ModelLoadError(f"model: cannot load component {component!r} of {path!r}: {first_line(exc)}") from exc
+    depth.to(device).eval().requires_grad_(False)
+    return depth, feature_extractor
 
 
 def load_model_set(
@@ -160,7 +207,7 @@ def load_model_set(
             which saves its memory on their GPUs.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer, DPTForDepthEstimation, DPTImageProcessor
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     path = resolve_model_path(model, cache_dir)
     local = is_path(path)
@@ -169,31 +216,20 @@ def load_model_set(
         check_local_folder(Path(path))
     device = torch.device(device)
     try:
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
+        unet: Any = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+        vae: Any = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        text_encoder: Any = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
         scheduler_config = _read_scheduler_config(path)
-        depth = feature_extractor = None
-        if with_depth:
-            depth = DPTForDepthEstimation.from_pretrained(path, subfolder="depth_estimator", torch_dtype=torch.float32)
-            feature_extractor = DPTImageProcessor.from_pretrained(path, subfolder="feature_extractor")
-    except ModelLoadError:
-        raise
     except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"model: cannot load {path!r}: {first}") from exc
+        raise ModelLoadError(f"model: cannot load {path!r}: {first_line(exc)}") from exc
+    depth, feature_extractor = load_dpt(path, device) if with_depth else (None, None)
     if unet.config.in_channels != 5:
         raise ModelLoadError(
             f"model: {path!r} is not a depth-conditioned UNet (in_channels={unet.config.in_channels}, expected 5)"
         )
-    if caption_model is None:
-        caption_model = (
-            str(Path(path) / "captioner") if local and (Path(path) / "captioner").is_dir() else DEFAULT_CAPTION_MODEL
-        )
-    for m in (unet, vae, text_encoder, depth):
-        if m is not None:
-            m.to(device).eval().requires_grad_(False)
+    for m in (unet, vae, text_encoder):
+        m.to(device).eval().requires_grad_(False)
     return ModelSet(
         unet=unet,
         vae=vae,
@@ -206,7 +242,7 @@ def load_model_set(
         dtype=dtype,
         model_id=model,
         fingerprint=fingerprint_model(path),
-        caption_model=caption_model,
+        caption_model=caption_model_for(caption_model, path),
     )
 
 

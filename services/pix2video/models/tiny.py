@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
 def _write_clip_tokenizer(folder: Path) -> int:
@@ -115,7 +116,7 @@ def _write_blip(folder: Path) -> None:
     BlipForConditionalGeneration(config).eval().save_pretrained(folder)
 
 
-def tiny_modules(vocab_size: int) -> dict[str, torch.nn.Module]:
+def tiny_modules(vocab_size: int) -> dict[str, Any]:
     """The tiny UNet, VAE, text encoder and DPT, in memory, seeded."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, DPTConfig, DPTForDepthEstimation
@@ -187,7 +188,7 @@ def build_tiny_model_set(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab_size = _write_clip_tokenizer(folder / "tokenizer")
     modules = tiny_modules(vocab_size)
-    scheduler = DDIMScheduler(
+    scheduler: Any = DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,

@@ -1,2 +1,3 @@
 """gRPC services: transport only. Each converts protobuf <-> domain types and
-calls a worker object (its ``worker.py``: no gRPC; the torch code is the ``pix2video.engine`` library) given to its servicer's constructor."""
+calls a worker object given to its servicer's constructor (its ``worker.py``:
+no gRPC; the torch code is the ``pix2video.engine`` library)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 from pathlib import Path
+
+from pix2video_client.atomic import write_bytes_atomic
 
 from ..errors import NotFound, Unavailable
 from ..limits import echo
@@ -27,24 +28,7 @@ class LocalDiskStore(ObjectStore):
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # os.open rather than mkstemp: objects get the usual permissions (0666
-        # less the umask), not mkstemp's private 0600.
-        while True:
-            tmp = path.parent / f".tmp-{secrets.token_hex(6)}"
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                continue
-            break
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(path, data, fsync=True)  # a crash never leaves a half-written object
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -55,7 +39,7 @@ class LocalDiskStore(ObjectStore):
             raise NotFound(f"object {echo(key)} not found", detail=f"no file {str(path)!r}") from None
         except OSError as exc:
             raise Unavailable(
-                f"local store: reading an object failed ({errno.errorcode.get(exc.errno, type(exc).__name__)})",
+                f"local store: reading an object failed ({errno.errorcode.get(exc.errno or 0, type(exc).__name__)})",
                 detail=f"reading {str(path)!r}: {exc}",
             ) from None
 

@@ -110,17 +110,21 @@ class S3Settings:
         """
         env = os.environ if env is None else env
 
-        def get(*names: str, required: bool = True) -> str | None:
+        def optional(*names: str) -> str | None:
             for name in names:
                 value = (env.get(name) or "").strip()
                 if value:
                     return value
-            if required:
-                alt = f" (or {' or '.join(names[1:])})" if len(names) > 1 else ""
-                raise InvalidInput(f"{names[0]}{alt}: required to use the S3 store; it is not set")
             return None
 
-        secure_text = get("PIX2VIDEO_S3_SECURE", required=False)
+        def get(*names: str) -> str:
+            value = optional(*names)
+            if value is None:
+                alt = f" (or {' or '.join(names[1:])})" if len(names) > 1 else ""
+                raise InvalidInput(f"{names[0]}{alt}: required to use the S3 store; it is not set")
+            return value
+
+        secure_text = optional("PIX2VIDEO_S3_SECURE")
         secure = True
         if secure_text is not None:
             if secure_text.lower() in _TRUE:
@@ -137,8 +141,8 @@ class S3Settings:
             access_key=get("PIX2VIDEO_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
             secret_key=get("PIX2VIDEO_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
             secure=secure,
-            region=get("PIX2VIDEO_S3_REGION", required=False),
-            prefix=get("PIX2VIDEO_S3_PREFIX", required=False) or "",
+            region=optional("PIX2VIDEO_S3_REGION"),
+            prefix=optional("PIX2VIDEO_S3_PREFIX") or "",
         )
 
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
-
 from pix2video_api.caption.v1 import caption_pb2, caption_pb2_grpc
 
 from ...limits import FrameLimits
+from ..common.batched_service import build_batched_service
 from ..common.batcher import DynamicBatcher
 from ..common.convert import image_to_array
-from ..common.metrics import BatchMetrics
-from ..common.server import RunningServer, start_server
-from ..common.telemetry import Telemetry
+from ..common.server import RunningServer
 from .settings import CaptionSettings
 
 log = logging.getLogger(__name__)
@@ -54,26 +51,22 @@ def _run_batch(worker):
 async def build(settings: CaptionSettings, worker=None) -> RunningServer:
     """Loads the worker (in a thread; unless given), starts the server, warms up
     in the batcher's worker thread, then reports SERVING."""
-    if worker is None:
+
+    def load_worker():
         from .worker import CaptionWorker  # torch enters here, not at import
 
-        worker = await asyncio.to_thread(CaptionWorker, settings)
-    telemetry = Telemetry(settings, "caption")
-    stats = BatchMetrics(telemetry.metrics, "caption", "image", "BLIP")
-    batcher = DynamicBatcher(
-        _run_batch(worker), settings.batch_size, settings.max_wait_ms, name="caption-batcher", on_batch=stats.on_batch
-    )
-    stats.watch(batcher)
-    telemetry.metrics.count_frames(f"{SERVICE_NAME}/Caption", lambda response: 1)
-    servicer = CaptionServicer(worker, batcher, settings.frame_limits)
+        return CaptionWorker(settings)
 
-    def add(server: grpc.aio.Server) -> list[str]:
-        caption_pb2_grpc.add_CaptionServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
-
-    running = await start_server(
-        settings, add, warmup=lambda: batcher.run_in_worker(worker.warmup), telemetry=telemetry
+    return await build_batched_service(
+        settings,
+        name="caption",
+        service_name=SERVICE_NAME,
+        item="image",
+        model="BLIP",
+        load_worker=load_worker,
+        run_batch=_run_batch,
+        make_servicer=lambda w, batcher: CaptionServicer(w, batcher, settings.frame_limits),
+        register=caption_pb2_grpc.add_CaptionServiceServicer_to_server,
+        unary_method="Caption",
+        worker=worker,
     )
-    running.on_stop.append(batcher.close)
-    running.servicer = servicer  # for tests and metrics: servicer.batcher.batches / .items
-    return running

@@ -8,7 +8,6 @@ from ...errors import InvalidInput
 from ..common.media_settings import MediaLimitsSettingsMixin
 from ..common.settings import ModelServerSettings
 
-DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16", "float64")
 # The contract's ceiling on CaptionRequest.max_new_tokens.
 MAX_NEW_TOKENS_LIMIT = 128
 
@@ -35,5 +34,3 @@ class CaptionSettings(MediaLimitsSettingsMixin, ModelServerSettings):
             raise InvalidInput(f"batch_size: must be in [1, 1024], got {self.batch_size}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise InvalidInput(f"max_wait_ms: must be in [0, 10000], got {self.max_wait_ms}")
-        if self.dtype not in DTYPE_NAMES:
-            raise InvalidInput(f"dtype: must be one of {', '.join(DTYPE_NAMES)}; got {self.dtype!r}")

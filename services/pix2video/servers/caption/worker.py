@@ -14,9 +14,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ...devices import resolve_device, resolve_dtype
 from ...engine.caption import Captioner
 from ...errors import InvalidInput
-from ...models.components import CaptionComponents, load_caption, resolve_device, resolve_dtype
+from ...models.components import CaptionComponents, load_caption
 from .settings import MAX_NEW_TOKENS_LIMIT, CaptionSettings
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,14 @@ class CaptionWorker:
         if len(max_new_tokens) != len(frames):
             raise InvalidInput(f"max_new_tokens: need one per image ({len(frames)}), got {len(max_new_tokens)}")
         groups: dict[int, list[int]] = {}
-        for i, (frame, n) in enumerate(zip(frames, max_new_tokens)):
+        for i, (frame, n) in enumerate(zip(frames, max_new_tokens, strict=True)):
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise InvalidInput(f"image: must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
             groups.setdefault(self.check_max_new_tokens(n), []).append(i)
         out: list[str] = [""] * len(frames)
         for n, idx in groups.items():
             captions = Captioner(self.models, max_new_tokens=n)([frames[i] for i in idx])
-            for i, text in zip(idx, captions):
+            for i, text in zip(idx, captions, strict=True):
                 out[i] = text
         return out
 

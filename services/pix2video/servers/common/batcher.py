@@ -24,11 +24,11 @@ from ...errors import Busy, Unavailable
 
 log = logging.getLogger(__name__)
 
-I = TypeVar("I")
-R = TypeVar("R")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
-class DynamicBatcher(Generic[I, R]):
+class DynamicBatcher(Generic[Item, Result]):
     """Groups concurrently submitted items into batches for ``fn``.
 
     Args:
@@ -47,7 +47,7 @@ class DynamicBatcher(Generic[I, R]):
 
     def __init__(
         self,
-        fn: Callable[[list[I]], Sequence[R]],
+        fn: Callable[[list[Item]], Sequence[Result]],
         max_batch: int,
         max_wait_ms: float,
         max_queue: int = 0,
@@ -67,14 +67,14 @@ class DynamicBatcher(Generic[I, R]):
         self.batches = 0
         self.items = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._pending: collections.deque[tuple[I, asyncio.Future]] = collections.deque()
+        self._pending: collections.deque[tuple[Item, asyncio.Future]] = collections.deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closed = False
 
     # -- public ---------------------------------------------------------------
 
-    async def submit(self, item: I) -> R:
+    async def submit(self, item: Item) -> Result:
         """Queues ``item`` and returns its result once its batch has run."""
         if self._closed:
             raise Unavailable(f"{self.name}: shutting down")
@@ -139,7 +139,7 @@ class DynamicBatcher(Generic[I, R]):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
-            batch: list[tuple[I, asyncio.Future]] = []
+            batch: list[tuple[Item, asyncio.Future]] = []
             while self._pending and len(batch) < self.max_batch:
                 item, future = self._pending.popleft()
                 if not future.done():
@@ -147,7 +147,7 @@ class DynamicBatcher(Generic[I, R]):
             if batch:
                 await self._run(batch)
 
-    async def _run(self, batch: list[tuple[I, asyncio.Future]]) -> None:
+    async def _run(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
         loop = asyncio.get_running_loop()
         items = [item for item, _ in batch]
         self.batches += 1
@@ -176,6 +176,6 @@ class DynamicBatcher(Generic[I, R]):
                     self.on_batch(len(items), seconds)
                 except Exception:  # noqa: BLE001 - metrics must not fail the batch
                     log.exception("%s: on_batch hook failed", self.name)
-            for (_, future), result in zip(batch, results):
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Sequence, TypeVar
 
+from ...engine.checks import check_dtype
 from ...errors import InvalidInput
 from ...flags import flag_help, metavar
 
@@ -85,6 +86,10 @@ class ModelServerSettings(ServerSettings):
     """Weights' dtype: auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16 or float64."""
     home: str = ""
     """Cache folder (the tiny models); none: ~/.cache/pix2video."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_dtype(self.dtype)
 
 
 def _parse_bool(text: str) -> bool:

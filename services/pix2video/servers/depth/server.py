@@ -14,17 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
-
 from pix2video_api.depth.v1 import depth_pb2, depth_pb2_grpc
 
 from ...errors import InvalidInput
 from ...limits import FrameLimits
+from ..common.batched_service import build_batched_service
 from ..common.batcher import DynamicBatcher
 from ..common.convert import image_to_array, tensor_to_msg
-from ..common.metrics import BatchMetrics
-from ..common.server import RunningServer, start_server
-from ..common.telemetry import Telemetry
+from ..common.server import RunningServer
 from .settings import DepthSettings
 
 log = logging.getLogger(__name__)
@@ -116,26 +113,24 @@ def _run_batch(worker):
 async def build(settings: DepthSettings, worker=None) -> RunningServer:
     """Loads the worker (in a thread; unless given), starts the server, warms up
     in the batcher's worker thread, then reports SERVING."""
-    if worker is None:
+
+    def load_worker():
         from .worker import DepthWorker  # torch enters here, not at import
 
-        worker = await asyncio.to_thread(DepthWorker, settings)
-    telemetry = Telemetry(settings, "depth")
-    stats = BatchMetrics(telemetry.metrics, "depth", "frame", "DPT")
-    batcher = DynamicBatcher(
-        _run_batch(worker), settings.batch_size, settings.max_wait_ms, name="depth-batcher", on_batch=stats.on_batch
-    )
-    stats.watch(batcher)
-    telemetry.metrics.count_frames(f"{SERVICE_NAME}/EstimateDepth", lambda response: 1)
-    servicer = DepthServicer(worker, batcher, window=max(64, 4 * settings.batch_size), limits=settings.frame_limits)
+        return DepthWorker(settings)
 
-    def add(server: grpc.aio.Server) -> list[str]:
-        depth_pb2_grpc.add_DepthServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
-
-    running = await start_server(
-        settings, add, warmup=lambda: batcher.run_in_worker(worker.warmup), telemetry=telemetry
+    return await build_batched_service(
+        settings,
+        name="depth",
+        service_name=SERVICE_NAME,
+        item="frame",
+        model="DPT",
+        load_worker=load_worker,
+        run_batch=_run_batch,
+        make_servicer=lambda w, batcher: DepthServicer(
+            w, batcher, window=max(64, 4 * settings.batch_size), limits=settings.frame_limits
+        ),
+        register=depth_pb2_grpc.add_DepthServiceServicer_to_server,
+        unary_method="EstimateDepth",
+        worker=worker,
     )
-    running.on_stop.append(batcher.close)
-    running.servicer = servicer  # for tests and metrics: servicer.batcher.batches / .items
-    return running

@@ -11,16 +11,16 @@ output size runs the same DPT steps and resizes to that size with
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ...engine.depth import DepthEstimator, normalise_depth
+from ...devices import resolve_device, resolve_dtype
+from ...engine.depth import DepthEstimator, normalise_depth, predict_depth
 from ...errors import InvalidInput
-from ...models.components import DepthComponents, load_depth, resolve_device, resolve_dtype
+from ...models.components import DepthComponents, load_depth
 from .settings import DepthSettings
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class DepthWorker:
         if len(sizes) != len(frames):
             raise InvalidInput(f"sizes: need one per frame ({len(frames)}), got {len(sizes)}")
         groups: dict[tuple[int, int, int, int], list[int]] = {}
-        for i, (frame, (oh, ow)) in enumerate(zip(frames, sizes)):
+        for i, (frame, (oh, ow)) in enumerate(zip(frames, sizes, strict=True)):
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise InvalidInput(f"frame: must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
             h, w = frame.shape[:2]
@@ -98,18 +98,8 @@ class DepthWorker:
     def _predict(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 -> (N, h, w) raw DPT depth (float32): the steps of
         ``DepthEstimator`` before its resize to the latent size."""
-        m = self.models
-        out = []
-        for i in range(0, len(frames), self.batch_size):
-            pixels = m.feature_extractor(images=list(frames[i : i + self.batch_size]), return_tensors="pt").pixel_values
-            ctx = (
-                torch.autocast(m.device.type, dtype=m.dtype)
-                if m.device.type == "cuda" and m.dtype != torch.float32
-                else contextlib.nullcontext()
-            )
-            with ctx:
-                out.append(m.depth_estimator(pixels.to(m.device)).predicted_depth.float())
-        return torch.cat(out)
+        step = self.batch_size
+        return torch.cat([predict_depth(self.models, frames[i : i + step]) for i in range(0, len(frames), step)])
 
     def warmup(self) -> None:
         """One small frame through the whole path (kernels, allocator, lazy init)."""

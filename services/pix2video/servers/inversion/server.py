@@ -13,6 +13,8 @@ import grpc
 
 from pix2video_api.inversion.v1 import inversion_pb2 as pb
 from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
+from pix2video_client.enums import RESIZE, STAGE, from_proto
+from pix2video_client.options import DEFAULT_HEIGHT, DEFAULT_NUM_STEPS, DEFAULT_WIDTH
 
 from ...errors import InvalidInput, NotFound
 from ...jobs import InversionSettings
@@ -25,14 +27,6 @@ from .remote import RemoteStages
 from .settings import InversionServerSettings
 from .worker import InversionWorker
 
-STAGES = {
-    "decode": pb.STAGE_DECODE,
-    "depth": pb.STAGE_DEPTH,
-    "caption": pb.STAGE_CAPTION,
-    "inversion": pb.STAGE_INVERSION,
-    "store": pb.STAGE_STORE,
-}
-RESIZE = {pb.RESIZE_MODE_UNSPECIFIED: "crop", pb.RESIZE_MODE_CROP: "crop", pb.RESIZE_MODE_PAD: "pad"}
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InversionService"].full_name
 JOB_STAGES = ("receive", "decode", "depth", "caption", "inversion", "store")
 JOB_RESULTS = ("inverted", "cached", "failed", "cancelled")
@@ -82,16 +76,18 @@ class InversionMetrics:
 
 
 def settings_from_proto(msg: pb.InversionSettings) -> InversionSettings:
-    if msg.resize not in RESIZE:
-        raise InvalidInput(f"settings.resize: unknown value {msg.resize}")
+    try:
+        resize = from_proto(RESIZE, msg.resize, "resize")
+    except ValueError as exc:
+        raise InvalidInput(f"settings.{exc}") from None
     if msg.max_frames < 0:
         raise InvalidInput(f"settings.max_frames: must be >= 0, got {msg.max_frames}")
     try:
         return InversionSettings(
-            width=msg.width or 512,
-            height=msg.height or 512,
-            resize=RESIZE[msg.resize],
-            num_steps=msg.num_steps or 50,
+            width=msg.width or DEFAULT_WIDTH,
+            height=msg.height or DEFAULT_HEIGHT,
+            resize=resize,
+            num_steps=msg.num_steps or DEFAULT_NUM_STEPS,
             source_prompt=msg.source_prompt if msg.HasField("source_prompt") else None,
         )
     except InvalidInput as exc:
@@ -190,7 +186,7 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         events: asyncio.Queue = asyncio.Queue()
 
         def progress(stage: str, done: int, total: int) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, pb.Progress(stage=STAGES[stage], done=done, total=total))
+            loop.call_soon_threadsafe(events.put_nowait, pb.Progress(stage=STAGE[stage], done=done, total=total))
 
         with tempfile.TemporaryDirectory(prefix="pix2video-upload-") as folder:
             progress("decode", 0, 0)
