@@ -200,7 +200,8 @@ def test_containers_invert_and_edit_equal_the_embedded_run(suite, baked_models, 
     )
     edit = EditSettings("a crochet swan", num_steps=STEPS, update_strength=DELTA, frames_in_flight=2)
     ref = np.stack([f.image for f in embedded.edit(result.video_id, edit)])
-    assert result.video_id == info.video_id
+    # Bit-equal frames. (The video ids differ: the caption model's path, which differs
+    # between the container and this process, is part of a video id.)
     assert np.array_equal(ours, ref)
 
 
