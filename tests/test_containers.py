@@ -4,9 +4,10 @@ four services run as containers on the host network (read-only root, uid
 10001, tmpfs /tmp and /models); one invert + edit through the SDK must give the
 frames of the embedded engine run on the same model set.
 
-Needs podman (or a running docker). .ci/run installs podman and sets
-PIX2VIDEO_REQUIRE_CONTAINERS=1, so there a missing engine fails the test; it is
-skipped only where no engine is installed and nothing asked for one.
+Needs podman (or a running docker). With PIX2VIDEO_CI_CONTAINERS=1, .ci/run
+installs podman and sets PIX2VIDEO_REQUIRE_CONTAINERS=1, and a missing engine
+fails the test. Without it (the default, see .ci/run for why), the test skips
+only where no engine is installed.
 """
 
 from __future__ import annotations
