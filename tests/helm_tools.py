@@ -216,6 +216,17 @@ _LABEL_SELECTOR = {
     "additionalProperties": False,
     "properties": {"matchLabels": _STR_MAP, "matchExpressions": {"type": "array", "items": {"type": "object"}}},
 }
+_KEY_SELECTOR = {
+    "type": "object",
+    "required": ["key"],
+    "additionalProperties": False,
+    "properties": {"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
+}
+_SECRET_OR_CONFIGMAP = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"secret": _KEY_SELECTOR, "configMap": _KEY_SELECTOR},
+}
 _META = {
     "type": "object",
     "required": ["name"],
@@ -272,6 +283,18 @@ CRD_SCHEMAS: dict[tuple[str, str], dict] = {
                                     "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
                                 },
                                 "honorLabels": {"type": "boolean"},
+                                # prometheus-operator's SafeTLSConfig (Secret references only).
+                                "tlsConfig": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "serverName": {"type": "string"},
+                                        "insecureSkipVerify": {"type": "boolean"},
+                                        "ca": _SECRET_OR_CONFIGMAP,
+                                        "cert": _SECRET_OR_CONFIGMAP,
+                                        "keySecret": _KEY_SELECTOR,
+                                    },
+                                },
                             },
                         },
                     },

@@ -220,7 +220,9 @@ def test_kubernetes_validate_command_line(tmp_path):
 def test_grpc_probes_on_every_container(rendered, name):
     for comp, w in workloads(rendered[name]).items():
         c = container(w)
-        grpc_port = port_of(c, "grpc")
+        # Under TLS the kubelet (plaintext only) probes the health-only port.
+        names = [p["name"] for p in c["ports"]]
+        grpc_port = port_of(c, "health" if "health" in names else "grpc")
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = c[kind]
             assert probe["grpc"] == {"port": grpc_port, "service": GRPC_SERVICE[comp]}, (comp, kind)
@@ -322,9 +324,12 @@ def test_service_ports_match_container_settings(rendered, name):
             assert s["metadata"]["labels"]["pix2video.io/metrics"] == "true"
         else:
             assert "metrics" not in ports
+    tls_on = values_of(name)["security"]["tls"]["enabled"]
     for comp, w in ws.items():
         names = [p["name"] for p in container(w)["ports"]]
-        assert names == (["grpc", "metrics"] if metrics_on else ["grpc"]), comp
+        # Under TLS, a plaintext health-only port for the kubelet's probes (not in the Service).
+        want = ["grpc"] + (["metrics"] if metrics_on else []) + (["health"] if tls_on else [])
+        assert names == want, comp
 
 
 def test_metrics_off_closes_the_endpoint():
@@ -438,6 +443,18 @@ def test_schema_settings_are_service_settings():
         "tracing",
         "otlp_endpoint",
         "trace_sample_ratio",
+        # security.* (TLS files, tokens file, health port): the chart mounts and names them
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        "auth_tokens_file",
+        "tenant_from_client_cert",
+        "health_port",
+        "upstream_tls_ca_file",
+        "upstream_tls_cert_file",
+        "upstream_tls_key_file",
+        "upstream_tls_server_name",
+        "upstream_token_file",
         "depth_address",
         "caption_address",
         "replica_name",

@@ -21,6 +21,8 @@ from pix2video.servers.editor.settings import EditorServerSettings
 from pix2video.servers.inversion.settings import InversionServerSettings
 from pix2video.servers.suite import start_suite
 from pix2video.store import LocalDiskStore, read_manifest
+from pix2video.store.tenant import TenantStore
+from pix2video.tenancy import DEFAULT_TENANT
 from pix2video.video import make_sample_frames, read_video, write_video
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
@@ -121,7 +123,7 @@ def test_inversion_goes_to_s3_and_is_cached(client, suite, clip):
     again = client.invert(clip, INV)
     assert again.cached and again.video_id == first.video_id
     store = suite["inversion"].servicer.worker.store
-    manifest = read_manifest(store, first.video_id)
+    manifest = read_manifest(TenantStore(store, DEFAULT_TENANT), first.video_id)  # without tokens: the default tenant
     assert manifest is not None and manifest.num_frames == 5
     assert type(store).__name__ == "S3Store"
     # A new clip walks every stage, and its manifest only appears at the end.
@@ -198,12 +200,12 @@ def test_cancel_stops_the_work_and_frees_the_state(client, suite, long_clip):
     engine = suite["editor"].servicer.worker
     frames = client.edit(vid, "a swan", EditOptions(update_strength=DELTA, frames_in_flight=1))
     next(frames), next(frames)
-    assert engine.records
+    assert engine.snapshot.active == 1
     frames.close()  # the SDK sends cancel
     deadline = time.time() + 10
-    while engine.records and time.time() < deadline:
+    while engine.snapshot.active and time.time() < deadline:
         time.sleep(0.05)
-    assert not engine.records and not engine.editor.sessions and not engine.editor.context.keys
+    assert not engine.snapshot.active and not engine.editor.sessions and not engine.editor.context.keys
     count = engine.editor.items_done
     time.sleep(0.5)
     assert engine.editor.items_done == count  # no more GPU work for it
@@ -218,7 +220,7 @@ def test_reconnect_resumes_with_the_same_frames(client, suite, long_clip):
     got, session_id = [], None
     for resp in call:
         if resp.HasField("opened"):
-            session_id = resp.opened.session_id
+            session_id, secret = resp.opened.session_id, resp.opened.resume_secret
         elif resp.HasField("frame"):
             got.append(resp.frame.image.data)
             if len(got) == 3:
@@ -226,18 +228,22 @@ def test_reconnect_resumes_with_the_same_frames(client, suite, long_clip):
     call.cancel()  # the connection drops: no cancel request
     gate.set()
     deadline = time.time() + 10
-    while engine.records[session_id].attached and time.time() < deadline:
+    while not engine.snapshot.detached and time.time() < deadline:
         time.sleep(0.05)
-    rec = engine.records[session_id]
-    assert not rec.attached and rec.session.paused is not None
+    assert engine.snapshot.detached == 1 and session_id in engine.sessions
     count = engine.editor.items_done
     time.sleep(0.5)
     assert engine.editor.items_done == count  # detached: work stopped, state kept
 
-    resume = editor_pb2.EditRequest(resume=editor_pb2.ResumeSession(session_id=session_id, next_frame=3))
+    resume = editor_pb2.EditRequest(
+        resume=editor_pb2.ResumeSession(session_id=session_id, next_frame=3, resume_secret=secret)
+    )
     rest = [f.image.data for f in _collect(_raw_stream(suite, resume)[0])]
     assert got + rest == whole
-    assert session_id not in engine.records  # finished and freed
+    deadline = time.time() + 10
+    while session_id in engine.sessions and time.time() < deadline:
+        time.sleep(0.05)
+    assert session_id not in engine.sessions  # finished and freed
 
 
 def _collect(call):
@@ -263,7 +269,7 @@ def test_bad_input_gets_the_right_status_and_the_services_keep_serving(client, s
     with pytest.raises(client_errors.InvalidArgument, match="num_steps"):
         list(client.edit(vid, "a swan", EditOptions(num_steps=STEPS + 1)))
     code, details = _code(
-        _raw_stream(suite, editor_pb2.EditRequest(resume=editor_pb2.ResumeSession(session_id="nope")))[0]
+        _raw_stream(suite, editor_pb2.EditRequest(resume=editor_pb2.ResumeSession(session_id="0" * 32)))[0]
     )
     assert code == grpc.StatusCode.NOT_FOUND and "session_id" in details
     code, details = _code(_raw_stream(suite, editor_pb2.EditRequest(cancel=editor_pb2.CancelSession()))[0])
@@ -475,7 +481,7 @@ def test_the_sdk_resumes_a_broken_stream_on_the_replica_that_holds_the_session(
                 proxy.cut()  # the load balancer is gone for good
         routed.close()
         assert got == whole
-        assert len(resumes) == 1 and resumes[0][0].startswith("localhost.")
+        assert len(resumes) == 1 and resumes[0][1].startswith("localhost.")  # (tenant, session id, ...)
     finally:
         thread.stop()
 

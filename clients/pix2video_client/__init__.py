@@ -2,14 +2,18 @@
 
 from .client import Pix2VideoClient
 from .errors import (
+    Aborted,
     Cancelled,
     DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
+    IncompleteEdit,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Pix2VideoClientError,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from .types import EditOptions, Frame, InversionOptions, VideoInfo
@@ -30,6 +34,10 @@ __all__ = [
     "DeadlineExceeded",
     "Cancelled",
     "DataLoss",
+    "Unauthenticated",
+    "PermissionDenied",
+    "Aborted",
+    "IncompleteEdit",
 ]
 
 

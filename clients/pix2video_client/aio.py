@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 import grpc
 
@@ -20,10 +20,13 @@ from .client import (
     STAGE_NAMES,
     Progress,
     ReplicaRouter,
+    editor_addresses,
     key_requests,
     upload_requests,
 )
+from .edit_stream import EditProgress
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .security import ChannelSecurity
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
@@ -34,7 +37,7 @@ class AsyncPix2VideoClient:
     def __init__(
         self,
         inversion: str,
-        editor: str | None = None,
+        editor: str | Sequence[str] | None = None,
         *,
         timeout: float | None = 3600.0,
         retries: int = 3,
@@ -43,27 +46,36 @@ class AsyncPix2VideoClient:
         credentials: grpc.ChannelCredentials | None = None,
         tracer_provider=None,
         editor_replica_address: str | None = None,
+        token=None,
+        tls_ca_file: str | os.PathLike | None = None,
+        tls_cert_file: str | os.PathLike | None = None,
+        tls_key_file: str | os.PathLike | None = None,
+        tls_server_name: str | None = None,
     ):
         self._tracer = ClientTracer(tracer_provider)
+        self._security = security = ChannelSecurity.make(
+            credentials, token, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name
+        )
         opts = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
 
         def make(addr):
-            if credentials is not None:
-                return grpc.aio.secure_channel(addr, credentials, options=opts)
-            return grpc.aio.insecure_channel(addr, options=opts)
+            return security.aio_channel(addr, opts)
 
-        self._inv_channel, self._ed_channel = make(inversion), make(editor or inversion)
+        self._inv_channel = make(inversion)
+        self._ed_channels = [make(a) for a in editor_addresses(editor, inversion)]
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
-        self.editor = editor_pb2_grpc.EditorServiceStub(self._ed_channel)
+        self.editors = [editor_pb2_grpc.EditorServiceStub(ch) for ch in self._ed_channels]
+        self.editor = self.editors[0]
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self._replicas = ReplicaRouter(editor_replica_address, make)
 
     async def close(self) -> None:
         await self._inv_channel.close()
-        await self._ed_channel.close()
+        for ch in self._ed_channels:
+            await ch.close()
         for ch in self._replicas.drain():
             await ch.close()
 
@@ -112,7 +124,8 @@ class AsyncPix2VideoClient:
         async def call():
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
-            async for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=rpc.metadata):
+            metadata = self._security.metadata(rpc.metadata)
+            async for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=metadata):
                 if resp.HasField("progress") and progress:
                     progress(STAGE_NAMES.get(resp.progress.stage, "unknown"), resp.progress.done, resp.progress.total)
                 elif resp.HasField("result"):
@@ -126,7 +139,8 @@ class AsyncPix2VideoClient:
 
         async def call():
             req = inversion_pb2.GetVideoRequest(video_id=video_id)
-            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=self.timeout, metadata=rpc.metadata))
+            metadata = self._security.metadata(rpc.metadata)
+            return VideoInfo.from_proto(await self.inversion.GetVideo(req, timeout=self.timeout, metadata=metadata))
 
         return await self._traced(rpc, lambda: self._retrying(call))
 
@@ -142,13 +156,14 @@ class AsyncPix2VideoClient:
         """Edited frames in order; resumes a broken stream on the same session;
         leaving the loop early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
-        first = editor_pb2.EditRequest(
-            open=editor_pb2.OpenSession(
-                video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt
-            )
+        progress = EditProgress(
+            editor_pb2.OpenSession(video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt),
+            len(self.editors),
+            self.retries,
+            self.backoff,
         )
         rpc = self._tracer.rpc(EDIT)
-        frames = self._edit(first, fmt, rpc)
+        frames = self._edit(progress, rpc)
         try:
             async for frame in frames:
                 yield frame
@@ -161,33 +176,25 @@ class AsyncPix2VideoClient:
             await frames.aclose()
             rpc.end()
 
-    async def _edit(self, first, fmt, rpc: RpcSpan) -> AsyncIterator[Frame]:
-        session_id, received, attempt = None, 0, 0
+    async def _edit(self, p: EditProgress, rpc: RpcSpan) -> AsyncIterator[Frame]:
         while True:
-            stub = self._replicas.stub(session_id) if session_id else None  # a resume goes to the session's replica
-            call = (stub or self.editor).Edit(metadata=rpc.metadata)
-            await call.write(first)
+            stub = self._replicas.stub(p.session_id) if p.resuming else None  # a resume goes to the session's replica
+            call = (stub or self.editors[p.address]).Edit(metadata=self._security.metadata(rpc.metadata))
             try:
+                await call.write(p.request())
                 async for resp in call:
-                    kind = resp.WhichOneof("kind")
-                    if kind == "opened":
-                        session_id = resp.opened.session_id
-                        rpc.set("pix2video.session_id", session_id)
-                    elif kind == "frame":
-                        received, attempt = resp.frame.index + 1, 0
-                        yield frame_from_proto(resp.frame)
-                    elif kind == "done":
+                    frame = p.on_response(resp)
+                    if resp.HasField("opened"):
+                        rpc.set("pix2video.session_id", p.session_id)
+                    if frame is not None:
+                        yield frame_from_proto(frame)
+                    if p.done:
                         await call.done_writing()
                         return
-                return
+                p.on_end()
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or session_id is None or attempt >= self.retries:
-                    raise from_rpc_error(exc) from None
-                await asyncio.sleep(self.backoff * 2**attempt)
-                attempt += 1
-                first = editor_pb2.EditRequest(
-                    resume=editor_pb2.ResumeSession(session_id=session_id, next_frame=received, output=fmt)
-                )
+                await asyncio.sleep(p.on_error(exc))
+                rpc.set("pix2video.resumes", p.attempt)
             except (GeneratorExit, asyncio.CancelledError):
                 # Deliver the cancel before hanging up (see the sync client).
                 try:

@@ -7,15 +7,17 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import grpc
 
 from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
 from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
 
+from .edit_stream import EditProgress
 from .enums import STAGE
 from .errors import RETRYABLE, Pix2VideoClientError, from_rpc_error
+from .security import ChannelSecurity
 from .tracing import ClientTracer, RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
@@ -47,6 +49,26 @@ def channel(address: str, max_message_bytes: int, credentials: grpc.ChannelCrede
     if credentials is not None:
         return grpc.secure_channel(address, credentials, options=opts)
     return grpc.insecure_channel(address, options=opts)
+
+
+def editor_addresses(editor: str | Sequence[str] | None, inversion: str) -> list[str]:
+    """The editor addresses a client was given (a comma-separated string is a list too)."""
+    if editor is None:
+        return [inversion]
+    addresses = [a.strip() for a in editor.split(",")] if isinstance(editor, str) else [str(a) for a in editor]
+    if not addresses or not all(addresses):
+        raise ValueError(f"editor: empty address in {editor!r}")
+    return addresses
+
+
+def check_output_is_not_source(source: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Refuses to write an edit over the clip it is made from."""
+    src, out = Path(source), Path(output)
+    same = src.resolve() == out.resolve()
+    if not same and src.exists() and out.exists():
+        same = os.path.samefile(src, out)
+    if same:
+        raise ValueError(f"output: {str(output)!r} is the input video; choose another output path")
 
 
 def upload_requests(path: Path, options: InversionOptions, chunk_bytes: int = CHUNK_BYTES):
@@ -105,11 +127,21 @@ class Pix2VideoClient:
 
     Args:
         inversion: address (host:port) of the inversion service.
-        editor: address of the editor service (default: the same as inversion).
+        editor: address of the editor service (default: the same as inversion),
+            or a list of editor replicas' addresses: an edit whose replica
+            stops answering continues on the next, from the first frame not
+            yet received (the same frames as an undisturbed run).
         timeout: deadline in seconds of each inversion call (None: no deadline).
         retries: attempts after the first for idempotent calls and edit resumes,
             on UNAVAILABLE, with exponential backoff from ``backoff`` seconds.
-        credentials: TLS channel credentials (None: plaintext).
+        credentials: TLS channel credentials (None: plaintext, unless tls_* files are given).
+        token: API token sent as ``authorization: Bearer`` on every call (a
+            string or a callable returning one; None: ``$PIX2VIDEO_TOKEN``, if set).
+        tls_ca_file: PEM CA bundle that verifies the services (TLS on; default roots when
+            only a client certificate is given).
+        tls_cert_file, tls_key_file: PEM client certificate and key (mutual TLS).
+        tls_server_name: name to verify in the services' certificates, when it
+            is not the address's host.
         editor_replica_address: template with ``{replica}`` for reaching the
             editor replica that holds a session when resuming (see ReplicaRouter).
         tracer_provider: OpenTelemetry TracerProvider for the SDK's spans (default:
@@ -120,7 +152,7 @@ class Pix2VideoClient:
     def __init__(
         self,
         inversion: str,
-        editor: str | None = None,
+        editor: str | Sequence[str] | None = None,
         *,
         timeout: float | None = 3600.0,
         retries: int = 3,
@@ -129,18 +161,32 @@ class Pix2VideoClient:
         credentials: grpc.ChannelCredentials | None = None,
         tracer_provider=None,
         editor_replica_address: str | None = None,
+        token=None,
+        tls_ca_file: str | os.PathLike | None = None,
+        tls_cert_file: str | os.PathLike | None = None,
+        tls_key_file: str | os.PathLike | None = None,
+        tls_server_name: str | None = None,
     ):
         self._tracer = ClientTracer(tracer_provider)
-        self._inv_channel = channel(inversion, max_message_bytes, credentials)
-        self._ed_channel = channel(editor or inversion, max_message_bytes, credentials)
+        self._security = security = ChannelSecurity.make(
+            credentials, token, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name
+        )
+        opts = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        self._inv_channel = security.channel(inversion, opts)
+        self._ed_channels = [security.channel(a, opts) for a in editor_addresses(editor, inversion)]
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
-        self.editor = editor_pb2_grpc.EditorServiceStub(self._ed_channel)
+        self.editors = [editor_pb2_grpc.EditorServiceStub(ch) for ch in self._ed_channels]
+        self.editor = self.editors[0]
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self._replicas = ReplicaRouter(editor_replica_address, lambda a: channel(a, max_message_bytes, credentials))
+        self._replicas = ReplicaRouter(editor_replica_address, lambda a: security.channel(a, opts))
 
     def close(self) -> None:
         self._inv_channel.close()
-        self._ed_channel.close()
+        for ch in self._ed_channels:
+            ch.close()
         for ch in self._replicas.drain():
             ch.close()
 
@@ -181,7 +227,8 @@ class Pix2VideoClient:
         def call():
             requests = key_requests(str(source), options) if as_key else upload_requests(path, options)
             result = None
-            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=rpc.metadata):
+            metadata = self._security.metadata(rpc.metadata)
+            for resp in self.inversion.Invert(requests, timeout=self.timeout, metadata=metadata):
                 if resp.HasField("progress") and progress:
                     p = resp.progress
                     progress(STAGE_NAMES.get(p.stage, "unknown"), p.done, p.total)
@@ -198,7 +245,9 @@ class Pix2VideoClient:
             rpc,
             lambda: self._retrying(
                 lambda: VideoInfo.from_proto(
-                    self.inversion.GetVideo(request, timeout=self.timeout, metadata=rpc.metadata)
+                    self.inversion.GetVideo(
+                        request, timeout=self.timeout, metadata=self._security.metadata(rpc.metadata)
+                    )
                 )
             ),
         )
@@ -218,55 +267,48 @@ class Pix2VideoClient:
         resumed on the same session (same frames as an unbroken run); closing
         the iterator early cancels the session on the server."""
         fmt = output_format(encoding, jpeg_quality)
-        first = editor_pb2.EditRequest(
-            open=editor_pb2.OpenSession(
-                video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt
-            )
+        progress = EditProgress(
+            editor_pb2.OpenSession(video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt),
+            len(self.editors),
+            self.retries,
+            self.backoff,
         )
         rpc = self._tracer.rpc(EDIT)
         try:
-            yield from self._edit(first, fmt, rpc)
+            yield from self._edit(progress, rpc)
         except Pix2VideoClientError as exc:
             rpc.fail(exc.code.name, exc.details)
             raise
         finally:
             rpc.end()
 
-    def _edit(self, first, fmt, rpc: RpcSpan) -> Iterator[Frame]:
-        session_id, received, attempt = None, 0, 0
+    def _edit(self, p: EditProgress, rpc: RpcSpan) -> Iterator[Frame]:
         while True:
             outbox: queue.Queue = queue.Queue()
-            outbox.put(first)
+            outbox.put(p.request())
 
             def requests(box: queue.Queue):
                 while (item := box.get()) is not None:
                     yield item
 
             # A resume must reach the replica that holds the session.
-            stub = self._replicas.stub(session_id) if session_id else None
-            call = (stub or self.editor).Edit(requests(outbox), metadata=rpc.metadata)
+            stub = self._replicas.stub(p.session_id) if p.resuming else None
+            call = (stub or self.editors[p.address]).Edit(
+                requests(outbox), metadata=self._security.metadata(rpc.metadata)
+            )
             try:
                 for resp in call:
-                    kind = resp.WhichOneof("kind")
-                    if kind == "opened":
-                        session_id = resp.opened.session_id
-                        rpc.set("pix2video.session_id", session_id)
-                    elif kind == "frame":
-                        received = resp.frame.index + 1
-                        attempt = 0
-                        yield frame_from_proto(resp.frame)
-                    elif kind == "done":
+                    frame = p.on_response(resp)
+                    if resp.HasField("opened"):
+                        rpc.set("pix2video.session_id", p.session_id)
+                    if frame is not None:
+                        yield frame_from_proto(frame)
+                    if p.done:
                         return
-                return  # the server ended the stream (cancelled elsewhere)
+                p.on_end()
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or session_id is None or attempt >= self.retries:
-                    raise from_rpc_error(exc) from None
-                time.sleep(self.backoff * 2**attempt)
-                attempt += 1
-                rpc.set("pix2video.resumes", attempt)
-                first = editor_pb2.EditRequest(
-                    resume=editor_pb2.ResumeSession(session_id=session_id, next_frame=received, output=fmt)
-                )
+                time.sleep(p.on_error(exc))
+                rpc.set("pix2video.resumes", p.attempt)
             except GeneratorExit:
                 # The caller stopped early: ask the server to free the session now,
                 # and wait (briefly) for it to end the stream, so the cancel is
@@ -297,8 +339,13 @@ class Pix2VideoClient:
         progress: Progress | None = None,
     ) -> VideoInfo:
         """Inverts (or finds) a clip, edits it and writes an .mp4 (needs the
-        ``video`` extra). Frames travel as raw RGB, losslessly."""
+        ``video`` extra). Frames travel as raw RGB, losslessly. The file
+        appears at ``output`` only once every frame arrived: an edit that
+        cannot be completed raises (IncompleteEdit, ...) and leaves no file
+        there (or the one that was there before)."""
         from .video import write_mp4
+
+        check_output_is_not_source(source, output)
 
         with self._tracer.job("pix2video.edit_video"):  # one trace: inversion and edit
             info = self.invert(source, inversion, progress=progress)

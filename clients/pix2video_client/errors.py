@@ -46,6 +46,29 @@ class DataLoss(Pix2VideoClientError):
     """Stored data failed its checksum."""
 
 
+class Unauthenticated(Pix2VideoClientError):
+    """No token, or one the service does not know (see ``token`` / PIX2VIDEO_TOKEN)."""
+
+
+class PermissionDenied(Pix2VideoClientError):
+    """A valid caller asked for something it may not do."""
+
+
+class Aborted(Pix2VideoClientError):
+    """The server gave the call up (an edit stream resumed elsewhere)."""
+
+
+class IncompleteEdit(Pix2VideoClientError):
+    """An edit stream stopped before every frame arrived (``received`` of
+    ``num_frames``) and could not be continued: its output is incomplete.
+    ``code`` is the status of the failure (DATA_LOSS when the stream simply
+    ended without ``done``)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, received: int = 0, num_frames: int | None = None):
+        super().__init__(code, details)
+        self.received, self.num_frames = received, num_frames
+
+
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -55,6 +78,9 @@ _BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.CANCELLED: Cancelled,
     grpc.StatusCode.DATA_LOSS: DataLoss,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.ABORTED: Aborted,
 }
 
 # Failures worth retrying for an idempotent call (or resuming an edit).

@@ -53,6 +53,8 @@ COMMANDS = {
     "sample": "sample",
     "serve": "serve",
     "build-tiny": "build_tiny",
+    "eval": "eval",
+    "compare": "compare",
 }
 
 
@@ -82,6 +84,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    args.raw_argv = argv  # which flags were given explicitly (a preset does not override them)
     _quiet_libraries()
     from pix2video_client import errors as client_errors  # grpc: after --help has answered
 

@@ -72,9 +72,11 @@ class EmbeddedPix2Video:
             settings,
             store=self.store,
             model_identity=model_identity(self.models),
-            depth_fn=lambda f: self.depth(f, progress=counter("depth", n)),
+            depth_fn=lambda f: self.depth(f, progress=counter("depth", n), resize=settings.depth_resize),
             caption_fn=self.captioner,
-            invert_fn=lambda f, d, p, s: self.inverter(f, d, p, s, progress=counter("inversion", n)),
+            invert_fn=lambda f, d, p, s: self.inverter(
+                f, d, p, s, progress=counter("inversion", n), steps_offset=settings.steps_offset
+            ),
             fps=fps,
             # Each stage reported as it starts, so that its time is its own (caption: the first frame).
             on_stage=lambda stage: report(stage, 0, 1 if stage == "caption" else n),

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .engine.checks import check_num_steps, check_prompt
+from .engine.depth import check_depth_resize
 from .engine.images import RESIZE_MODES, check_resolution, fit_frame
 from .errors import InvalidInput
 from .store import Manifest, ObjectStore, read_manifest, write_video_record
@@ -32,8 +33,8 @@ class InversionSettings:
 
     Args:
         width, height: working resolution, multiples of 64 (512 x 512 for SD2).
-        resize: ``crop`` (cover, then centre-crop) or ``pad`` (fit, then pad); see
-            :mod:`pix2video.engine.images`.
+        resize: ``crop`` (cover, then centre-crop), ``pad`` (fit, then pad) or
+            ``squash`` (ignore the aspect ratio); see :mod:`pix2video.engine.images`.
         num_steps: inverse DDIM steps (50); edits must use the same number.
         source_prompt: the prompt inversion uses; None captions the first frame.
     """
@@ -43,6 +44,10 @@ class InversionSettings:
     resize: str = "crop"
     num_steps: int = 50
     source_prompt: str | None = None
+    depth_resize: str = "bicubic"
+    """Interpolation of DPT depth to the latent size: bicubic (diffusers' depth2img) or bilinear (the authors')."""
+    steps_offset: int | None = None
+    """Offset added to every DDIM timestep; None keeps the model's scheduler config (1 for SD2-depth)."""
 
     def __post_init__(self):
         check_resolution(self.width, self.height)
@@ -51,6 +56,10 @@ class InversionSettings:
         check_num_steps(self.num_steps)
         if self.source_prompt is not None:
             check_prompt(self.source_prompt, "source_prompt")
+        check_depth_resize(self.depth_resize)
+        offset = self.steps_offset
+        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < 1000):
+            raise InvalidInput(f"steps_offset: must be None or an integer in [0, 1000), got {self.steps_offset!r}")
 
     def fit(self, frame: np.ndarray) -> np.ndarray:
         """One frame at the working resolution (see :mod:`pix2video.engine.images`)."""
@@ -67,10 +76,19 @@ def prepare_frames(frames: list[np.ndarray], settings: InversionSettings) -> np.
     return np.stack([settings.fit(f) for f in frames])
 
 
+_LATER_FIELDS = {"depth_resize": "bicubic", "steps_offset": None}
+
+
 def video_id_for(frames: np.ndarray, settings: InversionSettings, model_identity: dict) -> str:
     """Content hash of the prepared frames, the models and the inversion settings."""
     h = hashlib.sha256()
-    h.update(json.dumps({"settings": asdict(settings), "model": model_identity}, sort_keys=True).encode())
+    named = asdict(settings)
+    # Fields added after videos were first stored name a video only when they
+    # differ from their default, so existing stores keep their ids.
+    for name, default in _LATER_FIELDS.items():
+        if named.get(name) == default:
+            del named[name]
+    h.update(json.dumps({"settings": named, "model": model_identity}, sort_keys=True).encode())
     h.update(str(frames.shape).encode())
     h.update(np.ascontiguousarray(frames).tobytes())
     return h.hexdigest()[:40]
@@ -138,7 +156,9 @@ def invert_video(
             as each stage starts (progress reporting).
     """
     video_id = video_id_for(frames, settings, model_identity)
-    with _video_lock(video_id):
+    # Keyed by the store's tenant prefix too: tenant B's inversion of a clip
+    # never waits on tenant A's (the wait would tell B that A is inverting it).
+    with _video_lock(getattr(store, "prefix", "") + video_id):
         manifest = read_manifest(store, video_id)
         if manifest is not None:
             return InversionResult(video_id, manifest, cached=True)

@@ -160,6 +160,31 @@ runtime's cache locations. Call with (list $ "depth"). */}}
 {{- $_ := set $data "PIX2VIDEO_DEPTH_ADDRESS" (default (include "pix2video.address" (list $root "depth")) $svc.depthAddress) -}}
 {{- $_ := set $data "PIX2VIDEO_CAPTION_ADDRESS" (default (include "pix2video.address" (list $root "caption")) $svc.captionAddress) -}}
 {{- end -}}
+{{- $sec := $root.Values.security -}}
+{{- if $sec.tls.enabled -}}
+{{- $_ := set $data "PIX2VIDEO_TLS_CERT_FILE" "/etc/pix2video/tls/tls.crt" -}}
+{{- $_ := set $data "PIX2VIDEO_TLS_KEY_FILE" "/etc/pix2video/tls/tls.key" -}}
+{{- $_ := set $data "PIX2VIDEO_HEALTH_PORT" (include "pix2video.envValue" $sec.tls.healthPort) -}}
+{{- if $sec.tls.mutual -}}
+{{- $_ := set $data "PIX2VIDEO_TLS_CLIENT_CA_FILE" "/etc/pix2video/tls/ca.crt" -}}
+{{- if $sec.tls.tenantFromClientCert -}}
+{{- $_ := set $data "PIX2VIDEO_TENANT_FROM_CLIENT_CERT" "true" -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $name "inversion" -}}
+{{- $_ := set $data "PIX2VIDEO_UPSTREAM_TLS_CA_FILE" "/etc/pix2video/tls/ca.crt" -}}
+{{- if $sec.tls.mutual -}}
+{{- $_ := set $data "PIX2VIDEO_UPSTREAM_TLS_CERT_FILE" "/etc/pix2video/tls/tls.crt" -}}
+{{- $_ := set $data "PIX2VIDEO_UPSTREAM_TLS_KEY_FILE" "/etc/pix2video/tls/tls.key" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $sec.tokens.enabled -}}
+{{- $_ := set $data "PIX2VIDEO_AUTH_TOKENS_FILE" (printf "/etc/pix2video/tokens/%s" $sec.tokens.key) -}}
+{{- if and (eq $name "inversion") $sec.tokens.serviceTokenSecret -}}
+{{- $_ := set $data "PIX2VIDEO_UPSTREAM_TOKEN_FILE" (printf "/etc/pix2video/service-token/%s" $sec.tokens.serviceTokenKey) -}}
+{{- end -}}
+{{- end -}}
 {{- $_ := set $data "HF_HOME" (printf "%s/huggingface" (trimSuffix "/" $root.Values.models.mountPath)) -}}
 {{- if $root.Values.models.offline -}}
 {{- $_ := set $data "HF_HUB_OFFLINE" "1" -}}
@@ -190,6 +215,10 @@ runtime's cache locations. Call with (list $ "depth"). */}}
 {{- $runtimeClass = default $pool.runtimeClassName $svc.runtimeClassName -}}
 {{- end -}}
 {{- $store := has $name (list "inversion" "editor") -}}
+{{- $sec := $root.Values.security -}}
+{{- /* The kubelet's gRPC probes speak plaintext: under TLS they use the health-only port. */ -}}
+{{- $probePort := ternary $sec.tls.healthPort $svc.port $sec.tls.enabled -}}
+{{- $serviceToken := and $sec.tokens.enabled $sec.tokens.serviceTokenSecret (eq $name "inversion") -}}
 metadata:
   labels:
     {{- include "pix2video.labels" . | nindent 4 }}
@@ -257,6 +286,11 @@ spec:
           containerPort: {{ $svc.metricsPort }}
           protocol: TCP
         {{- end }}
+        {{- if $sec.tls.enabled }}
+        - name: health
+          containerPort: {{ $sec.tls.healthPort }}
+          protocol: TCP
+        {{- end }}
       envFrom:
         - configMapRef:
             name: {{ include "pix2video.componentName" . }}
@@ -289,17 +323,17 @@ spec:
       {{- end }}
       startupProbe:
         grpc:
-          port: {{ $svc.port }}
+          port: {{ $probePort }}
           service: {{ include "pix2video.grpcService" $name }}
         {{- toYaml $svc.probes.startup | nindent 8 }}
       readinessProbe:
         grpc:
-          port: {{ $svc.port }}
+          port: {{ $probePort }}
           service: {{ include "pix2video.grpcService" $name }}
         {{- toYaml $svc.probes.readiness | nindent 8 }}
       livenessProbe:
         grpc:
-          port: {{ $svc.port }}
+          port: {{ $probePort }}
           service: {{ include "pix2video.grpcService" $name }}
         {{- toYaml $svc.probes.liveness | nindent 8 }}
       {{- if gt (int $svc.preStopSleepSeconds) 0 }}
@@ -327,6 +361,21 @@ spec:
         {{- if and $store (not $root.Values.minio.enabled) $root.Values.store.caBundle.existingSecret }}
         - name: s3-ca
           mountPath: /etc/pix2video/s3-ca
+          readOnly: true
+        {{- end }}
+        {{- if $sec.tls.enabled }}
+        - name: tls
+          mountPath: /etc/pix2video/tls
+          readOnly: true
+        {{- end }}
+        {{- if $sec.tokens.enabled }}
+        - name: tokens
+          mountPath: /etc/pix2video/tokens
+          readOnly: true
+        {{- end }}
+        {{- if $serviceToken }}
+        - name: service-token
+          mountPath: /etc/pix2video/service-token
           readOnly: true
         {{- end }}
   volumes:
@@ -358,6 +407,24 @@ spec:
         items:
           - key: {{ $root.Values.store.caBundle.key }}
             path: {{ $root.Values.store.caBundle.key }}
+    {{- end }}
+    {{- if $sec.tls.enabled }}
+    - name: tls
+      secret:
+        secretName: {{ $sec.tls.secretName }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if $sec.tokens.enabled }}
+    - name: tokens
+      secret:
+        secretName: {{ $sec.tokens.existingSecret }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if $serviceToken }}
+    - name: service-token
+      secret:
+        secretName: {{ $sec.tokens.serviceTokenSecret }}
+        defaultMode: 0440
     {{- end }}
 {{- end -}}
 

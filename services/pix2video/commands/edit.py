@@ -44,10 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..edit_output import check_output_is_not_input
     from ..video import AtomicOutput, tee_frames_to_dir, write_video
 
     if not args.output.lower().endswith((".mp4", ".m4v", ".mov")):
         raise InvalidInput(f"output: must end in .mp4, .m4v or .mov, got {args.output!r}")
+    if not getattr(args, "key", False):  # never write the edit over the clip it is made from
+        check_output_is_not_input(args.input, args.output)
     AtomicOutput(args.output).discard()  # fail now, not after inverting, if the folder is missing
     if args.frames_dir and Path(args.frames_dir).exists() and not Path(args.frames_dir).is_dir():
         raise InvalidInput(f"frames_dir: {args.frames_dir!r} exists and is not a folder")

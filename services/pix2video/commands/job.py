@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pix2video_client.options import DEFAULT_HEIGHT, DEFAULT_NUM_STEPS, DEFAULT_RESIZE, DEFAULT_WIDTH, RESIZE_MODES
 
+from .. import cli_security
 from ..errors import InvalidInput, NotFound
 from ..flags import add_field_flags
 from ..settings import RuntimeSettings
@@ -46,9 +47,9 @@ def add_inversion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--resize",
         default=DEFAULT_RESIZE,
-        choices=RESIZE_MODES,
-        help="keep the aspect ratio by scaling to cover and centre-cropping (crop) or fitting and padding (pad)"
-        f" (default: {DEFAULT_RESIZE})",
+        choices=(*RESIZE_MODES, "squash"),
+        help="keep the aspect ratio by scaling to cover and centre-cropping (crop) or fitting and padding (pad),"
+        f" or ignore it (squash, the authors'; local engine only) (default: {DEFAULT_RESIZE})",
     )
     g.add_argument(
         "--steps",
@@ -58,6 +59,7 @@ def add_inversion_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--source-prompt", default=None, help="prompt for inversion (default: BLIP caption of frame 1)")
     g.add_argument("--max-frames", type=int, default=None, help="use only the first N frames (default: all)")
+    add_preset_arg(g)
     g = p.add_argument_group("service suite (instead of running the engine here)")
     g.add_argument(
         "--server",
@@ -73,10 +75,35 @@ def add_inversion_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="INPUT is an object key in the suite's store, not a local file (default: a local file)",
     )
+    cli_security.add_args(g)
+
+
+def add_preset_arg(g) -> None:
+    g.add_argument(
+        "--preset",
+        default="default",
+        choices=("default", "authors"),
+        help="authors: exactly what the authors' script runs (squash resize, bilinear depth, update while i <= 25,"
+        " steps_offset=0, float32); flags given explicitly win over it; local engine only"
+        " (default: default, the paper with diffusers' conventions)",
+    )
+
+
+def given(args) -> set[str]:
+    """Settings named by an explicit flag on the command line: they win over a preset."""
+    return {a.split("=")[0].lstrip("-").replace("-", "_") for a in getattr(args, "raw_argv", []) if a.startswith("--")}
+
+
+def preset(args):
+    from ..engine.settings import get_preset
+
+    return get_preset(getattr(args, "preset", "default"))
 
 
 def runtime(args) -> RuntimeSettings:
     values = {name: getattr(args, name) for name in RUNTIME_FLAGS}
+    if values.get("dtype") == "auto" and preset(args).dtype:  # the preset's precision, unless --dtype says
+        values["dtype"] = preset(args).dtype
     return RuntimeSettings(**{**values, "store": Path(args.store) if args.store else None})
 
 
@@ -87,7 +114,8 @@ def edit_settings(args):
     from ..engine.settings import EditSettings
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EditSettings) if hasattr(args, f.name)}
-    return EditSettings(**{**values, "num_steps": args.steps})
+    # The preset's edit fields (update_end) have flags of the same name.
+    return preset(args).apply(EditSettings(**{**values, "num_steps": args.steps}), "edit", given(args))
 
 
 def check_max_frames(args) -> None:
@@ -108,6 +136,7 @@ def invert_here(args, progress):
         num_steps=args.steps,
         source_prompt=args.source_prompt,
     )
+    inv = preset(args).apply(inv, "inversion", given(args))
     runtime_settings = runtime(args)
     settings = edit_settings(args) if args.command == "edit" else None
     # Frames are fitted as they are decoded: the source size is never all in memory.
@@ -126,10 +155,14 @@ def run_remote(args, progress):
     from pix2video_client import EditOptions, InversionOptions, Pix2VideoClient
 
     check_max_frames(args)
+    if preset(args).name != "default" or args.resize not in RESIZE_MODES:
+        raise InvalidInput(
+            "preset: the authors' preset and --resize squash run in the local engine only; drop --server"
+        )
     if not args.key and not Path(args.input).is_file():
         raise NotFound(f"input: file {args.input!r} does not exist (use --key for an object in the store)")
     settings = edit_settings(args) if args.command == "edit" else None  # checked before any remote work
-    client = Pix2VideoClient(args.server, args.editor_server)
+    client = Pix2VideoClient(args.server, args.editor_server, **cli_security.client_kwargs(args))
     inv = InversionOptions(
         width=args.width,
         height=args.height,

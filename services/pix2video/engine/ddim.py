@@ -29,12 +29,20 @@ class DDIMSchedule:
     prediction_type: str
 
     @classmethod
-    def from_config(cls, config: dict, num_steps: int) -> "DDIMSchedule":
+    def from_config(cls, config: dict, num_steps: int, steps_offset: int | None = None) -> "DDIMSchedule":
+        """The schedule of ``config`` (a scheduler config) at ``num_steps`` steps.
+
+        ``steps_offset`` replaces the config's offset added to every timestep
+        (SD2-depth's hub config has 1: timesteps 981..1 at 50 steps; the
+        authors' script builds its scheduler with the default 0: 980..0).
+        None keeps the config's.
+        """
         from diffusers import DDIMScheduler
 
         # The scheduler computes betas, the timestep spacing and the offset; we
         # keep its numbers and do the per-sample stepping ourselves.
-        sched = DDIMScheduler.from_config(config)
+        overrides = {} if steps_offset is None else {"steps_offset": int(steps_offset)}
+        sched = DDIMScheduler.from_config(config, **overrides)
         sched.set_timesteps(num_steps)
         ratio = sched.config.num_train_timesteps // num_steps
         timesteps = sched.timesteps.clone().long()

@@ -16,7 +16,7 @@ import torch
 
 from .attention import InjectionContext, SampleRoute, injection_installed
 from .ddim import DDIMSchedule, ddim_move, predict_eps_x0
-from .scheduler import COND, UNCOND, EditSession, WorkItem
+from .scheduler import COND, UNCOND, EditSession, WorkItem, steps_offset_of
 from .settings import EditSettings
 from .text import encode_prompts
 from .timers import StageTimer
@@ -41,13 +41,18 @@ class Denoiser:
         self.context = context
         self.split_guidance = split_guidance
         self._generation = context.generation
-        self._schedules: dict[int, DDIMSchedule] = {}
+        self._schedules: dict[tuple[int, int | None], DDIMSchedule] = {}
         self.latent_dtype = torch.promote_types(models.dtype, torch.float32)
 
-    def schedule(self, num_steps: int) -> DDIMSchedule:
-        if num_steps not in self._schedules:
-            self._schedules[num_steps] = DDIMSchedule.from_config(self.models.scheduler_config, num_steps)
-        return self._schedules[num_steps]
+    def schedule(self, num_steps: int, steps_offset: int | None = None) -> DDIMSchedule:
+        key = (num_steps, steps_offset)
+        if key not in self._schedules:
+            self._schedules[key] = DDIMSchedule.from_config(self.models.scheduler_config, num_steps, steps_offset)
+        return self._schedules[key]
+
+    def schedule_of(self, s: EditSession) -> DDIMSchedule:
+        """A session's schedule: its step count, on the timesteps its video was inverted with."""
+        return self.schedule(s.settings.num_steps, steps_offset_of(s.video))
 
     def embeddings(self, settings: EditSettings) -> dict[int, torch.Tensor]:
         """Prompt embeddings per guidance branch (the unconditional one only when guided)."""
@@ -67,9 +72,9 @@ class Denoiser:
         start = timer.mark() if timer is not None else None
         latents = torch.stack([s.flight[i].latent for s, i in items])
         xt_items = [n for n, (s, i) in enumerate(items) if s.settings.latent_update == "xt" and s.updates(i)]
+        grads = {}
         if xt_items:
-            latents = latents.clone()
-            latents[xt_items] = self._xt_update([items[n] for n in xt_items], latents[xt_items])
+            grads = dict(zip(xt_items, self._xt_gradient([items[n] for n in xt_items], latents[xt_items]), strict=True))
             if timer is not None:
                 start = self._lap(timer, "latent_update", start, [items[n] for n in xt_items])
         eps, x0 = self._predict(items, latents, record=True)
@@ -85,8 +90,11 @@ class Denoiser:
             for n, (s, i) in enumerate(items)
             if s.settings.latent_update == "x0" and s.updates(i)
         }
+        # Paper eq. (1): x_{t-1} <- x_{t-1} - delta * grad_{x_t} mse(x0(x_t), x0_prev), the step
+        # taken from the unmoved x_t and the gradient (through the UNet) subtracted from its result.
         if timer is not None and updated:
             self._lap(timer, "latent_update", start, [items[n] for n in updated])
+        updated.update({n: x_prev[n] - items[n][0].settings.update_strength * g for n, g in grads.items()})
         return [updated.get(n, x_prev[n]) for n in range(len(items))], x0
 
     def decode(self, latents: torch.Tensor):
@@ -109,7 +117,7 @@ class Denoiser:
             f = s.flight[i]
             rec = s.record_key(i, b) if record else None
             routes.append(SampleRoute(record=rec, refs=s.ref_keys(i, b), scope=s.settings.inject_layers))
-            steps.append(int(self.schedule(s.settings.num_steps).timesteps[f.step]))
+            steps.append(int(self.schedule_of(s).timesteps[f.step]))
             embeds.append(s.embeds[b])
             inp.append(torch.cat([latents[n], f.depth]))
         x, t, emb = torch.stack(inp).to(m.dtype), to_device(steps, m.device), torch.cat(embeds)
@@ -130,7 +138,7 @@ class Denoiser:
             ]
         )
         alpha = self._alphas(items, prev=False)
-        pred_types = {self.schedule(s.settings.num_steps).prediction_type for s, _ in items}
+        pred_types = {self.schedule_of(s).prediction_type for s, _ in items}
         (ptype,) = pred_types  # one model, one prediction type
         return predict_eps_x0(guided, latents, alpha, ptype)
 
@@ -152,21 +160,20 @@ class Denoiser:
         """alpha_bar of each item's current step (or the step it lands on), on the device."""
         values = []
         for s, i in items:
-            sched = self.schedule(s.settings.num_steps)
+            sched = self.schedule_of(s)
             step = s.flight[i].step
             values.append(float(sched.alpha((sched.prev_timesteps if prev else sched.timesteps)[step : step + 1])[0]))
         return to_device(values, self.models.device, torch.float64)
 
-    def _xt_update(self, items, latents: torch.Tensor) -> torch.Tensor:
-        """Paper eq. (1): x_t -= delta * grad_{x_t} mse(x0(x_t), x0_prev), through the UNet."""
+    def _xt_gradient(self, items, latents: torch.Tensor) -> torch.Tensor:
+        """grad_{x_t} mse(x0(x_t), x0_prev) of each item, through the UNet (eq. (1)'s gradient)."""
         with torch.enable_grad():
             x = latents.detach().requires_grad_(True)
             _, x0 = self._predict(items, x, record=False)
             losses = [torch.nn.functional.mse_loss(x0[n], s.prev_x0(i)) for n, (s, i) in enumerate(items)]
             loss = functools.reduce(operator.add, losses)  # as sum(), typed as a tensor
             (grad,) = torch.autograd.grad(loss, x)
-        delta = torch.tensor([s.settings.update_strength for s, _ in items], device=x.device, dtype=x.dtype)
-        return (x - delta.view(-1, 1, 1, 1) * grad).detach()
+        return grad.detach()
 
     # -- warm-up --------------------------------------------------------------
 

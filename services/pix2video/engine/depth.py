@@ -2,7 +2,8 @@
 
 As in diffusers' ``StableDiffusionDepth2ImgPipeline.prepare_depth_map``: DPT's
 predicted depth, resized bicubically to the latent size, min-max normalised
-per frame to [-1, 1].
+per frame to [-1, 1]. The authors' script resizes bilinearly instead
+(``resize="bilinear"``, part of ``--preset authors``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelLoadError
+from ..errors import InvalidInput, ModelLoadError
 from .model_set import DepthModels
+
+DEPTH_RESIZE_MODES = ("bicubic", "bilinear")
 
 
 class DepthEstimator:
@@ -26,21 +29,43 @@ class DepthEstimator:
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def __call__(self, frames: np.ndarray, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    def __call__(
+        self, frames: np.ndarray, progress: Callable[[int], None] | None = None, resize: str = "bicubic"
+    ) -> torch.Tensor:
         """(N, H, W, 3) uint8 -> (N, 1, H/8, W/8) float32 depth in [-1, 1].
 
-        ``progress`` (optional) is called with the number of frames done per batch.
+        ``progress`` (optional) is called with the number of frames done per batch;
+        ``resize`` is the interpolation to the latent size (see :func:`normalise_depth`).
         """
+        check_depth_resize(resize)
         m = self.models
         n, height, width = frames.shape[:3]
         size = (height // m.vae_scale_factor, width // m.vae_scale_factor)
         out = []
         for i in range(0, n, self.batch_size):
             chunk = frames[i : i + self.batch_size]
-            out.append(normalise_depth(predict_depth(m, chunk), size))
+            out.append(normalise_depth(predict_depth(m, chunk), size, resize))
             if progress:
                 progress(len(chunk))
         return torch.cat(out)
+
+
+def check_depth_resize(mode: object) -> str:
+    if mode not in DEPTH_RESIZE_MODES:
+        raise InvalidInput(f"depth_resize: must be one of {', '.join(DEPTH_RESIZE_MODES)}; got {mode!r}")
+    return mode
+
+
+def normalise_depth(predicted: torch.Tensor, size: tuple[int, int], resize: str = "bicubic") -> torch.Tensor:
+    """(N, h, w) raw DPT depth -> (N, 1, *size) in [-1, 1], resized with
+    ``resize`` (``bicubic``: diffusers' depth2img; ``bilinear``: the authors')."""
+    check_depth_resize(resize)
+    d = F.interpolate(predicted.unsqueeze(1), size=size, mode=resize, align_corners=False)
+
+    lo = torch.amin(d, dim=[1, 2, 3], keepdim=True)
+    hi = torch.amax(d, dim=[1, 2, 3], keepdim=True)
+    # A constant depth map (a blank frame) would divide by zero; it maps to 0.
+    return torch.where(hi > lo, 2.0 * (d - lo) / (hi - lo).clamp(min=1e-12) - 1.0, torch.zeros_like(d))
 
 
 @torch.no_grad()
@@ -59,12 +84,3 @@ def predict_depth(models: DepthModels, frames: np.ndarray) -> torch.Tensor:
     )
     with ctx:
         return m.depth_estimator(pixels).predicted_depth.float()
-
-
-def normalise_depth(predicted: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, h, w) raw DPT depth -> (N, 1, *size) in [-1, 1]."""
-    d = F.interpolate(predicted.unsqueeze(1), size=size, mode="bicubic", align_corners=False)
-    lo = torch.amin(d, dim=[1, 2, 3], keepdim=True)
-    hi = torch.amax(d, dim=[1, 2, 3], keepdim=True)
-    # A constant depth map (a blank frame) would divide by zero; it maps to 0.
-    return torch.where(hi > lo, 2.0 * (d - lo) / (hi - lo).clamp(min=1e-12) - 1.0, torch.zeros_like(d))

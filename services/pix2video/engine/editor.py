@@ -97,27 +97,47 @@ class Pix2VideoEditor:
 
     # -- sessions -----------------------------------------------------------
 
-    def open_session(self, video: FrameSource, settings: EditSettings) -> EditSession:
-        """Checks the inputs and registers a session; no GPU work until :meth:`tick`."""
+    def open_session(
+        self,
+        video: FrameSource,
+        settings: EditSettings,
+        *,
+        start_frame: int = 0,
+        session_id: int | str | None = None,
+        session_type: type[EditSession] = EditSession,
+        **fields,
+    ) -> EditSession:
+        """Checks the inputs and registers a session; no GPU work until :meth:`tick`.
+
+        ``start_frame``: the first frame to hand out. Frames before it are
+        recomputed (later frames depend on them) at full wavefront width but
+        neither decoded nor returned: editing is deterministic, so a session
+        rebuilt this way continues exactly where another left off.
+        ``session_id``, ``session_type`` and ``fields``: see :meth:`Scheduler.add`.
+        """
         if video.num_frames < 1:
             raise InvalidInput(f"video: has no frames (num_frames={video.num_frames})")
         if settings.num_steps != video.num_steps:
             raise InvalidInput(
                 f"num_steps: must equal the inversion's step count {video.num_steps}, got {settings.num_steps}"
             )
-        return self.scheduler.add(video, settings, self.denoiser.embeddings(settings))
+        if not isinstance(start_frame, int) or not 0 <= start_frame < video.num_frames:
+            raise InvalidInput(f"start_frame: must be in [0, {video.num_frames - 1}], got {start_frame!r}")
+        embeds = self.denoiser.embeddings(settings)
+        session = self.scheduler.add(video, settings, embeds, session_id, session_type, emit_from=start_frame, **fields)
+        return session
 
-    def close_session(self, session_id: int) -> None:
+    def close_session(self, session_id: int | str) -> None:
         """Stops a session's work and frees everything it holds, at once."""
         self.scheduler.remove(session_id)
 
-    def session_bytes(self, session_id: int) -> int:
+    def session_bytes(self, session_id: int | str) -> int:
         """Device memory held by a session's kept features, x0 and frames in flight."""
         return self.scheduler.session_bytes(session_id)
 
-    def edit(self, video: FrameSource, settings: EditSettings) -> Iterator[EditedFrame]:
-        """Edits a whole video, yielding each frame as soon as it is done, in order."""
-        session = self.open_session(video, settings)
+    def edit(self, video: FrameSource, settings: EditSettings, start_frame: int = 0) -> Iterator[EditedFrame]:
+        """Edits a whole video (from ``start_frame``), yielding each frame as soon as it is done, in order."""
+        session = self.open_session(video, settings, start_frame=start_frame)
         try:
             while not session.done:
                 for sid, frame in self.tick():
@@ -133,7 +153,7 @@ class Pix2VideoEditor:
         return self.scheduler.ready_items()
 
     @torch.no_grad()
-    def tick(self) -> list[tuple[int, EditedFrame]]:
+    def tick(self) -> list[tuple[int | str, EditedFrame]]:
         """Advances every ready work item by one denoising step (one UNet call)
         and returns the frames that became available, as (session id, frame)."""
         items = self.scheduler.ready_items()
@@ -144,11 +164,15 @@ class Pix2VideoEditor:
         self.items_done += len(items)
         return self._collect()
 
-    def _collect(self) -> list[tuple[int, EditedFrame]]:
+    def _collect(self) -> list[tuple[int | str, EditedFrame]]:
         """Decodes finished frames (batched per session) and hands them out in frame order."""
         out = []
         timer = self.timer
         for s, ready, finished in self.scheduler.take_finished():
+            keep = [n for n, i in enumerate(ready) if i >= s.emit_from]  # recomputed frames are not decoded
+            ready, finished = [ready[n] for n in keep], [finished[n] for n in keep]
+            if not ready:
+                continue
             start = timer.mark() if timer is not None else None
             latents = torch.stack(finished)
             images = self.denoiser.decode(latents)

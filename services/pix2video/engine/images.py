@@ -7,7 +7,9 @@ downsampling of 8 in the VAE times 8 in the UNet) keeping the aspect ratio:
 - ``crop``: scale to cover the target, then centre-crop (default; nothing is
   squeezed, edges may be lost);
 - ``pad``: scale to fit inside the target, then centre on black borders (the
-  whole picture is kept; the borders are edited too).
+  whole picture is kept; the borders are edited too);
+- ``squash``: scale each side to the target, ignoring the aspect ratio (what
+  the authors' script does: every frame to 512 x 512; ``--preset authors``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from PIL import Image
 
 from ..errors import InvalidInput
 
-RESIZE_MODES = ("crop", "pad")
+RESIZE_MODES = ("crop", "pad", "squash")
 SIZE_MULTIPLE = 64
 MAX_SIDE = 2048
 
@@ -30,9 +32,13 @@ def check_resolution(width: int, height: int) -> None:
 
 
 def fit_frame(frame: np.ndarray, width: int, height: int, mode: str = "crop") -> np.ndarray:
-    """Resizes one (H, W, 3) uint8 frame to (height, width, 3), keeping its aspect ratio."""
+    """Resizes one (H, W, 3) uint8 frame to (height, width, 3), keeping its
+    aspect ratio (``crop``, ``pad``) or not (``squash``)."""
     if mode not in RESIZE_MODES:
         raise InvalidInput(f"resize: must be one of {RESIZE_MODES}, got {mode!r}")
+    if mode == "squash":
+        # PIL's own default filter for resize (bicubic), as the authors' Image.resize((512, 512)) gets it.
+        return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC))
     h, w = frame.shape[:2]
     scale = (max if mode == "crop" else min)(width / w, height / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))

@@ -69,6 +69,7 @@ class Inverter:
         prompt: str,
         num_steps: int = 50,
         progress: Callable[[int], None] | None = None,
+        steps_offset: int | None = None,
     ) -> torch.Tensor:
         """Inverts frames to ``x_T``.
 
@@ -78,12 +79,14 @@ class Inverter:
             prompt: source prompt (caption), used at guidance 1.
             num_steps: inverse DDIM steps (the editor must use the same number).
             progress: called with the number of frames finished after each batch.
+            steps_offset: timestep offset replacing the model's scheduler config's
+                (None: keep it); the editor must use the same (see :class:`DDIMSchedule`).
         Returns:
             (N, 4, H/8, W/8) float32 latents ``x_T``, on the CPU.
         """
         check_num_steps(num_steps)
         m = self.models
-        schedule = DDIMSchedule.from_config(m.scheduler_config, num_steps)
+        schedule = DDIMSchedule.from_config(m.scheduler_config, num_steps, steps_offset)
         emb = encode_prompts(m, [prompt])
         latent_dtype = torch.promote_types(m.dtype, torch.float32)
         out = []

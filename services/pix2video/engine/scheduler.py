@@ -39,14 +39,19 @@ class FeatureKey(NamedTuple):
     :class:`~pix2video.engine.attention.InjectionContext` until every frame
     that references them has passed ``step``."""
 
-    session: int
+    session: int | str
     frame: int
     step: int
     branch: int  # UNCOND or COND
 
 
 class FrameSource(Protocol):
-    """An inverted video, read frame by frame (a store record implements it)."""
+    """An inverted video, read frame by frame (a store record implements it).
+
+    It may also carry ``steps_offset`` (int or None): the DDIM timestep offset
+    it was inverted with; the edit denoises on the same timesteps. Sources
+    without it were inverted with the model's own (see :func:`steps_offset_of`).
+    """
 
     num_frames: int
     num_steps: int
@@ -56,6 +61,11 @@ class FrameSource(Protocol):
 
     def depth(self, index: int) -> torch.Tensor:  # (1, h, w) in [-1, 1]
         ...
+
+
+def steps_offset_of(video: FrameSource) -> int | None:
+    """The timestep offset ``video`` was inverted with; None: the model's scheduler config's."""
+    return getattr(video, "steps_offset", None)
 
 
 def reference_frames(settings: EditSettings, num_frames: int) -> list[tuple[int, ...]]:
@@ -91,14 +101,14 @@ class Flight:
 class EditSession:
     """State of one edit: frames in flight, features and x0 kept for later frames."""
 
-    id: int
+    id: int | str
     video: FrameSource
     settings: EditSettings
     embeds: dict[int, torch.Tensor]  # branch -> (1, tokens, dim)
     refs: list[tuple[int, ...]]
     consumers: list[int]  # per frame: how many later frames reference it
     progress: list[int]  # per frame: denoising steps done
-    paused: bool = False  # set by a server: no work while its client is away or behind
+    emit_from: int = 0  # frames before this are recomputed (their features and x0 are needed) but not decoded
     next_frame: int = 0  # next frame to admit into the flight
     next_out: int = 0  # next frame to hand out, in order
     flight: dict[int, Flight] = field(default_factory=dict)
@@ -121,8 +131,18 @@ class EditSession:
 
     def window(self) -> int:
         # Narrow until the first frame is out (its latency is what a user
-        # waits for), then as wide as the settings allow.
+        # waits for), then as wide as the settings allow. A session rebuilt
+        # from a later frame (emit_from > 0) follows the very same schedule
+        # (anchor alone, then full width), so that on the CPU, its frames are
+        # bitwise those of the run it continues (the anchor alone is a
+        # self-only call, which rounds differently from a batched one).
         return 1 if self.next_out == 0 else self.settings.frames_in_flight
+
+    def runnable(self) -> bool:
+        """Whether the session may advance now; a service's record overrides
+        this with its own rule (back-pressure, a client away), decided on the
+        thread that ticks."""
+        return True
 
     def deps(self, frame: int) -> set[int]:
         d = set(self.refs[frame]) if self.injects else set()
@@ -180,25 +200,39 @@ class Scheduler:
 
     # -- sessions -----------------------------------------------------------
 
-    def add(self, video: FrameSource, settings: EditSettings, embeds: dict[int, torch.Tensor]) -> EditSession:
+    def add(
+        self,
+        video: FrameSource,
+        settings: EditSettings,
+        embeds: dict[int, torch.Tensor],
+        session_id: int | str | None = None,
+        session_type: type[EditSession] = EditSession,
+        **fields,
+    ) -> EditSession:
+        """Registers a session (id: ``session_id``, default the next number), as
+        a ``session_type`` (a subclass of EditSession holding a service's own
+        per-session fields, given in ``fields``)."""
         refs = reference_frames(settings, video.num_frames)
         consumers = [0] * video.num_frames
         for r in refs:
             for j in set(r):
                 consumers[j] += 1
-        session = EditSession(
-            id=next(self._ids),
+        session = session_type(
+            id=next(self._ids) if session_id is None else session_id,
             video=video,
             settings=settings,
             embeds=embeds,
             refs=refs,
             consumers=consumers,
             progress=[0] * video.num_frames,
+            **fields,
         )
+        if session.id in self.sessions:
+            raise ValueError(f"session {session.id!r} is already open")
         self.sessions[session.id] = session
         return session
 
-    def remove(self, session_id: int) -> None:
+    def remove(self, session_id: int | str) -> None:
         """Forgets a session and frees everything it holds, at once."""
         session = self.sessions.pop(session_id, None)
         if session is None:
@@ -210,11 +244,11 @@ class Scheduler:
         session.finished.clear()
         session.pending.clear()
 
-    def feature_keys(self, session_id: int) -> list[FeatureKey]:
+    def feature_keys(self, session_id: int | str) -> list[FeatureKey]:
         """Keys of the features a session holds."""
         return [k for k in self.context.keys if isinstance(k, FeatureKey) and k.session == session_id]
 
-    def session_bytes(self, session_id: int) -> int:
+    def session_bytes(self, session_id: int | str) -> int:
         """Device memory held by a session's kept features, x0 and frames in flight."""
         s = self.sessions[session_id]
         feats = len(self.feature_keys(session_id)) * self.context.slot_bytes(s.latent_size)
@@ -240,7 +274,7 @@ class Scheduler:
         different sizes take turns, tick by tick)."""
         items = []
         for s in self.sessions.values():
-            if s.paused:
+            if not s.runnable():
                 continue
             self._admit(s)
             items += [(s, i) for i in sorted(s.flight) if s.ready(i)]

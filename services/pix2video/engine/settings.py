@@ -4,7 +4,9 @@ Torch-free, so the command line can build its help from these fields' docstrings
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from pix2video_client.options import (
     DEFAULT_GUIDANCE_SCALE,
@@ -47,9 +49,9 @@ class EditSettings:
     inject_layers: str = field(default=DEFAULT_INJECT_LAYERS, metadata={"choices": INJECT_LAYERS})
     """Self-attention layers that inject: decoder (the paper: the UNet's up blocks), all, or none."""
     latent_update: str = field(default=DEFAULT_LATENT_UPDATE, metadata={"choices": LATENT_UPDATES})
-    """Guided latent update toward the previous frame's predicted clean latent: x0 (authors' code: gradient
-    w.r.t. x0, closed form, after the DDIM step), xt (paper eq. 1: gradient w.r.t. x_t through the UNet,
-    before the step), or off."""
+    """Guided latent update toward the previous frame's predicted clean latent, applied to x_{t-1} after the
+    DDIM step: x0 (authors' code: gradient w.r.t. x0, closed form), xt (paper eq. 1: gradient w.r.t. x_t,
+    through the UNet), or off."""
     update_strength: float = DEFAULT_UPDATE_STRENGTH
     """The latent update's step size delta."""
     update_start: float = DEFAULT_UPDATE_START
@@ -62,8 +64,7 @@ class EditSettings:
 
     def __post_init__(self):
         check_prompt(self.prompt, "prompt")
-        if not isinstance(self.negative_prompt, str):
-            raise InvalidInput(f"negative_prompt: must be a string, got {self.negative_prompt!r}")
+        check_prompt(self.negative_prompt, "negative_prompt", allow_empty=True)
         check_num_steps(self.num_steps)
         _check_choice("reference", self.reference, REFERENCES)
         _check_choice("inject_layers", self.inject_layers, INJECT_LAYERS)
@@ -100,3 +101,52 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 def _check_range(name: str, value: object, lo: float, hi: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise InvalidInput(f"{name}: must be a number in [{lo:g}, {hi:g}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of method choices laid over the defaults.
+
+    Each mapping holds field values of one settings class; a value the user
+    gives explicitly wins over the preset's.
+    """
+
+    name: str
+    inversion: Mapping[str, object] = field(default_factory=dict)
+    """Fields of ``pix2video.jobs.InversionSettings``."""
+    edit: Mapping[str, object] = field(default_factory=dict)
+    """Fields of :class:`EditSettings`."""
+    dtype: str | None = None
+    """Model dtype when the runtime's is ``auto`` (None: leave it to the runtime)."""
+
+    def apply(self, settings, part: str, given: set[str] | frozenset[str] = frozenset()):
+        """``settings`` with this preset's ``part`` (``inversion`` or ``edit``)
+        fields set, except those named in ``given``."""
+        values = {k: v for k, v in getattr(self, part).items() if k not in given}
+        return dataclasses.replace(settings, **values) if values else settings
+
+
+PRESETS = {
+    # The paper's method with diffusers' depth2img conventions (cover-crop
+    # resize, bicubic depth, the hub scheduler's steps_offset=1, update on
+    # steps 0..24 of 50, float16 on CUDA).
+    "default": Preset("default"),
+    # What duyguceylan/pix2video's script runs (code/test_cfg.py and
+    # code/video_model_cross_frame_attn.py): every frame squashed to the
+    # working size, depth resized bilinearly, a DDIMScheduler built with
+    # steps_offset=0 (timesteps 980..0), the latent update while i <= 25
+    # (26 of 50 steps: update_end = 26/50), float32. tests/test_oracle_authors.py
+    # holds the engine under this preset to a re-implementation of that loop.
+    "authors": Preset(
+        "authors",
+        inversion={"resize": "squash", "depth_resize": "bilinear", "steps_offset": 0},
+        edit={"update_end": 0.52},
+        dtype="float32",
+    ),
+}
+
+
+def get_preset(name: object) -> Preset:
+    if name not in PRESETS:
+        raise InvalidInput(f"preset: must be one of {', '.join(PRESETS)}; got {name!r}")
+    return PRESETS[name]

@@ -52,3 +52,10 @@ class LocalDiskStore(ObjectStore):
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+    def usage_bytes(self, prefix: str) -> int:
+        """Bytes stored under ``prefix`` (storage quotas)."""
+        path = self._path(prefix.rstrip("/"))
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0

@@ -330,6 +330,13 @@ class S3Store(ObjectStore):
             raise
         return True
 
+    def usage_bytes(self, prefix: str) -> int:
+        """Bytes stored under ``prefix`` (storage quotas; one listing)."""
+        name = self._name(prefix.rstrip("/")) + "/"
+        self.ensure_bucket("usage", prefix)
+        with self._errors("usage", prefix):
+            return sum(o.size or 0 for o in self.client.list_objects(self.settings.bucket, prefix=name, recursive=True))
+
     def delete_prefix(self, prefix: str) -> None:
         key = prefix.rstrip("/")
         name = self._name(key)

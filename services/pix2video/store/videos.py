@@ -115,6 +115,9 @@ class StoredVideo:
         self.manifest = manifest
         self.num_frames = manifest.num_frames
         self.num_steps = manifest.num_steps
+        # The timestep offset the video was inverted with (None: the model's);
+        # an edit must denoise on the same timesteps.
+        self.steps_offset = (manifest.settings or {}).get("steps_offset")
         self._cached: tuple[int, dict[str, torch.Tensor]] | None = None
 
     def _frame(self, index: int) -> dict[str, torch.Tensor]:

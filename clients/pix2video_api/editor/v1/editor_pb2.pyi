@@ -71,24 +71,28 @@ class EditSettings(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., guidance_scale: _Optional[float] = ..., num_steps: _Optional[int] = ..., seed: _Optional[int] = ..., reference: _Optional[_Union[Reference, str]] = ..., inject_layers: _Optional[_Union[InjectLayers, str]] = ..., latent_update: _Optional[_Union[LatentUpdate, str]] = ..., update_strength: _Optional[float] = ..., update_start: _Optional[float] = ..., update_end: _Optional[float] = ..., frames_in_flight: _Optional[int] = ...) -> None: ...
 
 class OpenSession(_message.Message):
-    __slots__ = ("video_id", "settings", "output")
+    __slots__ = ("video_id", "settings", "output", "start_frame")
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    START_FRAME_FIELD_NUMBER: _ClassVar[int]
     video_id: str
     settings: EditSettings
     output: _common_pb2.OutputFormat
-    def __init__(self, video_id: _Optional[str] = ..., settings: _Optional[_Union[EditSettings, _Mapping]] = ..., output: _Optional[_Union[_common_pb2.OutputFormat, _Mapping]] = ...) -> None: ...
+    start_frame: int
+    def __init__(self, video_id: _Optional[str] = ..., settings: _Optional[_Union[EditSettings, _Mapping]] = ..., output: _Optional[_Union[_common_pb2.OutputFormat, _Mapping]] = ..., start_frame: _Optional[int] = ...) -> None: ...
 
 class ResumeSession(_message.Message):
-    __slots__ = ("session_id", "next_frame", "output")
+    __slots__ = ("session_id", "next_frame", "output", "resume_secret")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_SECRET_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     next_frame: int
     output: _common_pb2.OutputFormat
-    def __init__(self, session_id: _Optional[str] = ..., next_frame: _Optional[int] = ..., output: _Optional[_Union[_common_pb2.OutputFormat, _Mapping]] = ...) -> None: ...
+    resume_secret: str
+    def __init__(self, session_id: _Optional[str] = ..., next_frame: _Optional[int] = ..., output: _Optional[_Union[_common_pb2.OutputFormat, _Mapping]] = ..., resume_secret: _Optional[str] = ...) -> None: ...
 
 class CancelSession(_message.Message):
     __slots__ = ()
@@ -105,14 +109,16 @@ class EditRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[OpenSession, _Mapping]] = ..., resume: _Optional[_Union[ResumeSession, _Mapping]] = ..., cancel: _Optional[_Union[CancelSession, _Mapping]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
-    __slots__ = ("session_id", "num_frames", "next_frame")
+    __slots__ = ("session_id", "num_frames", "next_frame", "resume_secret")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
+    RESUME_SECRET_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     num_frames: int
     next_frame: int
-    def __init__(self, session_id: _Optional[str] = ..., num_frames: _Optional[int] = ..., next_frame: _Optional[int] = ...) -> None: ...
+    resume_secret: str
+    def __init__(self, session_id: _Optional[str] = ..., num_frames: _Optional[int] = ..., next_frame: _Optional[int] = ..., resume_secret: _Optional[str] = ...) -> None: ...
 
 class EditedFrame(_message.Message):
     __slots__ = ("index", "image")

@@ -49,9 +49,14 @@ class EditorServiceServicer:
     def Edit(self, request_iterator, context):
         """One edit session per stream. The client sends `open` (or `resume`) first;
         the server answers `opened`, then one `frame` per edited frame in order,
-        then `done`. A `cancel` stops the session's GPU work and frees its state at
-        once. If the stream breaks, the work stops but the state is kept until the
-        idle timeout; a new stream with `resume` continues from `next_frame`.
+        then `done`; a stream that ends without `done` is incomplete. A `cancel`
+        stops the session's GPU work and frees its state at once. If the stream
+        breaks, the work stops and the state is kept for the detach grace; a new
+        stream with `resume` (and the session's resume secret) continues from
+        `next_frame`, and the stream it replaces ends with ABORTED. A client that
+        stops reading is paused, then freed after the stall timeout. Editing is
+        deterministic, so after the replica is lost, `open` with `start_frame`
+        on any replica continues with the very same frames.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Callable, Sequence
 
@@ -197,10 +198,15 @@ def observe_many(histogram, value: float, times: int) -> None:
 
 
 class MetricsEndpoint:
-    """``/metrics`` over HTTP for one registry, in a daemon thread."""
+    """``/metrics`` over HTTP for one registry, in a daemon thread; over HTTPS
+    with ``tls`` (a :class:`~.tls.ServerTls`: its files are re-checked at each
+    connection, so a rotated certificate is served without a restart)."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int):
-        self.httpd, self.thread = start_http_server(port, addr=host or "0.0.0.0", registry=registry)
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, tls=None):
+        if tls is None:
+            self.httpd, self.thread = start_http_server(port, addr=host or "0.0.0.0", registry=registry)
+        else:
+            self.httpd, self.thread = _start_https_server(registry, host or "0.0.0.0", port, tls)
         self.port = self.httpd.server_port
 
     def close(self) -> None:
@@ -209,7 +215,34 @@ class MetricsEndpoint:
         self.thread.join(5)
 
 
-def start_metrics_endpoint(metrics: ServiceMetrics, host: str, port: int) -> MetricsEndpoint | None:
+def _start_https_server(registry: CollectorRegistry, host: str, port: int, tls):
+    """prometheus_client's WSGI server with our own SSLContext (one that
+    follows the certificate files) instead of one built once from paths."""
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import exposition
+
+    class Server(exposition.ThreadingWSGIServer):
+        def get_request(self):
+            tls.changed()  # picks up rotated files before this connection's handshake
+            return super().get_request()
+
+        def handle_error(self, request, client_address):
+            # A failed handshake (plaintext, unknown or missing client
+            # certificate) is the client's problem: one line, no traceback on stderr.
+            log.info("metrics: connection from %s failed: %s", client_address[0], sys.exc_info()[1])
+
+    Server.address_family, addr = exposition._get_best_family(host, port)
+    httpd = make_server(addr, port, exposition.make_wsgi_app(registry), Server, handler_class=exposition._SilentHandler)
+    # The handshake runs in the connection's own thread (at its first read),
+    # so a client that connects and says nothing does not stall the others.
+    httpd.socket = tls.ssl_context().wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd, thread
+
+
+def start_metrics_endpoint(metrics: ServiceMetrics, host: str, port: int, tls=None) -> MetricsEndpoint | None:
     """Serves ``metrics`` on ``host:port`` (0: a free port; -1: not at all).
 
     A port that cannot be opened is logged, not fatal: the service still
@@ -218,7 +251,7 @@ def start_metrics_endpoint(metrics: ServiceMetrics, host: str, port: int) -> Met
     if port < 0:
         return None
     try:
-        return MetricsEndpoint(metrics.registry, host, port)
+        return MetricsEndpoint(metrics.registry, host, port, tls)
     except OSError as exc:
         log.error("%s: metrics endpoint not started: cannot listen on %s:%d (%s)", metrics.service, host, port, exc)
         return None

@@ -1,7 +1,8 @@
 """Typed service settings, read once at start from flags and the environment.
 
 Every field of a settings dataclass is a flag ``--field-name`` and an
-environment variable ``PIX2VIDEO_FIELD_NAME``; a flag wins over the
+environment variable ``PIX2VIDEO_FIELD_NAME`` (a class's ``ENV_ALIASES`` adds
+a standard name, e.g. ``AWS_SECRET_ACCESS_KEY``); a flag wins over the
 environment, which wins over the default. Nothing else reads the environment.
 """
 
@@ -27,8 +28,8 @@ TRACING_KINDS = ("off", "console", "otlp", "memory")
 class ServerSettings:
     """What every service shares."""
 
-    host: str = "0.0.0.0"
-    """Interface to listen on (gRPC and metrics)."""
+    host: str = "127.0.0.1"
+    """Interface to listen on, gRPC and metrics (loopback; the images and the chart set 0.0.0.0)."""
     port: int = 50051
     """gRPC port (0 picks a free one)."""
     max_message_bytes: int = 64 * 1024 * 1024
@@ -46,6 +47,18 @@ class ServerSettings:
     """Where traces go when tracing is otlp."""
     trace_sample_ratio: float = 1.0
     """Share of new traces recorded (a caller's sampling decision, carried in traceparent, is followed)."""
+    tls_cert_file: str = ""
+    """PEM certificate chain this server presents; with tls_key_file, gRPC and metrics are served over TLS."""
+    tls_key_file: str = ""
+    """PEM private key of tls_cert_file (re-read with it when the files change)."""
+    tls_client_ca_file: str = ""
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+    auth_tokens_file: str = ""
+    """File of per-tenant API token hashes ('TENANT sha256:HEX' lines); when set, every call needs a token."""
+    tenant_from_client_cert: bool = False
+    """A call without a token acts for the common name of its client certificate (needs tls_client_ca_file)."""
+    health_port: int = -1
+    """Extra plaintext port serving only gRPC health, for probes that cannot speak TLS (Kubernetes'); -1: none."""
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -66,6 +79,15 @@ class ServerSettings:
             raise InvalidInput(f"max_message_bytes: must be in [1024, 2^31), got {self.max_message_bytes}")
         if self.grace_seconds < 0:
             raise InvalidInput(f"grace_seconds: must be >= 0, got {self.grace_seconds}")
+        if not -1 <= self.health_port <= 65535:
+            raise InvalidInput(f"health_port: must be in [-1, 65535] (-1: none), got {self.health_port}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            which = "tls_key_file" if self.tls_cert_file else "tls_cert_file"
+            raise InvalidInput(f"{which}: tls_cert_file and tls_key_file go together; {which} is not set")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise InvalidInput("tls_client_ca_file: mutual TLS needs TLS: set tls_cert_file and tls_key_file too")
+        if self.tenant_from_client_cert and not self.tls_client_ca_file:
+            raise InvalidInput("tenant_from_client_cert: needs client certificates: set tls_client_ca_file")
 
     @property
     def address(self) -> str:
@@ -154,6 +176,9 @@ def load_settings(
         source = f"--{f.name.replace('_', '-')}"
         if raw is None and env_name(f.name) in env:
             raw, source = env[env_name(f.name)], env_name(f.name)
+        alias = getattr(cls, "ENV_ALIASES", {}).get(f.name)
+        if raw is None and alias and env.get(alias):
+            raw, source = env[alias], alias  # e.g. AWS_SECRET_ACCESS_KEY, the standard name
         if raw is None:
             continue
         try:

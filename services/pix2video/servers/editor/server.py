@@ -10,14 +10,19 @@ import grpc
 from pix2video_api.editor.v1 import editor_pb2 as pb
 from pix2video_api.editor.v1 import editor_pb2_grpc as pb_grpc
 
+from ...engine.checks import check_prompt
 from ...engine.settings import EditSettings
 from ...errors import InvalidInput
+from ...limits import check_session_id, check_video_id
+from ...store import StoredVideo
+from ...store.tenant import TenantStore
+from ...tenancy import current_tenant
 from ..common.convert import array_to_image, check_output_format
 from ..common.metrics import BATCH_BUCKETS
 from ..common.server import RunningServer, start_server
 from ..common.telemetry import Telemetry
 from .settings import EditorServerSettings
-from .worker import EditorWorker, FrameStats, SessionRecord
+from .worker import ENDINGS, EditorWorker, FrameStats, Opened, PermissionDenied, Stream
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EditorService"].full_name
 FRAME_STAGES = ("denoise", "latent_update", "decode", "encode")
@@ -106,29 +111,43 @@ class EditorMetrics:
             "Duration of the editor's batched denoising calls (UNet and DDIM step).",
         )
         worker.on_unet_call = self.on_unet_call
+        ended = m.counter(
+            "pix2video_editor_sessions_ended_total",
+            "Editor sessions ended, by reason: done, cancelled, detach_expired (stream broke, not resumed within the "
+            "detach grace), protocol, stalled (client stopped reading), idle, failed, shutdown.",
+            ["reason"],
+        )
+        self.ended = {reason: ended.labels(reason) for reason in ENDINGS}
+        worker.on_session_end = lambda reason: self.ended[reason].inc()
+        # Gauges read the snapshot the scheduler thread publishes after each turn.
         gauges = (
             ("pix2video_editor_active_sessions", "Open sessions (attached or detached) on this replica.", "active"),
             (
                 "pix2video_editor_detached_sessions",
-                "Open sessions whose client is away (kept until the idle timeout).",
+                "Open sessions whose stream broke (kept for the detach grace, for a resume).",
                 "detached",
             ),
             ("pix2video_editor_frames_in_flight", "Frames being denoised, all sessions.", "in_flight"),
             ("pix2video_editor_queued_frames", "Frames of open sessions waiting to enter the flight.", "queued"),
             ("pix2video_editor_buffered_frames", "Edited frames waiting to be sent to their client.", "buffered"),
+            (
+                "pix2video_editor_feature_slots",
+                "Injected-feature slots preallocated (they grow when short).",
+                "feature_slots",
+            ),
+            ("pix2video_editor_feature_slots_used", "Injected-feature slots held by sessions.", "feature_slots_used"),
+            (
+                "pix2video_editor_host_buffer_bytes",
+                "Host memory held by edited frames kept for sending and replay, all sessions.",
+                "host_buffer_bytes",
+            ),
         )
         for name, doc, key in gauges:
-            m.gauge(name, doc).set_function(lambda key=key: float(worker.gauges().get(key, 0)))
+            m.gauge(name, doc).set_function(lambda key=key: float(getattr(worker.snapshot, key)))
         m.gauge("pix2video_editor_max_sessions", "Most open sessions this replica accepts (max_sessions).").set(
             settings.max_sessions
         )
-        ctx, runner = worker.editor.context, worker.editor.runner
-        m.gauge(
-            "pix2video_editor_feature_slots", "Injected-feature slots preallocated (they grow when short)."
-        ).set_function(lambda: float(ctx.capacity))
-        m.gauge("pix2video_editor_feature_slots_used", "Injected-feature slots held by sessions.").set_function(
-            lambda: float(len(ctx.slot_of))
-        )
+        runner = worker.editor.runner
         m.gauge("pix2video_editor_unet_graphs", "CUDA graphs of the UNet captured on this replica.").set_function(
             lambda: float(runner.warm.graphs)
         )
@@ -141,7 +160,7 @@ class EditorMetrics:
         self.unet_batch.observe(items)
         self.unet_seconds.observe(seconds)
 
-    def frame_sent(self, rec: SessionRecord, index: int, stats: FrameStats, encode: float, parent) -> None:
+    def frame_sent(self, session_id: str, index: int, stats: FrameStats, encode: float, parent) -> None:
         """A frame went out: its stage times, its total, its end-to-end latency and its span."""
         end = time.perf_counter()
         parts = {
@@ -155,7 +174,7 @@ class EditorMetrics:
         self.frame_seconds.observe(sum(parts.values()))
         self.latency.observe(end - stats.started)
         if self.tracing.enabled:
-            attributes = {"pix2video.session_id": rec.id, "pix2video.frame.index": index}
+            attributes = {"pix2video.session_id": session_id, "pix2video.frame.index": index}
             attributes.update({f"pix2video.frame.{k}_seconds": v for k, v in parts.items()})
             self.tracing.record("edit frame", stats.started, end, attributes, parent=parent)
 
@@ -166,86 +185,106 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
         self.settings = settings
         self.metrics = metrics or EditorMetrics(Telemetry(settings, "editor"), worker, settings)
 
-    async def _first(self, requests) -> tuple[SessionRecord, object]:
+    async def _first(self, requests, stream: Stream, tenant: str) -> tuple[Opened, object, bool]:
+        """Reads the first request and opens or resumes its session: (what the
+        stream sends first, the output format, whether it is a new session)."""
         try:
             first = await requests.__anext__()
         except StopAsyncIteration:
             raise InvalidInput("open: the first request must be open or resume") from None
         kind = first.WhichOneof("kind")
+        worker = self.worker
         if kind == "open":
             msg = first.open
             check_output_format(msg.output, "open.output")
-            rec = await asyncio.to_thread(
-                self.worker.open,
-                msg.video_id,
-                lambda steps: settings_from_proto(msg.settings, steps, self.settings.frames_in_flight),
-            )
-            return rec, msg.output
+            video_id = check_video_id(msg.video_id, "open.video_id")
+            # Length limits before any work: what encoding costs is bounded.
+            check_prompt(msg.settings.prompt, "open.settings.prompt")
+            check_prompt(msg.settings.negative_prompt, "open.settings.negative_prompt", allow_empty=True)
+            # The video through the tenant's view of the store: another tenant's is NOT_FOUND.
+            store = TenantStore(worker.store_io, tenant)
+            video = await asyncio.to_thread(StoredVideo, store, video_id)
+            settings = settings_from_proto(msg.settings, video.num_steps, self.settings.frames_in_flight)
+            if not 0 <= msg.start_frame < video.num_frames:
+                raise InvalidInput(f"open.start_frame: must be in [0, {video.num_frames - 1}], got {msg.start_frame}")
+            opened = await worker.run(worker.open, tenant, video, settings, stream, msg.start_frame)
+            return opened, msg.output, True
         if kind == "resume":
             msg = first.resume
             check_output_format(msg.output, "resume.output")
-            return await asyncio.to_thread(self.worker.resume, msg.session_id, msg.next_frame), msg.output
+            session_id = check_session_id(msg.session_id, "resume.session_id")
+            opened = await worker.run(worker.resume, tenant, session_id, msg.resume_secret, msg.next_frame, stream)
+            return opened, msg.output, False
         raise InvalidInput("open: the first request must be open or resume")
 
     async def Edit(self, request_iterator, context):
         opened_at = time.perf_counter()
-        metrics = self.metrics
+        metrics, worker = self.metrics, self.worker
         span = metrics.tracing.current_span()  # the call's server span: parent of the frame spans
         requests = request_iterator.__aiter__()
-        with metrics.tracing.span("open session"):
-            rec, output = await self._first(requests)
-        first_pending = rec.sent == 0 and rec.num_produced == 0
-        stream = rec.stream
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-        rec.wake = lambda: loop.call_soon_threadsafe(wake.set)
-        problem: list[str] = []
+        stream = Stream(asyncio.get_running_loop())
+        tenant = current_tenant()  # on the loop, in the call's context; handed to the scheduler explicitly
+        try:
+            with metrics.tracing.span("open session"):
+                opened, output, new = await self._first(requests, stream, tenant)
+        except PermissionDenied as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        sid = opened.session_id
 
         async def read_rest():
             async for req in requests:
-                if req.WhichOneof("kind") == "cancel":
-                    await asyncio.to_thread(self.worker.cancel, rec)
-                else:
-                    problem.append(f"{req.WhichOneof('kind')}: only cancel may follow open or resume")
-                wake.set()
+                kind = req.WhichOneof("kind")
+                if kind == "cancel":
+                    worker.call(worker.cancel, sid, stream)
+                    return
+                # Anything else (a second open, say) breaks the protocol: freed at once.
+                worker.call(worker.violation, sid, stream)
+                stream.queue.put_nowait(("end", "INVALID_ARGUMENT", f"{kind}: only cancel may follow open or resume"))
+                return
 
         reader = asyncio.ensure_future(read_rest())
-        finished = False
+        ended = False  # the session ended (or the stream was told to stop): nothing to detach
         try:
             yield pb.EditResponse(
-                opened=pb.SessionOpened(session_id=rec.id, num_frames=rec.num_frames, next_frame=rec.sent)
+                opened=pb.SessionOpened(
+                    session_id=sid,
+                    num_frames=opened.num_frames,
+                    next_frame=opened.next_frame,
+                    resume_secret=opened.resume_secret,
+                )
             )
-            while True:
-                for index, image, stats in self.worker.take(rec):
-                    encode_start = time.perf_counter()
-                    msg = await asyncio.to_thread(array_to_image, image, output)
-                    encode = time.perf_counter() - encode_start
-                    yield pb.EditResponse(frame=pb.EditedFrame(index=index, image=msg))
-                    if stats is not None:
-                        metrics.frame_sent(rec, index, stats, encode, span)
-                    if first_pending:
-                        first_pending = False
-                        metrics.first_frame.observe(time.perf_counter() - opened_at)
-                    await asyncio.to_thread(self.worker.mark_sent, rec, index + 1)
-                if problem:
-                    raise InvalidInput(problem[0])
-                if rec.sent >= rec.num_frames:
-                    finished = True
-                    yield pb.EditResponse(done=pb.SessionDone(num_frames=rec.num_frames))
-                    return
-                if rec.closed:  # cancelled (or timed out): end the stream
-                    finished = True
-                    return
-                if rec.stream != stream:  # a resume took the session over
-                    return
-                await wake.wait()
-                wake.clear()
+            first_pending = new
+            next_index = opened.next_frame
+            while next_index < opened.num_frames:
+                item = await stream.queue.get()
+                if item[0] == "end":
+                    ended = True
+                    _, status, message = item
+                    if status is None:  # cancelled: the client asked for the end
+                        return
+                    await context.abort(getattr(grpc.StatusCode, status), message)
+                _, index, image, stats = item
+                if index != next_index:  # a replay overlapping what this stream sent: skip it
+                    continue
+                encode_start = time.perf_counter()
+                msg = await asyncio.to_thread(array_to_image, image, output)
+                encode = time.perf_counter() - encode_start
+                yield pb.EditResponse(frame=pb.EditedFrame(index=index, image=msg))
+                next_index = index + 1
+                worker.call(worker.ack, sid, stream, next_index)
+                if stats is not None:
+                    metrics.frame_sent(sid, index, stats, encode, span)
+                if first_pending:
+                    first_pending = False
+                    metrics.first_frame.observe(time.perf_counter() - opened_at)
+            ended = True
+            yield pb.EditResponse(done=pb.SessionDone(num_frames=opened.num_frames))
         finally:
             reader.cancel()
-            if not finished and not rec.closed:
-                # The client went away (or broke the protocol): stop the work,
-                # keep the state for a resume until the idle timeout.
-                self.worker.detach(rec, stream)
+            if not ended:
+                # The client went away (cancelled or broken stream): the work
+                # stops, the state is kept for the detach grace (a resume).
+                worker.call(worker.detach, sid, stream)
 
 
 async def build(settings: EditorServerSettings, worker: EditorWorker | None = None) -> RunningServer:

@@ -14,7 +14,8 @@ class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelSer
     """Settings of the editor service.
 
     max_sessions: open sessions (attached or detached) per replica.
-    idle_timeout_seconds: a session whose client went away is freed after this.
+    idle_timeout_seconds: a session that made no progress (no frame made or
+        sent, no client attached) for this long is freed, whatever its state.
     frames_in_flight: default wavefront width when a request leaves it 0.
     max_batch_items: most frames in one batched UNet call, all sessions together.
     buffered_frames: frames a session may run ahead of its client before it
@@ -36,6 +37,12 @@ class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelSer
     buffered_frames: int = 8
     replica_name: str = ""
     feature_slots: int = 512
+    detach_grace_seconds: float = 30.0
+    """Keep a session whose stream broke (client killed, channel closed) this long for a resume, then free it."""
+    stall_timeout_seconds: float = 120.0
+    """Free an attached session whose client has not read a frame for this long."""
+    max_sessions_per_tenant: int = 0
+    """Most open sessions one tenant may hold on this replica (0: no limit but max_sessions)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -46,7 +53,13 @@ class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelSer
                 raise InvalidInput(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 1 <= self.frames_in_flight <= MAX_FRAMES_IN_FLIGHT:
             raise InvalidInput(f"frames_in_flight: must be in [1, {MAX_FRAMES_IN_FLIGHT}], got {self.frames_in_flight}")
-        if self.idle_timeout_seconds <= 0:
-            raise InvalidInput(f"idle_timeout_seconds: must be > 0, got {self.idle_timeout_seconds}")
+        for name in ("idle_timeout_seconds", "detach_grace_seconds", "stall_timeout_seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise InvalidInput(f"{name}: must be a number of seconds > 0, got {value!r}")
+        if not isinstance(self.max_sessions_per_tenant, int) or self.max_sessions_per_tenant < 0:
+            raise InvalidInput(
+                f"max_sessions_per_tenant: must be an integer >= 0, got {self.max_sessions_per_tenant!r}"
+            )
         if "." in self.replica_name or "/" in self.replica_name:
             raise InvalidInput(f"replica_name: must not contain '.' or '/', got {self.replica_name!r}")

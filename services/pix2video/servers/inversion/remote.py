@@ -13,6 +13,7 @@ import torch
 from pix2video_api.caption.v1 import caption_pb2, caption_pb2_grpc
 from pix2video_api.common.v1 import common_pb2
 from pix2video_api.depth.v1 import depth_pb2, depth_pb2_grpc
+from pix2video_client.security import TokenInterceptor
 
 from ...errors import Unavailable
 from ..common.convert import msg_to_array
@@ -36,14 +37,31 @@ class RemoteStages:
         timeout: float,
         max_message_bytes: int,
         wrap_channel: Callable[[grpc.Channel], grpc.Channel] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: Callable[[], str] | None = None,
+        server_name: str = "",
     ):
         """``wrap_channel``: applied to each channel (tracing: client spans and
-        the W3C ``traceparent`` of the current span in every call's metadata)."""
+        the W3C ``traceparent`` of the current span in every call's metadata).
+        ``credentials``: TLS (None: plaintext); ``server_name``: the name to
+        verify in their certificates when not the address's host; ``token``:
+        returns the API token sent to both (None: none)."""
         opts = channel_options(max_message_bytes)
         wrap = wrap_channel or (lambda channel: channel)
+
+        def make(address: str) -> grpc.Channel:
+            if credentials is not None:
+                name = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+                channel = grpc.secure_channel(address, credentials, options=opts + name)
+            else:
+                channel = grpc.insecure_channel(address, options=opts)
+            if token is not None:
+                channel = grpc.intercept_channel(channel, TokenInterceptor(token))
+            return wrap(channel)
+
         self.depth_address, self.caption_address = depth_address, caption_address
-        self._depth = depth_pb2_grpc.DepthServiceStub(wrap(grpc.insecure_channel(depth_address, options=opts)))
-        self._caption = caption_pb2_grpc.CaptionServiceStub(wrap(grpc.insecure_channel(caption_address, options=opts)))
+        self._depth = depth_pb2_grpc.DepthServiceStub(make(depth_address))
+        self._caption = caption_pb2_grpc.CaptionServiceStub(make(caption_address))
         self.timeout = timeout
 
     def depth(self, frames: np.ndarray) -> torch.Tensor:

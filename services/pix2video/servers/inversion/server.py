@@ -1,4 +1,9 @@
-"""InversionService: protobuf <-> domain only; the work is in the worker."""
+"""InversionService: protobuf <-> domain only; the work is in the worker.
+
+Every store access of a call (its upload key, the cache lookup, the video it
+writes, GetVideo) goes through the calling tenant's view of the store, so
+one tenant's videos do not exist for another (NOT_FOUND, and ``cached=False``
+when B inverts a clip A already has)."""
 
 from __future__ import annotations
 
@@ -15,11 +20,15 @@ from pix2video_api.inversion.v1 import inversion_pb2 as pb
 from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
 from pix2video_client.enums import RESIZE, STAGE, from_proto
 from pix2video_client.options import DEFAULT_HEIGHT, DEFAULT_NUM_STEPS, DEFAULT_WIDTH
+from pix2video_client.security import TokenFile, channel_credentials
 
 from ...errors import InvalidInput, NotFound
 from ...jobs import InversionSettings
 from ...limits import MAX_FILE_NAME, check_object_key, check_text, check_video_id, echo
+from ...quotas import ConcurrencyQuota, CountedStore, StorageQuota
 from ...store import read_manifest
+from ...store.tenant import TenantStore, tenant_prefix
+from ...tenancy import current_tenant
 from ..common.metrics import BATCH_BUCKETS, observe_many
 from ..common.server import RunningServer, start_server
 from ..common.telemetry import Telemetry
@@ -119,8 +128,19 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         self.stages = stages
         self.settings = settings
         self.metrics = metrics or InversionMetrics(Telemetry(settings, "inversion"))
+        self.running_quota = ConcurrencyQuota("max_inversions_per_tenant", settings.max_inversions_per_tenant)
+        self.storage_quota = StorageQuota(
+            "max_stored_bytes_per_tenant",
+            settings.max_stored_bytes_per_tenant,
+            lambda tenant: self.worker.store.usage_bytes(tenant_prefix(tenant)),
+        )
 
-    async def _receive_file(self, start: pb.InvertStart, requests, folder: str) -> str:
+    def tenant_store(self) -> TenantStore:
+        """The calling tenant's view of the store (its writes counted for its quota)."""
+        tenant = current_tenant()
+        return TenantStore(CountedStore(self.worker.store_io, self.storage_quota, tenant), tenant)
+
+    async def _receive_file(self, start: pb.InvertStart, requests, folder: str, store) -> str:
         """The video as a local file: the upload's chunks, or the store object.
 
         The file's name is fixed: the client's file name is only a label (the
@@ -129,7 +149,7 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         if start.HasField("object_key"):
             key = check_object_key(start.object_key, "start.object_key")
             try:
-                data = await asyncio.to_thread(self.worker.store_io.get, key)
+                data = await asyncio.to_thread(store.get, key)
             except NotFound as exc:
                 raise NotFound(f"start.object_key: no object {echo(key)}", detail=exc.detail) from None
             except InvalidInput as exc:
@@ -182,6 +202,18 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
             raise InvalidInput("start: the first request must be start")
         start = first.start
         settings = settings_from_proto(start.settings)
+        tenant, store = current_tenant(), self.tenant_store()
+        await asyncio.to_thread(self.storage_quota.check, tenant)
+        release = self.running_quota.acquire(tenant)
+        jobs: list = []  # _run puts the job here once started; from then on the job holds the slot
+        try:
+            async for response in self._run(start, settings, requests, store, release, jobs):
+                yield response
+        finally:
+            if not jobs:
+                release()
+
+    async def _run(self, start, settings, requests, store, release, jobs: list):
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 
@@ -191,7 +223,7 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
         with tempfile.TemporaryDirectory(prefix="pix2video-upload-") as folder:
             progress("decode", 0, 0)
             with self.metrics.stage("receive"):
-                path = await self._receive_file(start, requests, folder)
+                path = await self._receive_file(start, requests, folder, store)
             job = asyncio.ensure_future(
                 asyncio.to_thread(
                     self.worker.invert_file,
@@ -203,8 +235,12 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
                     progress,
                     self.metrics.stage,
                     self.metrics.on_batch,
+                    store=store,
                 )
             )
+            # The tenant's slot is held until the job ends, even after its client left.
+            jobs.append(job)
+            job.add_done_callback(lambda _job: release())
             try:
                 while not (job.done() and events.empty()):
                     getter = asyncio.ensure_future(events.get())
@@ -223,10 +259,22 @@ class InversionServicer(pb_grpc.InversionServiceServicer):
 
     async def GetVideo(self, request, context):
         video_id = check_video_id(request.video_id)
-        manifest = await asyncio.to_thread(read_manifest, self.worker.store_io, video_id)
+        manifest = await asyncio.to_thread(read_manifest, self.tenant_store(), video_id)
         if manifest is None:
             raise NotFound(f"video_id: no inverted video {video_id!r}")
         return video_info(manifest, cached=True)
+
+
+def upstream_security(settings: InversionServerSettings) -> dict:
+    """TLS credentials, server name and token for the calls to depth and caption."""
+    try:
+        credentials = channel_credentials(
+            settings.upstream_tls_ca_file, settings.upstream_tls_cert_file, settings.upstream_tls_key_file
+        )
+        token = TokenFile(settings.upstream_token_file) if settings.upstream_token_file else None
+    except ValueError as exc:
+        raise InvalidInput(f"upstream_{exc}") from None
+    return dict(credentials=credentials, token=token, server_name=settings.upstream_tls_server_name)
 
 
 async def build(settings: InversionServerSettings, worker: InversionWorker | None = None) -> RunningServer:
@@ -239,6 +287,7 @@ async def build(settings: InversionServerSettings, worker: InversionWorker | Non
         settings.call_timeout_seconds,
         settings.max_message_bytes,
         wrap_channel=telemetry.tracing.instrument_channel,
+        **upstream_security(settings),
     )
     servicer = InversionServicer(worker, stages, settings, InversionMetrics(telemetry))
 

@@ -15,6 +15,7 @@ import torch
 from ...engine.inversion import Inverter
 from ...errors import InvalidInput
 from ...jobs import InversionResult, InversionSettings, invert_video, model_identity, prepare_frames
+from ...store.base import ObjectStore
 from ...video import read_video
 from ..common.models import load_models
 from .settings import InversionServerSettings
@@ -64,10 +65,13 @@ class InversionWorker:
         progress: Progress,
         stage: StageHook | None = None,
         on_batch: BatchHook | None = None,
+        store: ObjectStore | None = None,
     ) -> InversionResult:
         """Decodes a video file and inverts it into the store (a cache hit when known).
 
         ``stage`` and ``on_batch`` are optional timing hooks (see their types).
+        ``store``: where the cache is looked up and the video written (the
+        server passes the calling tenant's view; default ``store_io``).
         """
         stage = stage or _no_stage
         with stage("decode"):
@@ -117,7 +121,7 @@ class InversionWorker:
             return invert_video(
                 prepared,
                 settings,
-                store=self.store_io,
+                store=self.store_io if store is None else store,
                 model_identity=model_identity(self.models),
                 depth_fn=in_stage("depth", depth_fn),
                 caption_fn=in_stage("caption", caption_fn),
