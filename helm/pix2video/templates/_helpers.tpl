@@ -71,13 +71,14 @@ booleans as true/false, the rest as text. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* Image of a service; call with (list $ "depth"). */}}
+{{/* Image of a service; call with (list $ "depth"). One image (pix2video) holds
+the four services unless the service names its own repository. */}}
 {{- define "pix2video.image" -}}
 {{- $root := index . 0 -}}
 {{- $svc := index $root.Values (index . 1) -}}
 {{- $repo := $svc.image.repository -}}
 {{- if not $repo -}}
-{{- $repo = printf "pix2video-%s" (index . 1) -}}
+{{- $repo = "pix2video" -}}
 {{- with $root.Values.image.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end -}}
 {{- end -}}
 {{- printf "%s:%s" $repo (default (default $root.Chart.AppVersion $root.Values.image.tag) $svc.image.tag) -}}
@@ -272,6 +273,8 @@ spec:
     - name: {{ $name }}
       image: {{ include "pix2video.image" . | quote }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      # The image's entrypoint is the pix2video CLI; the command picks the service.
+      args: [serve, {{ $name }}]
       securityContext:
         {{- toYaml $root.Values.containerSecurityContext | nindent 8 }}
       ports:

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds the pix2video image (deploy/docker/Dockerfile) with no container registry:
+#
+#   deploy/docker/build-local.sh [--tag IMAGE] [--model-sets "tiny ..."] [--torch-version V]
+#
+# - engine: docker where a daemon answers, else podman (buildah underneath);
+# - base: a Debian bookworm rootfs made with mmdebstrap (python3, python3-venv,
+#   ca-certificates), imported as localhost/pix2video-base:bookworm;
+# - wheels: torch and the project's requirements, built/downloaded on this host
+#   with its pip (so its Python must be the base's, 3.11), served to the build from a
+#   local index on 127.0.0.1 (the build runs with --network host).
+# The base rootfs, the wheels and the engine's layer cache are kept between runs
+# (PIX2VIDEO_BUILD_CACHE, default /var/cache/pix2video-build); a cold run needs
+# only Debian's mirror and the host's pip index. Prints the image's size at the end.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+tag="localhost/pix2video:dev" model_sets="tiny" torch_version="2.13.0"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tag) tag="$2"; shift 2 ;;
+    --model-sets) model_sets="$2"; shift 2 ;;
+    --torch-version) torch_version="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "build-local.sh: unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+cache="${PIX2VIDEO_BUILD_CACHE:-/var/cache/pix2video-build}"
+python="${PYTHON:-python3}"
+base="localhost/pix2video-base:bookworm"
+mkdir -p "$cache/wheels"
+
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  engine=docker
+  export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}"  # BuildKit's host network needs an entitlement
+elif command -v podman >/dev/null; then
+  engine=podman
+else
+  echo "build-local.sh: neither a running docker nor podman found" >&2
+  exit 1
+fi
+
+if [ "$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != 3.11 ]; then
+  echo "build-local.sh: $python is not Python 3.11 (bookworm's), its wheels would not fit the image" >&2
+  exit 1
+fi
+
+# 1. The base image, once.
+if ! "$engine" image inspect "$base" >/dev/null 2>&1; then
+  if [ ! -s "$cache/rootfs.tar" ]; then
+    echo "build-local.sh: mmdebstrap bookworm base" >&2
+    mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+      bookworm "$cache/rootfs.tar.part"
+    mv "$cache/rootfs.tar.part" "$cache/rootfs.tar"
+  fi
+  "$engine" import --change 'CMD ["/bin/bash"]' "$cache/rootfs.tar" "$base" >/dev/null
+fi
+
+# 2. The wheels: torch, the third-party requirements of both pyproject files, and
+#    the build backend of the project's own packages (installed with no isolation).
+requirements="$cache/requirements.txt"
+"$python" - pyproject.toml clients/pyproject.toml >"$requirements" <<'EOF'
+import sys, tomllib
+for f in sys.argv[1:]:
+    for r in tomllib.load(open(f, "rb"))["project"]["dependencies"]:
+        if not r.startswith(("torch", "pix2video")):
+            print(r)
+EOF
+echo "build-local.sh: wheels into $cache/wheels" >&2
+"$python" -m pip wheel -q --wheel-dir "$cache/wheels" --find-links "$cache/wheels" \
+  "torch==$torch_version" -r "$requirements" setuptools==80.9.0 wheel==0.45.1
+
+# The index URL is a build argument, and a changed build argument invalidates the
+# layer cache of every RUN after it: a fixed port (the first free one from
+# PIX2VIDEO_WHEELS_PORT, default 18765) keeps the cache across runs.
+port="$("$python" -c '
+import socket, sys
+for port in range(int(sys.argv[1]), int(sys.argv[1]) + 100):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+' "${PIX2VIDEO_WHEELS_PORT:-18765}")"
+"$python" -m http.server --bind 127.0.0.1 --directory "$cache/wheels" "$port" >/dev/null 2>&1 &
+server=$!
+context="$(mktemp -d)"
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$context"' EXIT
+for _ in $(seq 50); do
+  "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break
+  sleep 0.1
+done
+
+# 3. The build context: only what the image installs (the .dockerignore list), so
+#    every engine sees the same files whatever it makes of ignore files.
+tar -c --exclude=__pycache__ --exclude='*.py[cod]' --exclude='*.egg-info' --exclude=build --exclude=dist \
+  pyproject.toml README.md services clients deploy/docker/models deploy/docker/Dockerfile | tar -x -C "$context"
+
+echo "build-local.sh: $engine build $tag" >&2
+"$engine" build --network host -f "$context/deploy/docker/Dockerfile" -t "$tag" \
+  --build-arg BASE_IMAGE="$base" \
+  --build-arg WHEELS_URL="http://127.0.0.1:$port/" \
+  --build-arg TORCH_VERSION="$torch_version" \
+  --build-arg MODEL_SETS="$model_sets" \
+  "$context"
+size="$("$engine" image inspect --format '{{.Size}}' "$tag")"
+echo "build-local.sh: built $tag, $((size / 1000000)) MB" >&2
