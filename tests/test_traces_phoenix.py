@@ -70,7 +70,7 @@ class Phoenix:
 def phoenix(tmp_path_factory):
     venv = os.environ.get(VENV_ENV)
     if not venv:
-        pytest.skip(f"{VENV_ENV} not set: no Phoenix virtualenv (.ci/run makes one; CI fails instead)")
+        pytest.skip(f"{VENV_ENV} not set: no Phoenix virtualenv (PIX2VIDEO_CI_TRACES=1 .ci/run makes one)")
     binary = Path(venv) / "bin" / "phoenix"
     assert binary.exists(), f"{VENV_ENV}={venv} has no bin/phoenix"
     work = tmp_path_factory.mktemp("phoenix")
