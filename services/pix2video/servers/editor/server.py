@@ -9,6 +9,7 @@ import grpc
 
 from pix2video_api.editor.v1 import editor_pb2 as pb
 from pix2video_api.editor.v1 import editor_pb2_grpc as pb_grpc
+from pix2video_client.enums import INJECT_LAYERS_VALUE, LATENT_UPDATE, REFERENCE, from_proto
 
 from ...engine.checks import check_prompt
 from ...engine.settings import EditSettings
@@ -28,31 +29,13 @@ from .worker import ENDINGS, EditorWorker, FrameStats, Opened, PermissionDenied,
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EditorService"].full_name
 FRAME_STAGES = ("denoise", "latent_update", "decode", "encode")
 
-REFERENCE = {
-    pb.REFERENCE_UNSPECIFIED: "anchor+previous",
-    pb.REFERENCE_ANCHOR_PREVIOUS: "anchor+previous",
-    pb.REFERENCE_ANCHOR: "anchor",
-    pb.REFERENCE_PREVIOUS: "previous",
-    pb.REFERENCE_ANCHOR_RANDOM: "anchor+random",
-}
-LAYERS = {
-    pb.INJECT_LAYERS_UNSPECIFIED: "decoder",
-    pb.INJECT_LAYERS_DECODER: "decoder",
-    pb.INJECT_LAYERS_ALL: "all",
-    pb.INJECT_LAYERS_NONE: "none",
-}
-UPDATE = {
-    pb.LATENT_UPDATE_UNSPECIFIED: "x0",
-    pb.LATENT_UPDATE_X0: "x0",
-    pb.LATENT_UPDATE_XT: "xt",
-    pb.LATENT_UPDATE_OFF: "off",
-}
 
-
-def _enum(table: dict, value: int, field: str) -> str:
-    if value not in table:
-        raise InvalidInput(f"settings.{field}: unknown value {value}")
-    return table[value]
+def _enum(table: dict[str, int], value: int, field: str) -> str:
+    # The SDK's tables (pix2video_client.enums) are the one definition of these names.
+    try:
+        return from_proto(table, value, field)
+    except ValueError as exc:
+        raise InvalidInput(f"settings.{exc}") from None
 
 
 def settings_from_proto(msg: pb.EditSettings, video_steps: int, default_in_flight: int) -> EditSettings:
@@ -62,8 +45,8 @@ def settings_from_proto(msg: pb.EditSettings, video_steps: int, default_in_fligh
         negative_prompt=msg.negative_prompt,
         seed=msg.seed,
         reference=_enum(REFERENCE, msg.reference, "reference"),
-        inject_layers=_enum(LAYERS, msg.inject_layers, "inject_layers"),
-        latent_update=_enum(UPDATE, msg.latent_update, "latent_update"),
+        inject_layers=_enum(INJECT_LAYERS_VALUE, msg.inject_layers, "inject_layers"),
+        latent_update=_enum(LATENT_UPDATE, msg.latent_update, "latent_update"),
         num_steps=msg.num_steps if msg.HasField("num_steps") else video_steps,
         frames_in_flight=msg.frames_in_flight or default_in_flight,
     )
