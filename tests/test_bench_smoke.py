@@ -27,4 +27,4 @@ def test_benchmark_smoke_mode_writes_the_table(tmp_path):
     # The ceiling beside every row: TFLOP/s and the fraction of the peak measured in the run.
     assert "| TFLOP/s | of fp16 peak |" in text and "matmul probe" in text and "FlopCounterMode" in text
     assert "fp8 drift" in text and "long edit" in text
-    assert "inversion:" in text and "depth:" in text and "session memory" in text and "warm-up" in text
+    assert "- inversion (" in text and "depth:" in text and "session memory" in text and "warm-up" in text
