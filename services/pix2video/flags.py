@@ -19,13 +19,8 @@ import ast
 import dataclasses
 import functools
 import inspect
-import re
 import textwrap
 from typing import Any
-
-# A class docstring entry "name: text" or "name1, name2: text" (older classes
-# not yet converted to attribute docstrings; see _docstring_entries).
-_ENTRY = re.compile(r"^\s*([a-z_][a-z0-9_]*(?:\s*,\s*[a-z_][a-z0-9_]*)*)\s*:\s+(\S.*)$")
 
 
 @functools.cache
@@ -46,8 +41,7 @@ def _own_docs(klass: type) -> dict[str, str]:
     node = next((n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)), None)
     if node is None:
         return {}
-    names = {a.target.id for a in node.body if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)}
-    docs = {k: v for k, v in _docstring_entries(ast.get_docstring(node) or "").items() if k in names}
+    docs: dict[str, str] = {}
     for stmt, after in zip(node.body, node.body[1:], strict=False):  # neighbours: one shorter
         if (
             isinstance(stmt, ast.AnnAssign)
@@ -58,28 +52,6 @@ def _own_docs(klass: type) -> dict[str, str]:
         ):
             docs[stmt.target.id] = " ".join(after.value.value.split())
     return docs
-
-
-def _docstring_entries(doc: str) -> dict[str, str]:
-    """``name: text`` entries of a class docstring, continuation lines joined.
-
-    Only for settings classes that still document their fields this way (the
-    editor service's, being rewritten); an attribute docstring wins over it.
-    """
-    out: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in doc.splitlines():
-        m = _ENTRY.match(line)
-        if m:
-            current = [m.group(2)]
-            for name in re.split(r"\s*,\s*", m.group(1)):
-                out[name] = current
-        elif current is not None and line.strip() and line.startswith((" ", "\t")):
-            current.append(line.strip())
-        else:
-            current = None
-    joined = {k: " ".join(" ".join(v).split()) for k, v in out.items()}
-    return {k: v[:1].upper() + v[1:] for k, v in joined.items()}
 
 
 def show_default(value: Any) -> str:

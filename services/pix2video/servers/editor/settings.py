@@ -11,32 +11,24 @@ from ..common.store_settings import StoreSettingsMixin
 
 @dataclass(frozen=True)
 class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelServerSettings):
-    """Settings of the editor service.
-
-    max_sessions: open sessions (attached or detached) per replica.
-    idle_timeout_seconds: a session that made no progress (no frame made or
-        sent, no client attached) for this long is freed, whatever its state.
-    frames_in_flight: default wavefront width when a request leaves it 0.
-    max_batch_items: most frames in one batched UNet call, all sessions together.
-    buffered_frames: frames a session may run ahead of its client before it
-        pauses (back-pressure), and frames kept for replay after a reconnect.
-    replica_name: prefix of session ids (the pod name in Kubernetes), so that
-        a reconnecting client can be routed to the replica that holds its state.
-    feature_slots: injected-feature slots preallocated on the device (about
-        14 MB each at 512x512 for decoder injection; a session at 50 steps
-        holds about 100 plus 4 per frame in flight); they grow if short, at
-        the cost of recapturing the UNet graphs.
-    """
+    """Settings of the editor service."""
 
     port: int = 50064
     metrics_port: int = 9464
     max_sessions: int = 16
+    """Open sessions (attached or detached) per replica."""
     idle_timeout_seconds: float = 300.0
+    """Free a session that made no progress (no frame made or sent, no client attached) for this long."""
     frames_in_flight: int = 4
+    """Default wavefront width when a request leaves it 0."""
     max_batch_items: int = 64
+    """Most frames in one batched UNet call, all sessions together."""
     buffered_frames: int = 8
+    """Frames a session may run ahead of its client (back-pressure); also sent frames kept for replay."""
     replica_name: str = ""
+    """Prefix of session ids (the pod name): a reconnecting client reaches the replica holding its state."""
     feature_slots: int = 512
+    """Injected-feature slots preallocated on the device (about 14 MB each at 512x512); growth recaptures graphs."""
     detach_grace_seconds: float = 30.0
     """Keep a session whose stream broke (client killed, channel closed) this long for a resume, then free it."""
     stall_timeout_seconds: float = 120.0
