@@ -522,7 +522,9 @@ def test_one_trace_spans_the_client_and_every_service(job):
     # inversion -> store: every frame object and the manifest, in the store stage; the lease
     # claim before it, in the job.
     puts = [s for s in mine if s.name == "store put"]
-    lease = [s for s in puts if s.attributes["pix2video.store.key"].startswith("leases/")]
+    # (every key sits under the caller's tenant prefix: no token here, so the default tenant)
+    assert all(s.attributes["pix2video.store.key"].startswith("tenants/default/") for s in puts)
+    lease = [s for s in puts if s.attributes["pix2video.store.key"].startswith("tenants/default/leases/")]
     assert len(lease) == 1 and inv_server in ancestors(lease[0])
     puts = [s for s in puts if s not in lease]
     assert len(puts) == FRAMES + 1 and all(parent(s).name == "store" for s in puts)
