@@ -73,8 +73,8 @@ class _GaussianDenoiser(torch.nn.Module):
 def test_inversion_round_trip_through_the_inverters_predictor_returns_x0(models64, clip_frames):
     """Unit-variance latents -> ddim_invert through the Inverter's own UNet
     predictor (the exact Gaussian denoiser in the UNet's place) -> x_T, then
-    DDIM sampling must give x0 back within the measured bound (DESIGN.md
-    section 7); and the Inverter on frames is exactly that inversion of their
+    DDIM sampling must give x0 back within the measured bound
+    (docs/ARCHITECTURE.md section 5.3); and the Inverter on frames is exactly that inversion of their
     VAE latents."""
     from pix2video.engine.text import encode_prompts
     from pix2video.engine.unet_runner import UNetRunner

@@ -817,8 +817,8 @@ def test_secrets_never_reach_the_logs(captured, tiny_dir, s3_settings, pki, tmp_
         assert code_of(lambda: get_video(port, ok, ABSENT, (("authorization", "Bearer " + near_miss),))) == (
             grpc.StatusCode.UNAUTHENTICATED
         )
-        # The store rejects the secret: UNAVAILABLE, and the server logs the failure.
-        assert code_of(lambda: get_video(port, ok, ABSENT, bearer("tenant-a"))) == grpc.StatusCode.UNAVAILABLE
+        # The store rejects the secret: FAILED_PRECONDITION (not retried), and the server logs the failure.
+        assert code_of(lambda: get_video(port, ok, ABSENT, bearer("tenant-a"))) == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         proc.terminate()
         rest = proc.communicate(timeout=30)[1]
