@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..models.components import resolve_device
+    from ..devices import resolve_device
     from ..toytrain.data import MAX_SEED
     from ..toytrain.run import SMOKE, Plan, plan_from_losses, train_toy
 
