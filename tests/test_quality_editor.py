@@ -196,3 +196,20 @@ def test_an_editor_whose_clip_does_not_load_refuses_evaluate_and_names_no_path(t
         assert len(frames) == 2 and not done.HasField("quality")
     finally:
         thread.stop()
+
+
+def test_the_async_sdk_hands_the_figures_to_on_quality(suite):
+    import asyncio
+
+    from pix2video_client import AsyncPix2VideoClient
+
+    running, _, info, _ = suite
+    got: list[EditQuality | None] = []
+
+    async def run():
+        inv, ed = f"127.0.0.1:{running['inversion'].port}", f"127.0.0.1:{running['editor'].port}"
+        async with AsyncPix2VideoClient(inv, ed) as client:
+            return [f async for f in client.edit(info.video_id, PROMPT, encoding="raw", on_quality=got.append)]
+
+    frames = asyncio.run(run())
+    assert len(frames) == 3 and len(got) == 1 and got[0] is not None and got[0].frames == 3
