@@ -11,8 +11,8 @@ the latent update, and anchor+previous with it. The must-show:
   CLIP-Image and higher Pixel-MSE;
 - the latent update lowers Pixel-MSE (anchor+previous against no latent update).
 
-docs/quality.md ("Toy-world comparison") has the 8-frame H200 table and the
-figures this test measured.
+docs/quality.md ("Toy-world comparison") has the 8-frame H200 table: there
+the first holds and the second is missed (held here as a strict xfail).
 """
 
 from __future__ import annotations
@@ -52,5 +52,12 @@ def test_temporal_metrics_rank_per_frame_editing_below_anchor_previous(table):
     assert per_frame["pixel_mse"] > ours["pixel_mse"], _figures(table)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bar missed (docs/quality.md, Toy-world comparison): on the H200 run of this clip (8 frames, 50 steps) "
+    "the latent update raises Pixel-MSE, 4.49 without it against 13.20 with it (first three pairs: 1.76 against "
+    "4.48); a 10-step CPU run of these 4 frames had it lower (16.95 against 10.94), so fewer steps would pass and "
+    "were not used",
+)
 def test_the_latent_update_lowers_pixel_mse(table):
     assert table["anchor+previous"]["pixel_mse"] < table["no latent update"]["pixel_mse"], _figures(table)
