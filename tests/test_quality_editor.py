@@ -213,3 +213,18 @@ def test_the_async_sdk_hands_the_figures_to_on_quality(suite):
 
     frames = asyncio.run(run())
     assert len(frames) == 3 and len(got) == 1 and got[0] is not None and got[0].frames == 3
+
+
+def test_quality_settings_are_checked_and_named():
+    from pix2video.errors import InvalidInput
+    from pix2video.servers.common.settings import load_settings
+
+    env = {"PIX2VIDEO_STORE_DIR": "/tmp/x"}
+    for flags, name in (
+        (["--quality-sessions-kept", "0"], "quality_sessions_kept"),
+        (["--quality-clip-model", " "], "quality_clip_model"),
+    ):
+        with pytest.raises(InvalidInput, match=name):
+            load_settings(EditorServerSettings, flags, env=env)
+    s = load_settings(EditorServerSettings, ["--quality-clip-model", "toy", "--quality-sessions-kept", "5"], env=env)
+    assert (s.quality_clip_model, s.quality_sessions_kept) == ("toy", 5)
