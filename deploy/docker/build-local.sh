@@ -46,15 +46,25 @@ if [ "$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != 3.
   exit 1
 fi
 
-# 1. The base image, once.
-if ! "$engine" image inspect "$base" >/dev/null 2>&1; then
-  if [ ! -s "$cache/rootfs.tar" ]; then
-    echo "build-local.sh: mmdebstrap bookworm base" >&2
-    mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
-      bookworm "$cache/rootfs.tar.part"
-    mv "$cache/rootfs.tar.part" "$cache/rootfs.tar"
+# 1. The base image, once per recipe: the recipe's hash names the rootfs and labels
+#    the image, so a changed recipe makes a new base rather than reusing a stale one.
+#    essential: no apt in the image (nothing installs packages there); no manual
+#    pages, translations or documentation but the copyright files. The .tar name
+#    tells mmdebstrap the output format (a name it does not know makes a directory).
+recipe=(--variant=essential --include=python3,python3-venv,ca-certificates,libstdc++6
+  '--dpkgopt=path-exclude=/usr/share/man/*' '--dpkgopt=path-exclude=/usr/share/locale/*'
+  '--dpkgopt=path-exclude=/usr/share/doc/*' '--dpkgopt=path-include=/usr/share/doc/*/copyright' bookworm)
+key="$(printf '%s\n' "${recipe[@]}" | sha256sum | cut -c1-12)"
+if [ "$("$engine" image inspect --format '{{index .Labels "pix2video.base"}}' "$base" 2>/dev/null)" != "$key" ]; then
+  rootfs="$cache/rootfs-$key.tar"
+  if [ ! -s "$rootfs" ]; then
+    echo "build-local.sh: mmdebstrap bookworm base ($key)" >&2
+    start=$SECONDS
+    mmdebstrap --quiet --format=tar "${recipe[@]}" "$cache/rootfs-$key.part.tar"
+    mv "$cache/rootfs-$key.part.tar" "$rootfs"
+    echo "build-local.sh: mmdebstrap took $((SECONDS - start)) s" >&2
   fi
-  "$engine" import --change 'CMD ["/bin/bash"]' "$cache/rootfs.tar" "$base" >/dev/null
+  "$engine" import --change 'CMD ["/bin/bash"]' --change "LABEL pix2video.base=$key" "$rootfs" "$base" >/dev/null
 fi
 
 # 2. The wheels: torch, the third-party requirements of both pyproject files, and
@@ -68,8 +78,11 @@ for f in sys.argv[1:]:
             print(r)
 EOF
 echo "build-local.sh: wheels into $cache/wheels" >&2
+start=$SECONDS
+uv_version="$(sed -n 's/^ARG UV_VERSION=//p' deploy/docker/Dockerfile | head -n 1)"
 "$python" -m pip wheel -q --wheel-dir "$cache/wheels" --find-links "$cache/wheels" \
-  "torch==$torch_version" -r "$requirements" setuptools==80.9.0 wheel==0.45.1
+  "torch==$torch_version" -r "$requirements" setuptools==80.9.0 wheel==0.45.1 "uv==$uv_version"
+echo "build-local.sh: wheels took $((SECONDS - start)) s" >&2
 
 # The index URL is a build argument, and a changed build argument invalidates the
 # layer cache of every RUN after it: a fixed port (the first free one from
@@ -89,6 +102,7 @@ for port in range(int(sys.argv[1]), int(sys.argv[1]) + 100):
 server=$!
 context="$(mktemp -d)"
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$context"' EXIT
+trap 'exit 143' TERM INT
 for _ in $(seq 50); do
   "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break
   sleep 0.1
@@ -100,11 +114,16 @@ tar -c --exclude=__pycache__ --exclude='*.py[cod]' --exclude='*.egg-info' --excl
   pyproject.toml README.md services clients deploy/docker/models deploy/docker/Dockerfile | tar -x -C "$context"
 
 echo "build-local.sh: $engine build $tag" >&2
-"$engine" build --network host -f "$context/deploy/docker/Dockerfile" -t "$tag" \
+start=$SECONDS
+jobs=()
+# podman builds independent stages side by side (the app stage's uv beside deps).
+[ "$engine" = podman ] && jobs=(--jobs 2)
+"$engine" build "${jobs[@]}" --network host -f "$context/deploy/docker/Dockerfile" -t "$tag" \
   --build-arg BASE_IMAGE="$base" \
   --build-arg WHEELS_URL="http://127.0.0.1:$port/" \
   --build-arg TORCH_VERSION="$torch_version" \
   --build-arg MODEL_SETS="$model_sets" \
   "$context"
+echo "build-local.sh: $engine build took $((SECONDS - start)) s" >&2
 size="$("$engine" image inspect --format '{{.Size}}' "$tag")"
 echo "build-local.sh: built $tag, $((size / 1000000)) MB" >&2
