@@ -241,9 +241,15 @@ def test_phoenix_holds_one_trace_joining_sdk_and_every_service(received):
         assert parent(client) is one(stage) and parent(one(stage)) is inv_server
     for stage in ("decode", "inversion", "store"):
         assert inv_server in ancestors(one(stage)), stage
-    # inversion -> store: each frame object and the manifest, under the store stage.
+    # inversion -> store: each frame object and the manifest, under the store stage;
+    # the only other writes are the inversion's lease on the video, under its server span.
     puts = [s for s in spans if s["name"] == "store put"]
-    assert len(puts) == FRAMES + 1 and all(parent(s) is one("store") for s in puts)
+    staged = [s for s in puts if parent(s) is one("store")]
+    names = sorted(_attribute(s, "pix2video.store.key").rsplit("/", 1)[-1] for s in staged)
+    assert names == sorted([f"{i:06d}.safetensors" for i in range(FRAMES)] + ["manifest.json"])
+    for s in puts:
+        if s not in staged:
+            assert "/leases/" in _attribute(s, "pix2video.store.key") and inv_server in ancestors(s)
     # SDK -> editor, one span per edited frame under the editor's server span.
     ed_client = one("pix2video.editor.v1.EditorService/Edit")
     assert parent(ed_client) is root
