@@ -67,7 +67,7 @@ class Engine:
         try:
             yield full
         finally:
-            self("rm", "-f", "-t", "5", full, check=False, timeout=60)
+            self("rm", "-f", "-v", "-t", "5", full, check=False, timeout=60)  # -v: its anonymous /models volume too
 
     def running(self, name: str) -> bool:
         proc = self("inspect", "--format", "{{.State.Running}}", name, check=False)

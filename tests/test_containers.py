@@ -70,7 +70,7 @@ def baked_models(engine, image, tmp_path_factory):
     try:
         engine("cp", f"{name}:/opt/models/tiny", str(dest))
     finally:
-        engine("rm", "-f", name, check=False)
+        engine("rm", "-f", "-v", name, check=False)
     folder = dest / "tiny"
     for path in [dest, *folder.rglob("*")]:  # read by uid 10001 through the bind mount
         path.chmod(0o755 if path.is_dir() else 0o644)
