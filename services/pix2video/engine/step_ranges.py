@@ -96,7 +96,7 @@ def split_steps(costs: Sequence[float], num_devices: int, tail: float = 0.0) -> 
 
 def range_costs(costs: Sequence[float], bounds: Sequence[int], tail: float = 0.0) -> list[float]:
     """Each device's cost under ``bounds`` (the last one paying ``tail``)."""
-    out = [float(sum(costs[a:b])) for a, b in zip(bounds, bounds[1:])]
+    out = [float(sum(costs[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     out[-1] += tail
     return out
 
