@@ -22,7 +22,9 @@ def test_gpus_per_replica_sets_the_gpu_request_and_the_editors_devices():
     assert limits["nvidia.com/gpu"] == 4
     assert env["PIX2VIDEO_DEVICES"] == "4"
     # What the pod's editor makes of that environment: one stage per GPU it was given.
-    settings = load_settings(EditorServerSettings, [], env={**env, "PIX2VIDEO_S3_ACCESS_KEY": "a", "PIX2VIDEO_S3_SECRET_KEY": "b"})
+    settings = load_settings(
+        EditorServerSettings, [], env={**env, "PIX2VIDEO_S3_ACCESS_KEY": "a", "PIX2VIDEO_S3_SECRET_KEY": "b"}
+    )
     assert settings.device_list() == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
 
 
