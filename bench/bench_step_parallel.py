@@ -145,7 +145,12 @@ def bench_row(models, n, args, same_gpu):
 
     t0 = time.perf_counter()
     editor = StepParallelEditor.on_devices(
-        models, devices, runner=runner, max_batch_items=args.width, feature_slots=args.feature_slots
+        models,
+        devices,
+        runner=runner,
+        max_batch_items=args.width,
+        feature_slots=args.feature_slots,
+        threads=args.threads if n > 1 else None,
     )
     sizes = sorted({editor.runner.bucket(k) for k in range(2, 2 * args.width + 1, 2)})
     if dev.type == "cuda":
@@ -164,6 +169,7 @@ def bench_row(models, n, args, same_gpu):
     return dict(
         n=n,
         devices=[str(d) for d in devices],
+        threads=editor.threads,
         bounds=editor.plan(settings),
         fps=fps,
         first_frame_s=times[0],
@@ -195,8 +201,11 @@ def check_equal(models, n, args, same_gpu):
         settings = EditSettings(prompt="a crochet swan", num_steps=args.steps, frames_in_flight=width)
         frames = {}
         for k, devs in ((1, devices[:1]), (n, devices)):
-            ed = StepParallelEditor.on_devices(models, devs, runner=runner, max_batch_items=args.width)
+            threads = args.threads if k > 1 else None
+            ed = StepParallelEditor.on_devices(models, devs, runner=runner, max_batch_items=args.width, threads=threads)
             try:
+                if dev.type == "cuda":  # no graph captured while another stage's thread runs
+                    ed.warm_up(args.size, args.size, sorted({ed.runner.bucket(j) for j in range(2, 2 * width + 1, 2)}))
                 frames[k] = list(ed.edit(video, settings))
             finally:
                 ed.close()
@@ -206,6 +215,7 @@ def check_equal(models, n, args, same_gpu):
             int(abs(x.image.astype(int) - y.image.astype(int)).max()) for x, y in zip(frames[1], frames[n], strict=True)
         )
         out[f"W={width}"] = dict(
+            threads=bool(threads),
             bitwise=bool(torch.equal(a, b)),
             max_latent_diff=float((a - b).abs().max()),
             latent_scale=float(a.abs().max()),
@@ -229,7 +239,8 @@ def table(rows, args, gpu_name, same_gpu) -> str:
         if same_gpu and r["n"] > 1:
             eff += " (one GPU: not a scaling figure)"
         lines.append(
-            f"| {r['n']} | {','.join(r['devices'])} | {r['bounds']} | {r['fps']:.2f} | {eff} | "
+            f"| {r['n']} | {','.join(r['devices'])}{' (threads)' if r['threads'] else ''} | {r['bounds']} | "
+            f"{r['fps']:.2f} | {eff} | "
             f"{r['first_frame_s']:.3f} | {', '.join(f'{b:.0%}' for b in r['busy'])} | "
             f"{', '.join(f'{x:.1f}' for x in r['gpu_ms_per_call'])} | "
             f"{', '.join(f'{x:.1f}' for x in r['host_ms_per_round'])} |"
@@ -258,6 +269,9 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="rows as JSON to write")
     p.add_argument("--check", default="", help="device counts whose frames to compare with one device's")
     p.add_argument("--check-frames", type=int, default=6)
+    p.add_argument(
+        "--threads", action="store_true", default=None, help="tick the stages on threads (default: on distinct GPUs)"
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.frames, args.size, args.width = min(args.steps, 4), min(args.frames, 5), 32, 2
