@@ -143,15 +143,18 @@ def test_each_stage_keeps_only_its_own_steps_features_and_x0(inverted64):
     x0_steps = [set() for _ in editor.stages]
     handed = []
     editor.on_handoff = lambda g, seconds: handed.append(g)
-    frames = 0
+    frames, in_flight = 0, 0
     while frames < video.num_frames:
         frames += len(editor.tick())
+        in_flight = max(in_flight, editor.frames_in_flight())
         for g, st in enumerate(editor.stages):
             seen[g] |= {k.step for k in st.scheduler.feature_keys(s.id)}
             x0_steps[g] |= {k[1] for k in st.scheduler.sessions[s.id].x0}
     for g in range(3):
         assert seen[g] and seen[g] <= set(range(bounds[g], bounds[g + 1])), (g, bounds, seen[g])
         assert x0_steps[g] <= set(range(bounds[g], bounds[g + 1]))
+    assert in_flight > len(editor.sessions[s.id].flight)  # the later stages' frames count too
+    assert editor.frames_in_flight() == 0
     # Each frame crossed each of the two boundaries once.
     assert sorted(handed) == [0] * video.num_frames + [1] * video.num_frames
     editor.close_session(s.id)

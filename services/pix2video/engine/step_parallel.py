@@ -418,6 +418,14 @@ class StepParallelEditor:
         self.bounds.pop(session_id, None)
         self._handoffs = [(g, s, hs) for g, s, hs in self._handoffs if s.id != session_id]
 
+    def frames_in_flight(self) -> int:
+        """Frames being denoised or waiting at a stage's door, all sessions, all stages."""
+        return sum(
+            len(s.flight) + len(st.scheduler.inbox.get(sid, ()))
+            for st in self.stages
+            for sid, s in st.scheduler.sessions.items()
+        ) + sum(len(hs) for _, _, hs in self._handoffs)
+
     def session_bytes(self, session_id: int | str) -> int:
         """Device memory a session holds, all stages together."""
         return sum(st.scheduler.session_bytes(session_id) for st in self.stages if session_id in st.scheduler.sessions)

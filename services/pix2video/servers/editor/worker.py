@@ -449,7 +449,10 @@ class EditorWorker:
 
     def _publish(self) -> None:
         sessions = list(self.sessions.values())
-        flights = sum(len(s.flight) for s in sessions)
+        if isinstance(self.editor, StepParallelEditor):
+            flights = self.editor.frames_in_flight()  # every stage's, not only the first's
+        else:
+            flights = sum(len(s.flight) for s in sessions)
         ctx = self.editor.context
         self.snapshot = Snapshot(
             active=len(sessions),
