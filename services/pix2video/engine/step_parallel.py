@@ -210,7 +210,7 @@ class _Contexts:
 class DeviceTimers:
     """One stage timer per device (the service's per-device UNet time); :meth:`flush` flushes each."""
 
-    def __init__(self, timers: Sequence[StageTimer]):
+    def __init__(self, timers: Sequence[StageTimer | None]):
         self.timers = list(timers)
 
     def flush(self, wait: bool = False) -> None:
@@ -290,12 +290,12 @@ class StepParallelEditor:
     ) -> "StepParallelEditor":
         """A step-parallel editor over ``devices``, with ``models`` copied to each
         (``runner(models_g)`` builds each stage's UNet runner)."""
-        devices = [torch.device(d) for d in devices]
+        devs = [torch.device(d) for d in devices]
         threads = kw.get("threads")
-        threaded = threads if threads is not None else len({d for d in devices if d.type == "cuda"}) > 1
+        threaded = threads if threads is not None else len({d for d in devs if d.type == "cuda"}) > 1
         sets: list = []
         by_device: dict[torch.device, object] = {}
-        for d in devices:
+        for d in devs:
             if not threaded and d in by_device:  # sequential stages may share one set per device
                 sets.append(by_device[d])
                 continue
@@ -474,6 +474,7 @@ class StepParallelEditor:
             sched.advance(items, latents, x0)
             st.items_done += len(items)
             st.ticks += 1
+        out: list  # the last stage's frames, or the other stages' hand-offs
         if st.index == len(self.stages) - 1:
             out = self._collect(st)
         else:
