@@ -288,15 +288,15 @@ def main(argv=None):
         for n in counts:
             rows.append(bench_row(models, n, args, args.same_gpu))
             print(json.dumps(rows[-1]), flush=True)
+    text = table(rows, args, gpu_name, args.same_gpu)
+    print(text, flush=True)
+    if args.out:
+        Path(args.out).write_text(text)
     checks = []
     with torch.no_grad():
         for n in [int(n) for n in args.check.split(",") if n.strip()]:
             checks.append(check_equal(models, n, args, args.same_gpu))
             print(json.dumps(checks[-1]), flush=True)
-    text = table(rows, args, gpu_name, args.same_gpu)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "checks": checks}, indent=1))
     return rows
