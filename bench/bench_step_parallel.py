@@ -205,7 +205,11 @@ def check_equal(models, n, args, same_gpu):
             ed = StepParallelEditor.on_devices(models, devs, runner=runner, max_batch_items=args.width, threads=threads)
             try:
                 if dev.type == "cuda":  # no graph captured while another stage's thread runs
-                    ed.warm_up(args.size, args.size, sorted({ed.runner.bucket(j) for j in range(2, 2 * width + 1, 2)}))
+                    ed.warm_up(
+                        args.size,
+                        args.size,
+                        sorted({ed.runner.bucket(j) for j in range(2, 2 * min(width, args.check_frames) + 1, 2)}),
+                    )
                 frames[k] = list(ed.edit(video, settings))
             finally:
                 ed.close()
