@@ -13,9 +13,11 @@ Per row: single-session frames/s (steady state, after the first W + 1
 frames), scaling efficiency against the N=1 row (fps_N / (N fps_1)), the
 first frame (open to first frame out, prompt encoding included, warm), and
 each GPU's busy fraction (the GPU time its stage's timer recorded: denoise,
-latent update, decode, over the steady run's wall time). Also the host time
-each stage spends queueing a round against the GPU time of its calls: the
-one-process design runs out of host when N x host > GPU per round.
+latent update, decode, over the steady run's wall time; CUDA events count
+launch gaps inside a call as busy). Also the host time of each stage's tick
+against the GPU time of its calls (the last stage's includes the decode's wait
+for the GPU: an upper bound on host work): the one-process design runs out of
+host when N x host > GPU per round.
 A row needing more GPUs than the machine has says so and is not run.
 """
 
