@@ -66,7 +66,7 @@ def first_frame_s(editor, hw, steps, reps=3) -> float:
 
 
 def run_experiments(
-    models, ours, crunner, hw, size, steps, flops, peak, batch, smoke, deadline, out_dir, stamp
+    models, ours, crunner, hw, size, steps, flops, peak, batch, smoke, deadline, out_dir, stamp, parts=("fp8", "b2")
 ) -> list[str]:
     cuda = models.device.type == "cuda"
     lines: list[str] = []
@@ -86,7 +86,9 @@ def run_experiments(
     # 1. fp8 (row-wise) against fp16 at the inversion's batch.
     if crunner is None:  # smoke mode: eager runners, the same code path
         crunner = UNetRunner(models.unet)
-    if cuda and left() < 150:
+    if "fp8" not in parts:
+        pass
+    elif cuda and left() < 150:
         note(f"- fp8 compiled: skipped ({left():.0f} s left of the run's budget)")
     else:
         r8 = (
@@ -122,6 +124,8 @@ def run_experiments(
             note(f"- kernels of the fp8 row-wise call (GPU ms by kind): {kinds_line(k8)}")
 
     # 2. The first frame's batch-2 call.
+    if "b2" not in parts:
+        return lines
     from pix2video.engine.attention import SampleRoute
 
     x2, t2, e2 = _dummy_call(models, 2, hw, seed=12)
@@ -169,3 +173,63 @@ def run_experiments(
         + (f"; kernels (GPU ms by kind): {kinds_line(k_at)}" if k_at else "")
     )
     return lines
+
+
+def main(argv=None) -> int:
+    """Part 1 alone (fp8 against fp16, compiled, at the inversion's batch) on
+    the GPU, with its own fp16 baseline: for a run that has no time for the
+    whole benchmark."""
+    import argparse
+
+    from bench_pix2video import Flops, peak_probe, tiny_models
+    from full_size import full_size_models
+
+    p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    p.add_argument("--out-dir", default="/tmp/pix2video-experiments")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--budget-s", type=float, default=400)
+    args = p.parse_args(argv)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    def stamp(what):
+        print(f"[{time.perf_counter() - t_start:.0f} s] {what}", flush=True)
+
+    cache = Path("/tmp/pix2video-bench")
+    tiny_models(cache / "tiny")
+    models = full_size_models("cuda", torch.float16, cache / "tiny" / "tokenizer")
+    hw, size, steps = 64, 512, 50
+    peak = peak_probe(models.device)
+    stamp(f"{torch.cuda.get_device_name()}; matmul peak: fp16 {peak['fp16']:.0f} TFLOP/s, fp8 {peak['fp8']:.0f}")
+    flops = Flops(models, hw, size)
+    with torch.no_grad():
+        crunner = UNetRunner(models.unet, cuda_graphs=True, compile=True, buckets=DEFAULT_BUCKETS)
+        t0 = time.perf_counter()
+        inv16 = bench_inversion(models, size, steps, 2 * args.batch, args.batch, runner=crunner, flops=flops)
+        stamp(
+            f"- inversion, batch {args.batch}, fp16 compiled + graph: {inv16['fps']:.2f} frames/s "
+            f"({inv16['tflops']:.0f} TFLOP/s); compile + capture {time.perf_counter() - t0:.0f} s"
+        )
+        lines = run_experiments(
+            models,
+            None,
+            crunner,
+            hw,
+            size,
+            steps,
+            flops,
+            peak,
+            args.batch,
+            False,
+            t_start + args.budget_s,
+            out,
+            stamp,
+            parts=("fp8",),
+        )
+    print("\n".join(lines), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
