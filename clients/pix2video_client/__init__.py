@@ -16,12 +16,13 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .types import EditOptions, Frame, InversionOptions, VideoInfo
+from .types import EditOptions, EditQuality, Frame, InversionOptions, VideoInfo
 
 __all__ = [
     "Pix2VideoClient",
     "AsyncPix2VideoClient",
     "EditOptions",
+    "EditQuality",
     "InversionOptions",
     "Frame",
     "VideoInfo",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
 
@@ -27,7 +27,7 @@ from .edit_stream import EditProgress
 from .errors import Pix2VideoClientError, from_rpc_error
 from .retry import Deadline, next_delay
 from .tracing import RpcSpan
-from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
+from .types import EditOptions, EditQuality, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
 
 class AsyncPix2VideoClient(ClientConnections):
@@ -118,12 +118,19 @@ class AsyncPix2VideoClient(ClientConnections):
         *,
         encoding: str = "png",
         jpeg_quality: int = 0,
+        on_quality: Callable[[EditQuality | None], None] | None = None,
     ) -> AsyncIterator[Frame]:
         """Edited frames in order; resumes a broken stream on the same session;
-        leaving the loop early cancels the session on the server."""
+        leaving the loop early cancels the session on the server. ``on_quality``:
+        as :meth:`Pix2VideoClient.edit`."""
         fmt = output_format(encoding, jpeg_quality)
         progress = EditProgress(
-            editor_pb2.OpenSession(video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt),
+            editor_pb2.OpenSession(
+                video_id=video_id,
+                settings=(options or EditOptions()).to_proto(prompt),
+                output=fmt,
+                evaluate=on_quality is not None,
+            ),
             len(self.editors),
             self.retries,
             self.backoff,
@@ -133,6 +140,8 @@ class AsyncPix2VideoClient(ClientConnections):
         try:
             async for frame in frames:
                 yield frame
+            if on_quality is not None:
+                progress.report_quality(on_quality)
         except Pix2VideoClientError as exc:
             rpc.fail(exc.code.name, exc.details)
             raise

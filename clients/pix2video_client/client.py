@@ -20,7 +20,7 @@ from .errors import Pix2VideoClientError, from_rpc_error
 from .retry import Deadline, next_delay
 from .security import ChannelSecurity
 from .tracing import ClientTracer, RpcSpan
-from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
+from .types import EditOptions, EditQuality, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
 CHUNK_BYTES = 1 << 20
 CANCEL_WAIT_SECONDS = 5.0
@@ -283,13 +283,22 @@ class Pix2VideoClient(ClientConnections):
         *,
         encoding: str = "png",
         jpeg_quality: int = 0,
+        on_quality: Callable[[EditQuality | None], None] | None = None,
     ) -> Iterator[Frame]:
         """Edited frames in order as the editor finishes them. A broken stream is
         resumed on the same session (same frames as an unbroken run); closing
-        the iterator early cancels the session on the server."""
+        the iterator early cancels the session on the server. ``on_quality``
+        asks the editor to measure the finished edit (CLIP-Text, CLIP-Image)
+        and is called with the figures after the last frame (with None when
+        nothing was measured: an edit reopened on another replica)."""
         fmt = output_format(encoding, jpeg_quality)
         progress = EditProgress(
-            editor_pb2.OpenSession(video_id=video_id, settings=(options or EditOptions()).to_proto(prompt), output=fmt),
+            editor_pb2.OpenSession(
+                video_id=video_id,
+                settings=(options or EditOptions()).to_proto(prompt),
+                output=fmt,
+                evaluate=on_quality is not None,
+            ),
             len(self.editors),
             self.retries,
             self.backoff,
@@ -297,6 +306,8 @@ class Pix2VideoClient(ClientConnections):
         rpc = self._tracer.rpc(EDIT)
         try:
             yield from self._edit(progress, rpc)
+            if on_quality is not None:
+                progress.report_quality(on_quality)
         except Pix2VideoClientError as exc:
             rpc.fail(exc.code.name, exc.details)
             raise

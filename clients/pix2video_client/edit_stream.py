@@ -46,6 +46,7 @@ class EditProgress:
         self.resuming = False  # the next stream resumes (else it opens from `received`)
         self.opened_here = False  # the current stream answered `opened`
         self.done = False
+        self.quality: editor_pb2.EditQuality | None = None  # from `done`, when the open asked to evaluate
 
     def request(self) -> editor_pb2.EditRequest:
         """The first request of the next stream."""
@@ -89,7 +90,16 @@ class EditProgress:
             if self.received != self.num_frames:
                 raise self._incomplete("the editor said done early")
             self.done = True
+            if resp.done.HasField("quality"):
+                self.quality = resp.done.quality
         return None
+
+    def report_quality(self, on_quality) -> None:
+        """Hands the edit's measured quality to ``on_quality`` (None when the
+        server measured nothing: the edit was reopened from a later frame)."""
+        from .types import EditQuality
+
+        on_quality(EditQuality.from_proto(self.quality) if self.quality is not None else None)
 
     def on_end(self) -> None:
         """The stream ended; unless it said ``done`` the edit is incomplete."""

@@ -97,6 +97,21 @@ class VideoInfo:
 
 
 @dataclass(frozen=True)
+class EditQuality:
+    """A finished edit's quality as the editor measured it (``edit(..., on_quality=...)``):
+    the paper's CLIP-Text and CLIP-Image, over ``frames`` frames, in ``seconds``."""
+
+    clip_text: float
+    clip_image: float
+    frames: int
+    seconds: float
+
+    @classmethod
+    def from_proto(cls, m: editor_pb2.EditQuality) -> "EditQuality":
+        return cls(m.clip_text, m.clip_image, m.frames, m.seconds)
+
+
+@dataclass(frozen=True)
 class Frame:
     """An edited frame as sent: ``data`` in ``encoding`` (png, jpeg or raw RGB)."""
 

@@ -40,6 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--frames-dir", default=None, help="also write each edited frame as PNG into this folder (default: none)"
     )
     add_field_flags(g, EditSettings, {k: v for k, v in EDIT_FLAGS.items() if k != "prompt"})
+    g.add_argument(
+        "--eval",
+        action="store_true",
+        help="with --server: the editor measures the finished edit (CLIP-Text, CLIP-Image) and they are printed "
+        "(default: off; for Pixel-MSE, or a local edit, run pix2video eval)",
+    )
     job.add_runtime_args(p)
 
 
@@ -54,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     AtomicOutput(args.output).discard()  # fail now, not after inverting, if the folder is missing
     if args.frames_dir and Path(args.frames_dir).exists() and not Path(args.frames_dir).is_dir():
         raise InvalidInput(f"frames_dir: {args.frames_dir!r} exists and is not a folder")
+    if getattr(args, "eval", False) and not args.server:
+        raise InvalidInput("eval: --eval asks the editor service (--server); for a local edit run pix2video eval")
+    measured: list = []
+    args.on_quality = measured.append if getattr(args, "eval", False) else None
     progress = Progress(not args.quiet)
     try:
         if args.server:
@@ -83,4 +93,8 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     print(f"wrote {written} frames to {args.output}", file=sys.stderr)
     progress.summary(written)
+    if args.on_quality is not None:
+        from ..quality.report import print_quality
+
+        print_quality(measured[0] if measured else None)
     return 0

@@ -176,5 +176,7 @@ def run_remote(args, progress):
         return info, None
     fields = [f.name for f in dataclasses.fields(EditOptions)]
     options = EditOptions(**{f: getattr(settings, f) for f in fields})
-    frames = client.edit(info.video_id, settings.prompt, options, encoding="raw")
+    frames = client.edit(
+        info.video_id, settings.prompt, options, encoding="raw", on_quality=getattr(args, "on_quality", None)
+    )
     return info, (f.to_array() for f in frames)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInput, ModelLoadError
-from .options import DEFAULT_CLIP_MODEL
+from .options import DEFAULT_CLIP_MODEL, TOY_CLIP
 
 
 def _features(out) -> torch.Tensor:
@@ -32,7 +32,8 @@ class ClipScorer:
 
     Args:
         model: a ``CLIPModel`` + ``CLIPProcessor`` hub id or folder
-            (default ViT-L/14, the family the paper uses).
+            (default ViT-L/14, the family the paper uses), or ``toy`` for the
+            toy world's CLIP (``pix2video/models/toy_weights/clip``).
         device: torch device.
         batch_size: frames per image-encoder call.
     """
@@ -40,9 +41,14 @@ class ClipScorer:
     def __init__(self, model: str = DEFAULT_CLIP_MODEL, device: str | torch.device = "cpu", batch_size: int = 16):
         from transformers import CLIPModel, CLIPProcessor
 
+        folder = model
+        if model == TOY_CLIP:
+            from ..models.toy import toy_folder
+
+            folder = str(toy_folder() / "clip")  # the toy world's CLIP ships inside the toy model set
         try:
-            self.processor = CLIPProcessor.from_pretrained(model)
-            self.model = CLIPModel.from_pretrained(model).to(device).eval()
+            self.processor = CLIPProcessor.from_pretrained(folder)
+            self.model = CLIPModel.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
         except Exception as exc:  # noqa: BLE001 - one readable line for any loading failure
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"clip_model: cannot load {model!r}: {first}") from exc

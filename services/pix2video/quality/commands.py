@@ -51,7 +51,9 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 def _add_metric_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("metrics")
     g.add_argument(
-        "--clip-model", default=DEFAULT_CLIP_MODEL, help=f"CLIP hub id or folder (default {DEFAULT_CLIP_MODEL})"
+        "--clip-model",
+        default=DEFAULT_CLIP_MODEL,
+        help=f"CLIP hub id or folder, or toy for the toy world's (default {DEFAULT_CLIP_MODEL})",
     )
     g.add_argument("--flow", default="dis", choices=list(FLOW_METHODS), help="optical flow for Pixel-MSE")
     g.add_argument("--metrics-device", default="cpu", help="device of the CLIP model (default cpu)")

@@ -104,6 +104,73 @@ def _counter(bars, stage: str, total: int) -> Callable[[int], None]:
     return step
 
 
+def compare_frames(
+    engine, source: np.ndarray, fps: float, inv, base, variants, scorer, flow_method="dis", progress=None
+):
+    """One inversion of ``source``, then each variant's edit and its metrics.
+
+    Args:
+        engine: an ``EmbeddedPix2Video``.
+        source: (N, H, W, 3) uint8 frames, already fitted to the working size.
+        inv, base: the (preset-applied) inversion and edit settings.
+        variants: names from :data:`VARIANTS`.
+        scorer: a :class:`~pix2video.quality.clip_scores.ClipScorer`.
+        progress: the CLI's ``(stage, done, total)`` bars, or None.
+
+    Returns:
+        ``(edits, reports)``: variant -> (N, H, W, 3) uint8 frames, variant -> QualityReport.
+    """
+    from .metrics import evaluate
+
+    bars = progress or (lambda stage, done, total: None)
+    result = engine.invert(list(source), inv, fps=fps, progress=progress)
+    edits: dict[str, np.ndarray] = {}
+    for name in variants:
+        step = _counter(bars, name, len(source))
+        if name == "per-frame depth2img":
+            edits[name] = per_frame_depth2img(
+                engine.models, source, base.prompt, base.num_steps, base.guidance_scale, base.seed, step
+            )
+        else:
+            images = []
+            for f in engine.edit(result.video_id, variant_settings(name, base)):
+                images.append(f.image)
+                step(1)
+            edits[name] = np.stack(images)
+    reports = {
+        name: evaluate(e, base.prompt, scorer, source=source, flow_method=flow_method) for name, e in edits.items()
+    }
+    return edits, reports
+
+
+def write_tables(out_dir: Path, reports: dict, meta: dict) -> str:
+    """``table.md`` and ``table.json`` in ``out_dir``; returns the markdown table."""
+    from .report import dumps, markdown_table
+
+    table = markdown_table(reports)
+    first = next(iter(reports.values()))
+    (out_dir / "table.md").write_text(
+        f"{table}\n\nPixel-MSE at 512x512 in 0..255; flow: {first.flow_method}.\n"
+        f"Clip: {meta['input']}, {meta['frames']} frames at {meta['width']}x{meta['height']}, "
+        f"prompt {meta['prompt']!r}, preset {meta['preset']}, model {meta['model']}, CLIP {meta['clip_model']}.\n"
+    )
+    (out_dir / "table.json").write_text(dumps({**meta, "variants": {k: r.to_json() for k, r in reports.items()}}))
+    return table
+
+
+def variant_file(name: str) -> str:
+    """The side-by-side clip's file name of a variant."""
+    return f"{name.replace(' ', '_').replace('+', '_')}.mp4"
+
+
+def write_side_by_side(out_dir: Path, source: np.ndarray, edits: dict, fps: float) -> None:
+    """``<variant>.mp4`` per variant: input | edit."""
+    from ..video import write_video
+
+    for name, e in edits.items():
+        write_video(out_dir / variant_file(name), np.concatenate([source, e], axis=2), fps=fps)
+
+
 def run_compare(args) -> int:
     import sys
 
@@ -115,10 +182,8 @@ def run_compare(args) -> int:
     from ..engine.settings import EditSettings, get_preset
     from ..jobs import InversionSettings
     from ..settings import RuntimeSettings
-    from ..video import read_video, write_video
+    from ..video import read_video
     from .clip_scores import ClipScorer
-    from .metrics import evaluate
-    from .report import dumps, markdown_table
 
     variants = VARIANTS if not args.variants else tuple(v.strip() for v in args.variants.split(","))
     for v in variants:
@@ -155,56 +220,26 @@ def run_compare(args) -> int:
     bars = Progress(not args.quiet)
     try:
         engine = EmbeddedPix2Video.from_settings(runtime)
-        result = engine.invert(list(source), inv, fps=info.fps, progress=bars)
-        edits: dict[str, np.ndarray] = {}
-        for name in variants:
-            step = _counter(bars, name, len(source))
-            if name == "per-frame depth2img":
-                edits[name] = per_frame_depth2img(
-                    engine.models, source, args.prompt, args.steps, base.guidance_scale, base.seed, step
-                )
-            else:
-                images = []
-                for f in engine.edit(result.video_id, variant_settings(name, base)):
-                    images.append(f.image)
-                    step(1)
-                edits[name] = np.stack(images)
         scorer = ClipScorer(args.clip_model, device=args.metrics_device)
-        reports = {
-            name: evaluate(e, args.prompt, scorer, source=source, flow_method=args.flow) for name, e in edits.items()
-        }
+        edits, reports = compare_frames(
+            engine, source, info.fps, inv, base, variants, scorer, flow_method=args.flow, progress=bars
+        )
     finally:
         bars.close()
-    table = markdown_table(reports)
-    first = next(iter(reports.values()))
-    (out_dir / "table.md").write_text(
-        f"{table}\n\nPixel-MSE at 512x512 in 0..255; flow: {first.flow_method}.\n"
-        f"Clip: {Path(args.input).name}, {len(source)} frames at {args.width}x{args.height}, "
-        f"prompt {args.prompt!r}, preset {args.preset}, model {args.model}, CLIP {args.clip_model}.\n"
-    )
-    (out_dir / "table.json").write_text(
-        dumps(
-            {
-                "input": Path(args.input).name,
-                "prompt": args.prompt,
-                "preset": args.preset,
-                "model": args.model,
-                "clip_model": args.clip_model,
-                "frames": len(source),
-                "width": args.width,
-                "height": args.height,
-                "steps": args.steps,
-                "variants": {k: r.to_json() for k, r in reports.items()},
-            }
-        )
-    )
+    meta = {
+        "input": Path(args.input).name,
+        "prompt": args.prompt,
+        "preset": args.preset,
+        "model": args.model,
+        "clip_model": args.clip_model,
+        "frames": len(source),
+        "width": args.width,
+        "height": args.height,
+        "steps": args.steps,
+    }
+    table = write_tables(out_dir, reports, meta)
     Image.fromarray(grid_image({"input": source, **edits}, args.grid_frames)).save(out_dir / "grid.png")
-    for name, e in edits.items():
-        write_video(
-            out_dir / f"{name.replace(' ', '_').replace('+', '_')}.mp4",
-            np.concatenate([source, e], axis=2),
-            fps=info.fps,
-        )
+    write_side_by_side(out_dir, source, edits, info.fps)
     print(table)
     print(f"wrote table.md, table.json, grid.png and {len(edits)} mp4s to {out_dir}", file=sys.stderr)
     return 0

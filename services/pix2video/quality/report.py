@@ -52,3 +52,14 @@ def markdown_table(rows: dict[str, QualityReport]) -> str:
 
 def dumps(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
+
+
+def print_quality(q) -> None:
+    """Prints the editor's figures of a finished edit (an SDK ``EditQuality``, or None)."""
+    if q is None:
+        print("quality: not measured (the edit was reopened from a later frame on another replica)")
+        return
+    print(
+        f"CLIP-Text {q.clip_text:.4f}  CLIP-Image {q.clip_image:.4f}  "
+        f"({q.frames} frames, measured by the editor in {q.seconds:.2f} s; Pixel-MSE: pix2video eval --source)"
+    )

@@ -25,37 +25,39 @@ _sym_db = _symbol_database.Default()
 from pix2video_api.common.v1 import common_pb2 as pix2video__api_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$pix2video_api/editor/v1/editor.proto\x12\x13pix2video.editor.v1\x1a$pix2video_api/common/v1/common.proto\"\xe2\x03\n\x0c\x45\x64itSettings\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x1b\n\x0eguidance_scale\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\tnum_steps\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x31\n\treference\x18\x06 \x01(\x0e\x32\x1e.pix2video.editor.v1.Reference\x12\x38\n\rinject_layers\x18\x07 \x01(\x0e\x32!.pix2video.editor.v1.InjectLayers\x12\x38\n\rlatent_update\x18\x08 \x01(\x0e\x32!.pix2video.editor.v1.LatentUpdate\x12\x1c\n\x0fupdate_strength\x18\t \x01(\x02H\x02\x88\x01\x01\x12\x19\n\x0cupdate_start\x18\n \x01(\x02H\x03\x88\x01\x01\x12\x17\n\nupdate_end\x18\x0b \x01(\x02H\x04\x88\x01\x01\x12\x18\n\x10\x66rames_in_flight\x18\x0c \x01(\x05\x42\x11\n\x0f_guidance_scaleB\x0c\n\n_num_stepsB\x12\n\x10_update_strengthB\x0f\n\r_update_startB\r\n\x0b_update_end\"\x9c\x01\n\x0bOpenSession\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x33\n\x08settings\x18\x02 \x01(\x0b\x32!.pix2video.editor.v1.EditSettings\x12\x31\n\x06output\x18\x03 \x01(\x0b\x32!.pix2video.common.v1.OutputFormat\x12\x13\n\x0bstart_frame\x18\x04 \x01(\x05\"\x81\x01\n\rResumeSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nnext_frame\x18\x02 \x01(\x05\x12\x31\n\x06output\x18\x03 \x01(\x0b\x32!.pix2video.common.v1.OutputFormat\x12\x15\n\rresume_secret\x18\x04 \x01(\t\"\x0f\n\rCancelSession\"\xb3\x01\n\x0b\x45\x64itRequest\x12\x30\n\x04open\x18\x01 \x01(\x0b\x32 .pix2video.editor.v1.OpenSessionH\x00\x12\x34\n\x06resume\x18\x02 \x01(\x0b\x32\".pix2video.editor.v1.ResumeSessionH\x00\x12\x34\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\".pix2video.editor.v1.CancelSessionH\x00\x42\x06\n\x04kind\"b\n\rSessionOpened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nnum_frames\x18\x02 \x01(\x05\x12\x12\n\nnext_frame\x18\x03 \x01(\x05\x12\x15\n\rresume_secret\x18\x04 \x01(\t\"G\n\x0b\x45\x64itedFrame\x12\r\n\x05index\x18\x01 \x01(\x05\x12)\n\x05image\x18\x02 \x01(\x0b\x32\x1a.pix2video.common.v1.Image\"!\n\x0bSessionDone\x12\x12\n\nnum_frames\x18\x01 \x01(\x05\"\xb1\x01\n\x0c\x45\x64itResponse\x12\x34\n\x06opened\x18\x01 \x01(\x0b\x32\".pix2video.editor.v1.SessionOpenedH\x00\x12\x31\n\x05\x66rame\x18\x02 \x01(\x0b\x32 .pix2video.editor.v1.EditedFrameH\x00\x12\x30\n\x04\x64one\x18\x03 \x01(\x0b\x32 .pix2video.editor.v1.SessionDoneH\x00\x42\x06\n\x04kind*\x90\x01\n\tReference\x12\x19\n\x15REFERENCE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REFERENCE_ANCHOR_PREVIOUS\x10\x01\x12\x14\n\x10REFERENCE_ANCHOR\x10\x02\x12\x16\n\x12REFERENCE_PREVIOUS\x10\x03\x12\x1b\n\x17REFERENCE_ANCHOR_RANDOM\x10\x04*w\n\x0cInjectLayers\x12\x1d\n\x19INJECT_LAYERS_UNSPECIFIED\x10\x00\x12\x19\n\x15INJECT_LAYERS_DECODER\x10\x01\x12\x15\n\x11INJECT_LAYERS_ALL\x10\x02\x12\x16\n\x12INJECT_LAYERS_NONE\x10\x03*p\n\x0cLatentUpdate\x12\x1d\n\x19LATENT_UPDATE_UNSPECIFIED\x10\x00\x12\x14\n\x10LATENT_UPDATE_X0\x10\x01\x12\x14\n\x10LATENT_UPDATE_XT\x10\x02\x12\x15\n\x11LATENT_UPDATE_OFF\x10\x03\x32`\n\rEditorService\x12O\n\x04\x45\x64it\x12 .pix2video.editor.v1.EditRequest\x1a!.pix2video.editor.v1.EditResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$pix2video_api/editor/v1/editor.proto\x12\x13pix2video.editor.v1\x1a$pix2video_api/common/v1/common.proto\"\xe2\x03\n\x0c\x45\x64itSettings\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x1b\n\x0eguidance_scale\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\tnum_steps\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x31\n\treference\x18\x06 \x01(\x0e\x32\x1e.pix2video.editor.v1.Reference\x12\x38\n\rinject_layers\x18\x07 \x01(\x0e\x32!.pix2video.editor.v1.InjectLayers\x12\x38\n\rlatent_update\x18\x08 \x01(\x0e\x32!.pix2video.editor.v1.LatentUpdate\x12\x1c\n\x0fupdate_strength\x18\t \x01(\x02H\x02\x88\x01\x01\x12\x19\n\x0cupdate_start\x18\n \x01(\x02H\x03\x88\x01\x01\x12\x17\n\nupdate_end\x18\x0b \x01(\x02H\x04\x88\x01\x01\x12\x18\n\x10\x66rames_in_flight\x18\x0c \x01(\x05\x42\x11\n\x0f_guidance_scaleB\x0c\n\n_num_stepsB\x12\n\x10_update_strengthB\x0f\n\r_update_startB\r\n\x0b_update_end\"\xae\x01\n\x0bOpenSession\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x33\n\x08settings\x18\x02 \x01(\x0b\x32!.pix2video.editor.v1.EditSettings\x12\x31\n\x06output\x18\x03 \x01(\x0b\x32!.pix2video.common.v1.OutputFormat\x12\x13\n\x0bstart_frame\x18\x04 \x01(\x05\x12\x10\n\x08\x65valuate\x18\x05 \x01(\x08\"\x81\x01\n\rResumeSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nnext_frame\x18\x02 \x01(\x05\x12\x31\n\x06output\x18\x03 \x01(\x0b\x32!.pix2video.common.v1.OutputFormat\x12\x15\n\rresume_secret\x18\x04 \x01(\t\"\x0f\n\rCancelSession\"\xb3\x01\n\x0b\x45\x64itRequest\x12\x30\n\x04open\x18\x01 \x01(\x0b\x32 .pix2video.editor.v1.OpenSessionH\x00\x12\x34\n\x06resume\x18\x02 \x01(\x0b\x32\".pix2video.editor.v1.ResumeSessionH\x00\x12\x34\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\".pix2video.editor.v1.CancelSessionH\x00\x42\x06\n\x04kind\"b\n\rSessionOpened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nnum_frames\x18\x02 \x01(\x05\x12\x12\n\nnext_frame\x18\x03 \x01(\x05\x12\x15\n\rresume_secret\x18\x04 \x01(\t\"G\n\x0b\x45\x64itedFrame\x12\r\n\x05index\x18\x01 \x01(\x05\x12)\n\x05image\x18\x02 \x01(\x0b\x32\x1a.pix2video.common.v1.Image\"U\n\x0b\x45\x64itQuality\x12\x11\n\tclip_text\x18\x01 \x01(\x01\x12\x12\n\nclip_image\x18\x02 \x01(\x01\x12\x0e\n\x06\x66rames\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"T\n\x0bSessionDone\x12\x12\n\nnum_frames\x18\x01 \x01(\x05\x12\x31\n\x07quality\x18\x02 \x01(\x0b\x32 .pix2video.editor.v1.EditQuality\"\xb1\x01\n\x0c\x45\x64itResponse\x12\x34\n\x06opened\x18\x01 \x01(\x0b\x32\".pix2video.editor.v1.SessionOpenedH\x00\x12\x31\n\x05\x66rame\x18\x02 \x01(\x0b\x32 .pix2video.editor.v1.EditedFrameH\x00\x12\x30\n\x04\x64one\x18\x03 \x01(\x0b\x32 .pix2video.editor.v1.SessionDoneH\x00\x42\x06\n\x04kind*\x90\x01\n\tReference\x12\x19\n\x15REFERENCE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REFERENCE_ANCHOR_PREVIOUS\x10\x01\x12\x14\n\x10REFERENCE_ANCHOR\x10\x02\x12\x16\n\x12REFERENCE_PREVIOUS\x10\x03\x12\x1b\n\x17REFERENCE_ANCHOR_RANDOM\x10\x04*w\n\x0cInjectLayers\x12\x1d\n\x19INJECT_LAYERS_UNSPECIFIED\x10\x00\x12\x19\n\x15INJECT_LAYERS_DECODER\x10\x01\x12\x15\n\x11INJECT_LAYERS_ALL\x10\x02\x12\x16\n\x12INJECT_LAYERS_NONE\x10\x03*p\n\x0cLatentUpdate\x12\x1d\n\x19LATENT_UPDATE_UNSPECIFIED\x10\x00\x12\x14\n\x10LATENT_UPDATE_X0\x10\x01\x12\x14\n\x10LATENT_UPDATE_XT\x10\x02\x12\x15\n\x11LATENT_UPDATE_OFF\x10\x03\x32`\n\rEditorService\x12O\n\x04\x45\x64it\x12 .pix2video.editor.v1.EditRequest\x1a!.pix2video.editor.v1.EditResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pix2video_api.editor.v1.editor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REFERENCE']._serialized_start=1463
-  _globals['_REFERENCE']._serialized_end=1607
-  _globals['_INJECTLAYERS']._serialized_start=1609
-  _globals['_INJECTLAYERS']._serialized_end=1728
-  _globals['_LATENTUPDATE']._serialized_start=1730
-  _globals['_LATENTUPDATE']._serialized_end=1842
+  _globals['_REFERENCE']._serialized_start=1619
+  _globals['_REFERENCE']._serialized_end=1763
+  _globals['_INJECTLAYERS']._serialized_start=1765
+  _globals['_INJECTLAYERS']._serialized_end=1884
+  _globals['_LATENTUPDATE']._serialized_start=1886
+  _globals['_LATENTUPDATE']._serialized_end=1998
   _globals['_EDITSETTINGS']._serialized_start=100
   _globals['_EDITSETTINGS']._serialized_end=582
   _globals['_OPENSESSION']._serialized_start=585
-  _globals['_OPENSESSION']._serialized_end=741
-  _globals['_RESUMESESSION']._serialized_start=744
-  _globals['_RESUMESESSION']._serialized_end=873
-  _globals['_CANCELSESSION']._serialized_start=875
-  _globals['_CANCELSESSION']._serialized_end=890
-  _globals['_EDITREQUEST']._serialized_start=893
-  _globals['_EDITREQUEST']._serialized_end=1072
-  _globals['_SESSIONOPENED']._serialized_start=1074
-  _globals['_SESSIONOPENED']._serialized_end=1172
-  _globals['_EDITEDFRAME']._serialized_start=1174
-  _globals['_EDITEDFRAME']._serialized_end=1245
-  _globals['_SESSIONDONE']._serialized_start=1247
-  _globals['_SESSIONDONE']._serialized_end=1280
-  _globals['_EDITRESPONSE']._serialized_start=1283
-  _globals['_EDITRESPONSE']._serialized_end=1460
-  _globals['_EDITORSERVICE']._serialized_start=1844
-  _globals['_EDITORSERVICE']._serialized_end=1940
+  _globals['_OPENSESSION']._serialized_end=759
+  _globals['_RESUMESESSION']._serialized_start=762
+  _globals['_RESUMESESSION']._serialized_end=891
+  _globals['_CANCELSESSION']._serialized_start=893
+  _globals['_CANCELSESSION']._serialized_end=908
+  _globals['_EDITREQUEST']._serialized_start=911
+  _globals['_EDITREQUEST']._serialized_end=1090
+  _globals['_SESSIONOPENED']._serialized_start=1092
+  _globals['_SESSIONOPENED']._serialized_end=1190
+  _globals['_EDITEDFRAME']._serialized_start=1192
+  _globals['_EDITEDFRAME']._serialized_end=1263
+  _globals['_EDITQUALITY']._serialized_start=1265
+  _globals['_EDITQUALITY']._serialized_end=1350
+  _globals['_SESSIONDONE']._serialized_start=1352
+  _globals['_SESSIONDONE']._serialized_end=1436
+  _globals['_EDITRESPONSE']._serialized_start=1439
+  _globals['_EDITRESPONSE']._serialized_end=1616
+  _globals['_EDITORSERVICE']._serialized_start=2000
+  _globals['_EDITORSERVICE']._serialized_end=2096
 # @@protoc_insertion_point(module_scope)

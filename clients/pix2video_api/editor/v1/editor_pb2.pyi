@@ -71,16 +71,18 @@ class EditSettings(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., guidance_scale: _Optional[float] = ..., num_steps: _Optional[int] = ..., seed: _Optional[int] = ..., reference: _Optional[_Union[Reference, str]] = ..., inject_layers: _Optional[_Union[InjectLayers, str]] = ..., latent_update: _Optional[_Union[LatentUpdate, str]] = ..., update_strength: _Optional[float] = ..., update_start: _Optional[float] = ..., update_end: _Optional[float] = ..., frames_in_flight: _Optional[int] = ...) -> None: ...
 
 class OpenSession(_message.Message):
-    __slots__ = ("video_id", "settings", "output", "start_frame")
+    __slots__ = ("video_id", "settings", "output", "start_frame", "evaluate")
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     START_FRAME_FIELD_NUMBER: _ClassVar[int]
+    EVALUATE_FIELD_NUMBER: _ClassVar[int]
     video_id: str
     settings: EditSettings
     output: _common_pb2.OutputFormat
     start_frame: int
-    def __init__(self, video_id: _Optional[str] = ..., settings: _Optional[_Union[EditSettings, _Mapping]] = ..., output: _Optional[_Union[_common_pb2.OutputFormat, _Mapping]] = ..., start_frame: _Optional[int] = ...) -> None: ...
+    evaluate: bool
+    def __init__(self, video_id: _Optional[str] = ..., settings: _Optional[_Union[EditSettings, _Mapping]] = ..., output: _Optional[_Union[_common_pb2.OutputFormat, _Mapping]] = ..., start_frame: _Optional[int] = ..., evaluate: _Optional[bool] = ...) -> None: ...
 
 class ResumeSession(_message.Message):
     __slots__ = ("session_id", "next_frame", "output", "resume_secret")
@@ -128,11 +130,25 @@ class EditedFrame(_message.Message):
     image: _common_pb2.Image
     def __init__(self, index: _Optional[int] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ...) -> None: ...
 
+class EditQuality(_message.Message):
+    __slots__ = ("clip_text", "clip_image", "frames", "seconds")
+    CLIP_TEXT_FIELD_NUMBER: _ClassVar[int]
+    CLIP_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    clip_text: float
+    clip_image: float
+    frames: int
+    seconds: float
+    def __init__(self, clip_text: _Optional[float] = ..., clip_image: _Optional[float] = ..., frames: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
 class SessionDone(_message.Message):
-    __slots__ = ("num_frames",)
+    __slots__ = ("num_frames", "quality")
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     num_frames: int
-    def __init__(self, num_frames: _Optional[int] = ...) -> None: ...
+    quality: EditQuality
+    def __init__(self, num_frames: _Optional[int] = ..., quality: _Optional[_Union[EditQuality, _Mapping]] = ...) -> None: ...
 
 class EditResponse(_message.Message):
     __slots__ = ("opened", "frame", "done")

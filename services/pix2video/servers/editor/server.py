@@ -23,6 +23,7 @@ from ..common.metrics import BATCH_BUCKETS
 from ..common.readiness import Readiness
 from ..common.server import RunningServer, start_server
 from ..common.telemetry import Telemetry
+from .quality import SessionQuality
 from .settings import EditorServerSettings
 from .worker import ENDINGS, EditorWorker, FrameStats, Opened, PermissionDenied, Stream
 
@@ -153,6 +154,7 @@ class EditorMetrics:
             "pix2video_editor_warmup_seconds", "Start-up UNet graph capture and compilation, before SERVING."
         ).set_function(lambda: float(runner.warm.seconds))
         m.count_frames(f"{SERVICE_NAME}/Edit", lambda r: 1 if r.WhichOneof("kind") == "frame" else 0)
+        self.quality = SessionQuality(m, settings.quality_clip_model, settings.quality_sessions_kept)
 
     def on_unet_call(self, items: int, seconds: float) -> None:
         self.unet_batch.observe(items)
@@ -183,9 +185,10 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
         self.settings = settings
         self.metrics = metrics or EditorMetrics(Telemetry(settings, "editor"), worker, settings)
 
-    async def _first(self, requests, stream: Stream, tenant: str) -> tuple[Opened, object, bool]:
+    async def _first(self, requests, stream: Stream, tenant: str) -> tuple[Opened, object, bool, str | None]:
         """Reads the first request and opens or resumes its session: (what the
-        stream sends first, the output format, whether it is a new session)."""
+        stream sends first, the output format, whether it is a new session,
+        the prompt to measure the finished edit with when it asked to be evaluated)."""
         try:
             first = await requests.__anext__()
         except StopAsyncIteration:
@@ -205,14 +208,18 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
             settings = settings_from_proto(msg.settings, video.num_steps, self.settings.frames_in_flight)
             if not 0 <= msg.start_frame < video.num_frames:
                 raise InvalidInput(f"open.start_frame: must be in [0, {video.num_frames - 1}], got {msg.start_frame}")
+            # Quality only of a stream that sends every frame (a reopen elsewhere measures nothing).
+            measure = msg.evaluate and msg.start_frame == 0
+            if measure:
+                await asyncio.to_thread(self.metrics.quality.ready)  # before any work: a missing CLIP fails now
             opened = await worker.run(worker.open, tenant, video, settings, stream, msg.start_frame)
-            return opened, msg.output, True
+            return opened, msg.output, True, settings.prompt if measure else None
         if kind == "resume":
             msg = first.resume
             check_output_format(msg.output, "resume.output")
             session_id = check_session_id(msg.session_id, "resume.session_id")
             opened = await worker.run(worker.resume, tenant, session_id, msg.resume_secret, msg.next_frame, stream)
-            return opened, msg.output, False
+            return opened, msg.output, False, None
         raise InvalidInput("open: the first request must be open or resume")
 
     async def Edit(self, request_iterator, context):
@@ -224,7 +231,7 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
         tenant = current_tenant()  # on the loop, in the call's context; handed to the scheduler explicitly
         try:
             with metrics.tracing.span("open session"):
-                opened, output, new = await self._first(requests, stream, tenant)
+                opened, output, new, measure_prompt = await self._first(requests, stream, tenant)
         except PermissionDenied as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         sid = opened.session_id
@@ -252,6 +259,7 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
                 )
             )
             first_pending = new
+            sent: list | None = [] if measure_prompt is not None else None  # frames to measure at the end
             next_index = opened.next_frame
             while next_index < opened.num_frames:
                 item = await stream.queue.get()
@@ -268,6 +276,8 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
                 msg = await asyncio.to_thread(array_to_image, image, output)
                 encode = time.perf_counter() - encode_start
                 yield pb.EditResponse(frame=pb.EditedFrame(index=index, image=msg))
+                if sent is not None:
+                    sent.append(image)
                 next_index = index + 1
                 worker.call(worker.ack, sid, stream, next_index)
                 if stats is not None:
@@ -276,7 +286,13 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
                     first_pending = False
                     metrics.first_frame.observe(time.perf_counter() - opened_at)
             ended = True
-            yield pb.EditResponse(done=pb.SessionDone(num_frames=opened.num_frames))
+            quality = None
+            if sent is not None:  # after the last frame, in a thread: no tick and no other stream waits on CLIP
+                f = await asyncio.to_thread(metrics.quality.measure, sid, sent, measure_prompt)
+                quality = pb.EditQuality(
+                    clip_text=f.clip_text, clip_image=f.clip_image, frames=f.frames, seconds=f.seconds
+                )
+            yield pb.EditResponse(done=pb.SessionDone(num_frames=opened.num_frames, quality=quality))
         finally:
             reader.cancel()
             if not ended:

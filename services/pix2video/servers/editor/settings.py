@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from ...engine.settings import MAX_FRAMES_IN_FLIGHT
 from ...errors import InvalidInput
+from ...quality.options import DEFAULT_CLIP_MODEL
 from ..common.runner_settings import UNetRunnerSettingsMixin
 from ..common.settings import ModelServerSettings
 from ..common.store_settings import StoreSettingsMixin
@@ -36,6 +37,10 @@ class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelSer
     """Free an attached session whose client has not read a frame for this long."""
     max_sessions_per_tenant: int = 0
     """Most open sessions one tenant may hold on this replica (0: no limit but max_sessions)."""
+    quality_clip_model: str = DEFAULT_CLIP_MODEL
+    """CLIP model (hub id, folder, or toy) that measures edits whose open request sets evaluate."""
+    quality_sessions_kept: int = 64
+    """Sessions whose quality gauges stay exported (the oldest session's series are removed past this)."""
     devices: str = ""
     """Step-parallel editing: a GPU count N (cuda:0..N-1) or devices cuda:0,cuda:1,... sharing every session's steps."""
 
@@ -56,6 +61,10 @@ class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelSer
             raise InvalidInput(
                 f"max_sessions_per_tenant: must be an integer >= 0, got {self.max_sessions_per_tenant!r}"
             )
+        if not isinstance(self.quality_sessions_kept, int) or self.quality_sessions_kept < 1:
+            raise InvalidInput(f"quality_sessions_kept: must be an integer >= 1, got {self.quality_sessions_kept!r}")
+        if not isinstance(self.quality_clip_model, str) or not self.quality_clip_model.strip():
+            raise InvalidInput(f"quality_clip_model: must name a CLIP model, got {self.quality_clip_model!r}")
         self.device_list()
         if "." in self.replica_name or "/" in self.replica_name:
             raise InvalidInput(f"replica_name: must not contain '.' or '/', got {self.replica_name!r}")
