@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from cutting_proxy import CuttingProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -462,56 +463,9 @@ def test_health_watch_streams_serving_then_not_serving_on_stop(tiny_dir, tmp_pat
 # -- the client: truncation-proof, and exact resume after a replica dies ------------------
 
 
-class _CuttingProxy:
-    """A TCP proxy that forwards until told to cut every connection (a dead network path)."""
-
-    def __init__(self, target_port: int):
-        import socket
-
-        self.target = target_port
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
-        self.port = self.listener.getsockname()[1]
-        self.sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        import socket
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-
-    def cut(self):
-        import socket
-
-        self.listener.close()
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
 def test_a_cut_stream_without_resume_raises_and_leaves_no_file(editor, tmp_path):
     running, videos, _ = editor
-    proxy = _CuttingProxy(running.port)
+    proxy = CuttingProxy(running.port)
     client = Pix2VideoClient("127.0.0.1:1", f"127.0.0.1:{proxy.port}", retries=0)
     got = []
     with pytest.raises(IncompleteEdit) as info:
@@ -529,7 +483,7 @@ def test_a_cut_stream_without_resume_raises_and_leaves_no_file(editor, tmp_path)
 
     out = tmp_path / "out.mp4"
     out.write_bytes(b"the previous file")
-    proxy = _CuttingProxy(running.port)
+    proxy = CuttingProxy(running.port)
     client = Pix2VideoClient("127.0.0.1:1", f"127.0.0.1:{proxy.port}", retries=0)
 
     def frames():
@@ -647,7 +601,7 @@ def test_the_async_client_gets_every_frame_and_raises_on_a_cut_stream(editor):
     async def run():
         async with AsyncPix2VideoClient("127.0.0.1:1", f"127.0.0.1:{running.port}") as client:
             whole = [f.index async for f in client.edit(videos["short"], "a swan", encoding="raw")]
-        proxy = _CuttingProxy(running.port)
+        proxy = CuttingProxy(running.port)
         got = []
         async with AsyncPix2VideoClient("127.0.0.1:1", f"127.0.0.1:{proxy.port}", retries=0) as client:
             with pytest.raises(IncompleteEdit) as info:
