@@ -560,6 +560,11 @@ def test_one_job_across_replicas(suite, clips, start):
     and both callers get the same video id."""
     a = start(suite.inversion_settings("replicas"))
     b = start(suite.inversion_settings("replicas"))
+    # The lease is compare-and-swap through the whole chain of store views the
+    # service hands a job (tenant, quota count, retries, metrics; tests/test_lease_cas.py).
+    from pix2video.store.conditional import conditional
+
+    assert all(conditional(r.servicer.tenant_store()) is not None for r in (a, b))
     clip = _clip(clips, "replicas", frames=8, variant=2)
     results = [None, None]
     go = threading.Barrier(2)

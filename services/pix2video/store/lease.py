@@ -4,14 +4,22 @@ that share only an object store (replicas of the inversion service).
     leases/<name>.json    {"owner": ..., "expires": <Unix seconds>, "renewed": ...}
 
 A holder renews its lease (a heartbeat) well before it expires; a holder that
-dies stops renewing, its lease expires, and the next claimant takes over. The
-store offers no compare-and-swap, so a claim is a write followed, after a
-short settle delay, by a read-back: of several claimants racing on a free
-lease the last write wins and only its owner proceeds (the others see a live
-lease held by someone else and wait). A claimant whose write lands later than
-``settle`` after a rival's read-back can still win a second time; the work is
-idempotent and written under per-attempt prefixes (see :mod:`.videos`), so the
-worst case is the work done twice, never a corrupt result.
+dies stops renewing, its lease expires, and the next claimant takes over.
+
+Claims are compare-and-swap where the store offers conditional writes (see
+:mod:`.conditional`: S3 with If-None-Match / If-Match, SeaweedFS and AWS
+included, and the local store): a free lease is created only if absent, an
+expired one replaced only if it is still the version read, and a renewal
+replaces only our own last version. Of any number of claimants racing, exactly
+one holds the lease (tests/test_lease_cas.py races them).
+
+On a store without them (an S3 server that ignores the headers), a claim is a
+write followed, after a short settle delay, by a read-back: the last write
+wins and only its owner proceeds. A claimant whose write lands later than
+``settle`` after a rival's read-back can then still win a second time; the
+work is idempotent and written under per-attempt prefixes (see
+:mod:`.videos`), so the worst case there is the work done twice, never a
+corrupt result.
 
 Expiry is compared with this machine's wall clock: replicas need clocks in
 step to well under the lease's time to live (NTP gives milliseconds).
@@ -32,6 +40,7 @@ from typing import Callable
 
 from ..errors import NotFound, Pix2VideoError
 from .base import ObjectStore, check_key
+from .conditional import WriteConflict, conditional
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +66,20 @@ class LeaseRecord:
         return self.expires > now
 
 
+def _parse(data: bytes) -> LeaseRecord | None:
+    try:
+        body = json.loads(data)
+        return LeaseRecord(str(body["owner"]), float(body["expires"]), float(body.get("renewed", 0.0)))
+    except (ValueError, TypeError, KeyError):
+        return None  # a torn or foreign object: treated as free, the next claim overwrites it
+
+
 def read_lease(store: ObjectStore, name: str) -> LeaseRecord | None:
     """The lease as stored (live or expired), or None when there is none or it is unreadable."""
     try:
-        data = json.loads(store.get(lease_key(name)))
-        return LeaseRecord(str(data["owner"]), float(data["expires"]), float(data.get("renewed", 0.0)))
+        return _parse(store.get(lease_key(name)))
     except NotFound:
         return None
-    except (ValueError, TypeError, KeyError):
-        return None  # a torn or foreign object: treated as free, the next claim overwrites it
 
 
 class LeaseLost(Pix2VideoError):
@@ -95,11 +109,40 @@ class Lease:
         self.key = lease_key(name)
         self.settle, self.clock = settle, clock
         self.held = False
+        self._cas = conditional(store)  # None: no conditional writes, write and read back
+        self._tag: str | None = None  # our last version of the lease object (conditional writes)
+
+    def _body(self) -> bytes:
+        now = self.clock()
+        return json.dumps({"owner": self.owner, "expires": now + self.ttl, "renewed": now}).encode()
 
     def _write(self) -> None:
-        now = self.clock()
-        body = {"owner": self.owner, "expires": now + self.ttl, "renewed": now}
-        self.store.put(self.key, json.dumps(body).encode())
+        self.store.put(self.key, self._body())
+
+    def _read_tagged(self) -> tuple[LeaseRecord | None, str | None]:
+        try:
+            data, tag = self._cas.get_tagged(self.key)
+        except NotFound:
+            return None, None
+        return _parse(data), tag
+
+    def _cas_acquire(self) -> bool:
+        rec, tag = self._read_tagged()
+        if rec is not None and rec.owner != self.owner and rec.live(self.clock()):
+            return False
+        try:
+            if tag is None:
+                self._tag = self._cas.put_if_absent(self.key, self._body())
+            else:  # expired, torn or ours: replace exactly the version read
+                self._tag = self._cas.put_if_tag(self.key, self._body(), tag)
+        except WriteConflict:
+            # A rival got there first, unless our own write landed and only its
+            # answer was lost (a retried request): the read-back says which.
+            rec, tag = self._read_tagged()
+            if rec is None or rec.owner != self.owner:
+                return False
+            self._tag = tag
+        return True
 
     def holder(self) -> LeaseRecord | None:
         """The live lease of someone else, or None when it is free, expired or ours."""
@@ -110,6 +153,9 @@ class Lease:
 
     def try_acquire(self) -> bool:
         """Claims the lease if nobody else holds a live one; True when we hold it."""
+        if self._cas is not None:
+            self.held = self._cas_acquire()
+            return self.held
         if self.holder() is not None:
             return False
         self._write()
@@ -120,6 +166,22 @@ class Lease:
 
     def renew(self) -> None:
         """Extends our lease; raises LeaseLost when another owner holds it now."""
+        if self._cas is not None:
+            try:
+                self._tag = self._cas.put_if_tag(self.key, self._body(), self._tag or "")
+                return
+            except WriteConflict:
+                rec, tag = self._read_tagged()
+                if tag is None:  # deleted under us (nobody else held it): claim it again
+                    self._tag = self._cas.put_if_absent(self.key, self._body())
+                    return
+                if rec is None or rec.owner != self.owner:  # taken over: no longer ours
+                    self.held = False
+                    raise LeaseLost(
+                        f"lease {self.name!r}: taken over by {rec.owner if rec else 'a torn write'}"
+                    ) from None
+                self._tag = self._cas.put_if_tag(self.key, self._body(), tag)  # ours; only an answer was lost
+                return
         rec = read_lease(self.store, self.name)
         if rec is not None and rec.owner != self.owner and rec.live(self.clock()):
             self.held = False
