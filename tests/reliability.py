@@ -17,7 +17,10 @@ How to add a row from any test (the one function to call):
 block, its peak during it (every 20 ms) and after it (when the block ends: a
 test that must wait for memory to settle waits inside the block), and records
 the row. ``row_id`` is unique and stable ("<area>.<case>"); ``section`` groups
-rows in the file. The servers under test run in the test process (real gRPC
+rows in the file. A row opened by a fixture around a whole test (one row per
+parametrised case, as tests/test_attacks.py does) calls ``row.discard()`` when
+the test failed (``call_passed(request)`` says), so that only what passed is
+recorded. The servers under test run in the test process (real gRPC
 servers on loopback, ServerThread), so its RSS is theirs.
 
 The file is the record: at the end of a session it is rewritten with the rows
@@ -74,6 +77,11 @@ class Row:
     lost: str = ""
     rss: tuple[float, float, float] = (0.0, 0.0, 0.0)  # MiB
     extra: dict = field(default_factory=dict)
+    discarded: bool = False
+
+    def discard(self) -> None:
+        """Record nothing for this row (its test failed: the failure is the report)."""
+        self.discarded = True
 
     def stable(self) -> tuple:
         return (self.section, self.what, self.status, self.kept_serving, self.lost)
@@ -116,6 +124,8 @@ def reliability_row(row_id: str, section: str, what: str):
     after = rss_bytes()
     mib = 1024 * 1024
     row.rss = (before / mib, peak / mib, after / mib)
+    if row.discarded:
+        return
     if not row.status or row.kept_serving is None or not row.lost:
         pytest.fail(f"reliability row {row_id}: set status, kept_serving and lost")
     _recorded[row_id] = row
@@ -201,6 +211,20 @@ def pytest_sessionfinish(session, exitstatus):
         tmp.replace(DOC)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the item, for :func:`call_passed`."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"_reliability_{report.when}", report)
+
+
+def call_passed(request) -> bool:
+    """In a fixture's teardown: whether the test itself (its call phase) passed."""
+    report = getattr(request.node, "_reliability_call", None)
+    return report is not None and report.passed
+
+
 @pytest.fixture
 def reliability():
     """The plugin as a fixture: ``reliability.row(...)`` is :func:`reliability_row`."""
@@ -211,4 +235,4 @@ def reliability():
     return _Api()
 
 
-__all__ = ["reliability_row", "rss_bytes", "parse", "render", "read_rows", "DOC"]
+__all__ = ["reliability_row", "call_passed", "rss_bytes", "parse", "render", "read_rows", "DOC"]
