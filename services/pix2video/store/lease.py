@@ -24,6 +24,11 @@ corrupt result.
 Expiry is compared with this machine's wall clock: replicas need clocks in
 step to well under the lease's time to live (NTP gives milliseconds).
 
+A claimant that waits for another's lease announces itself (a
+:class:`Waiter`: a lease-shaped record under ``leases/<name>.waiters/``,
+renewed while it waits), so that the holder, whose own caller went away,
+runs the job on for a caller on another replica (:func:`live_waiters`).
+
 Keys are relative to the store it is handed, so a lease taken through a
 :class:`~.tenant.TenantStore` lives under that tenant's prefix.
 """
@@ -236,3 +241,56 @@ class _Heartbeat:
         self._stop.set()
         self._thread.join()
         self.lease.release()
+
+
+WAITERS = ".waiters/"
+
+
+def _waiters_prefix(name: str) -> str:
+    return LEASE_PREFIX + check_key(name) + WAITERS
+
+
+class Waiter:
+    """``owner`` waits for the holder of lease ``name``: a record that says so,
+    written at most every ``ttl / 3`` seconds by :meth:`beat` and expiring
+    after ``ttl`` (a waiter that dies stops counting; ``store gc`` removes the
+    record as it does an expired lease). Best effort: a store error is logged,
+    never raised, since waiting goes on without it."""
+
+    def __init__(self, store: ObjectStore, name: str, owner: str, ttl: float, clock: Callable[[], float] = time.time):
+        self.store, self.owner, self.ttl, self.clock = store, owner, ttl, clock
+        self.key = _waiters_prefix(name) + check_key(owner) + ".json"
+        self._written = 0.0
+
+    def beat(self) -> None:
+        now = self.clock()
+        if self._written and now - self._written < self.ttl / 3:
+            return
+        body = {"owner": self.owner, "expires": now + self.ttl, "renewed": now}
+        try:
+            self.store.put(self.key, json.dumps(body).encode())
+            self._written = now
+        except Pix2VideoError as exc:
+            log.warning("waiter %s: not announced (%s)", self.key, exc)
+
+    def withdraw(self) -> None:
+        if not self._written:
+            return
+        self._written = 0.0
+        try:
+            self.store.delete(self.key)
+        except Pix2VideoError as exc:  # it expires on its own
+            log.warning("waiter %s: not withdrawn (%s); it expires in %.0f s", self.key, exc, self.ttl)
+
+
+def live_waiters(store: ObjectStore, name: str, clock: Callable[[], float] = time.time) -> int:
+    """Claimants (on any replica) waiting now for the holder of lease ``name``."""
+    now, count = clock(), 0
+    for info in store.list(_waiters_prefix(name)):
+        try:
+            rec = _parse(store.get(info.key))
+        except NotFound:
+            continue  # withdrawn while we looked
+        if rec is not None and rec.live(now):
+            count += 1
+    return count
