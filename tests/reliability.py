@@ -53,6 +53,11 @@ SERVING and answered a normal call afterwards. *Lost*: data or work that a
 client had been promised and did not get; it must be nothing. RSS is the
 resident memory of the test process, which runs the servers: before the
 fault, at its peak during it, and after it.
+
+The rows come from tests/test_inversion_reliability.py, test_editor_sessions.py,
+test_cli_cut_stream.py, test_attacks.py and test_security_transport.py. Any run
+of them rewrites the rows it recorded and keeps the others, so a partial run
+updates the file; to refresh it all, run those five files.
 """
 COLUMNS = ["Row", "What was done", "Status the client got", "Kept serving", "Lost", "RSS before / peak / after (MiB)"]
 _recorded: dict[str, "Row"] = {}
