@@ -93,3 +93,23 @@ def test_a_holder_that_lapsed_loses_its_lease_to_the_one_that_took_it_over(make_
     assert read_lease(fast.store, "videos/lapsed").owner == "fast"
     fast.renew()  # the holder renews as often as it likes
     assert read_lease(fast.store, "videos/lapsed").owner == "fast"
+
+
+def test_waiters_count_while_live_and_a_dead_ones_record_is_collected(tmp_path):
+    """A claimant waiting on another's lease announces itself (the holder's job
+    runs on for it when its own caller leaves); a dead waiter stops counting
+    when its record expires, and `store gc` removes the record."""
+    from pix2video.store.gc import collect
+    from pix2video.store.lease import Waiter, live_waiters
+
+    store = LocalDiskStore(tmp_path)
+    assert live_waiters(store, "videos/v") == 0
+    live = Waiter(store, "videos/v", "replica-b", ttl=30)
+    live.beat()
+    dead = Waiter(store, "videos/v", "replica-c", ttl=1, clock=lambda: time.time() - 7200)
+    dead.beat()
+    assert live_waiters(store, "videos/v") == 1
+    report = collect(store, grace=3600)
+    assert report.deleted == ["leases/videos/v.waiters/replica-c.json"]
+    live.withdraw()
+    assert live_waiters(store, "videos/v") == 0 and not list(store.list("leases/"))
