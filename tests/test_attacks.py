@@ -186,7 +186,7 @@ SERVICE_OF["Edit"] = "editor"
 ATTACKS = {
     "test_playlist_uploads_are_refused": (
         "playlist",
-        "a {kind} playlist uploaded as {filename}, naming a file on the server or an internal URL",
+        "a playlist ({kind}) uploaded as {filename}, naming a file on the server or an internal URL",
     ),
     "test_hostile_videos_are_refused_before_decoding": ("video", "a hostile video upload: {case}"),
     "test_hostile_images_are_refused_by_depth_and_caption": (
