@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ...depth_batching import depth_batch_size
 from ...devices import resolve_device, resolve_dtype
 from ...engine.depth import DepthEstimator, normalise_depth, predict_depth
 from ...errors import InvalidInput
@@ -34,13 +35,7 @@ class DepthWorker:
         dtype = resolve_dtype(settings.dtype, device)
         depth, feature_extractor, scale = load_depth(settings.model, device, settings.home or None)
         self.models = DepthComponents(depth, feature_extractor, device, dtype, scale)
-        # On the CPU each frame runs through DPT alone: the service's batches mix
-        # frames of whatever streams are in flight, and on the CPU a frame's depth
-        # then changed with its batch (by up to 5e-6 with the tiny model), so a
-        # retried inversion was not bitwise the first one's. Alone, a frame's depth
-        # is the same whatever else is in flight. (CPU GEMMs gain little from the
-        # batch; on a GPU batches stay whole, and results there agree to rounding.)
-        self.batch_size = 1 if device.type == "cpu" else settings.batch_size
+        self.batch_size = depth_batch_size(device, settings.batch_size)  # 1 on the CPU: see depth_batching
         self.estimator = DepthEstimator(self.models, batch_size=self.batch_size)
         log.info("depth model %s loaded on %s (%s)", settings.model, device, str(dtype).removeprefix("torch."))
 
