@@ -17,7 +17,10 @@ How to add a row from any test (the one function to call):
 block, its peak during it (every 20 ms) and after it (when the block ends: a
 test that must wait for memory to settle waits inside the block), and records
 the row. ``row_id`` is unique and stable ("<area>.<case>"); ``section`` groups
-rows in the file. The servers under test run in the test process (real gRPC
+rows in the file. A row opened by a fixture around a whole test (one row per
+parametrised case, as tests/test_attacks.py does) calls ``row.discard()`` when
+the test failed (``call_passed(request)`` says), so that only what passed is
+recorded. The servers under test run in the test process (real gRPC
 servers on loopback, ServerThread), so its RSS is theirs.
 
 The file is the record: at the end of a session it is rewritten with the rows
@@ -50,6 +53,11 @@ SERVING and answered a normal call afterwards. *Lost*: data or work that a
 client had been promised and did not get; it must be nothing. RSS is the
 resident memory of the test process, which runs the servers: before the
 fault, at its peak during it, and after it.
+
+The rows come from tests/test_inversion_reliability.py, test_editor_sessions.py,
+test_cli_cut_stream.py, test_attacks.py and test_security_transport.py. Any run
+of them rewrites the rows it recorded and keeps the others, so a partial run
+updates the file; to refresh it all, run those five files.
 """
 COLUMNS = ["Row", "What was done", "Status the client got", "Kept serving", "Lost", "RSS before / peak / after (MiB)"]
 _recorded: dict[str, "Row"] = {}
@@ -74,6 +82,11 @@ class Row:
     lost: str = ""
     rss: tuple[float, float, float] = (0.0, 0.0, 0.0)  # MiB
     extra: dict = field(default_factory=dict)
+    discarded: bool = False
+
+    def discard(self) -> None:
+        """Record nothing for this row (its test failed: the failure is the report)."""
+        self.discarded = True
 
     def stable(self) -> tuple:
         return (self.section, self.what, self.status, self.kept_serving, self.lost)
@@ -116,6 +129,8 @@ def reliability_row(row_id: str, section: str, what: str):
     after = rss_bytes()
     mib = 1024 * 1024
     row.rss = (before / mib, peak / mib, after / mib)
+    if row.discarded:
+        return
     if not row.status or row.kept_serving is None or not row.lost:
         pytest.fail(f"reliability row {row_id}: set status, kept_serving and lost")
     _recorded[row_id] = row
@@ -201,6 +216,20 @@ def pytest_sessionfinish(session, exitstatus):
         tmp.replace(DOC)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the item, for :func:`call_passed`."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"_reliability_{report.when}", report)
+
+
+def call_passed(request) -> bool:
+    """In a fixture's teardown: whether the test itself (its call phase) passed."""
+    report = getattr(request.node, "_reliability_call", None)
+    return report is not None and report.passed
+
+
 @pytest.fixture
 def reliability():
     """The plugin as a fixture: ``reliability.row(...)`` is :func:`reliability_row`."""
@@ -211,4 +240,4 @@ def reliability():
     return _Api()
 
 
-__all__ = ["reliability_row", "rss_bytes", "parse", "render", "read_rows", "DOC"]
+__all__ = ["reliability_row", "call_passed", "rss_bytes", "parse", "render", "read_rows", "DOC"]

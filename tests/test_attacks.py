@@ -36,6 +36,7 @@ from hostile import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability import call_passed, reliability_row
 
 from pix2video.limits import MAX_OBJECT_KEY, OBJECT_KEY
 from pix2video.servers.caption.settings import CaptionSettings
@@ -173,6 +174,113 @@ def _call(rpc: str, case: str, fn) -> tuple[grpc.StatusCode, str]:
     assert code not in FORBIDDEN_CODES, f"{rpc} {case}: {code.name}: {details}"
     assert code != grpc.StatusCode.DEADLINE_EXCEEDED, f"{rpc} {case}: hung"
     return code, details
+
+
+# -- the reliability table (docs/RELIABILITY.md): one row per attack tried ----------------
+
+SECTION = "Attacks (security)"
+SERVICE_OF = {"EstimateDepth": "depth", "Caption": "caption", "Invert": "inversion", "GetVideo": "inversion"}
+SERVICE_OF["Edit"] = "editor"
+# test -> (row id, what was done: formatted with the test's parameters). A test
+# not named here records no row (checks of messages and logs, not attacks).
+ATTACKS = {
+    "test_playlist_uploads_are_refused": (
+        "playlist",
+        "a playlist ({kind}) uploaded as {filename}, naming a file on the server or an internal URL",
+    ),
+    "test_hostile_videos_are_refused_before_decoding": ("video", "a hostile video upload: {case}"),
+    "test_hostile_images_are_refused_by_depth_and_caption": (
+        "image",
+        "a hostile image, 12 in one depth stream and once to caption: {case}",
+    ),
+    "test_hostile_ids_and_keys_are_invalid_argument": (
+        "inversion-id",
+        "a hostile string ({case}) as video_id, object_key and upload file name",
+    ),
+    "test_hostile_editor_video_ids_are_invalid_argument": ("editor-video-id", "a hostile video_id ({case}) to open"),
+    "test_hostile_session_ids_are_invalid_argument": ("session-id", "a hostile session_id ({case}) to resume"),
+    "test_missing_objects_are_not_found_without_naming_the_store": (
+        "absent-objects",
+        "an absent object key and an absent video id",
+    ),
+    "test_huge_prompts_are_invalid_argument_with_a_short_message": ("prompt", "a {size}-character {field}"),
+    "test_property_depth_and_caption": (
+        "property-depth-caption",
+        "generated malformed depth and caption requests (hypothesis, 100 examples, derandomised)",
+    ),
+    "test_property_inversion": (
+        "property-inversion",
+        "generated malformed inversion requests and hostile media (hypothesis, 100 examples, derandomised)",
+    ),
+    "test_property_editor": (
+        "property-editor",
+        "generated malformed editor requests (hypothesis, 100 examples, derandomised)",
+    ),
+}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _status(calls) -> str:
+    """What the clients got: each call's status, in order, repeats counted."""
+    if len(calls) > 10:  # generated requests: the statuses (and the count) vary with the examples; the bound
+        return "every call a client's status; none INTERNAL, UNKNOWN, UNAVAILABLE or past its deadline"
+    parts: list[list] = []
+    for rpc, _, code, _, _ in calls:
+        if parts and parts[-1][0] == (rpc, code.name):
+            parts[-1][1] += 1
+        else:
+            parts.append([(rpc, code.name), 1])
+    return "; ".join(f"{rpc} {code}" + (f" x{n}" if n > 1 else "") for (rpc, code), n in parts)
+
+
+def _still_serves(suite, service: str) -> bool:
+    """Health SERVING, and a normal call of that service answered."""
+    channel, stubs = suite["channels"][service], suite["stubs"]
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    if health.status != health_pb2.HealthCheckResponse.SERVING:
+        return False
+    good = _png(png_of(make_sample_frames(1, 64, 64)[0]))
+    if service == "depth":
+        return len(_depth(stubs["depth"], [good])()) == 1
+    if service == "caption":
+        return bool(_caption(stubs["caption"], good)().caption)
+    if service == "inversion":
+        return stubs["inversion"].GetVideo(inversion_pb2.GetVideoRequest(video_id=suite["video_id"])).num_frames == 2
+    open_ = editor_pb2.EditRequest(
+        open=editor_pb2.OpenSession(video_id=suite["video_id"], settings=editor_pb2.EditSettings(prompt="a swan"))
+    )
+    return [r.WhichOneof("kind") for r in _edit(stubs["editor"], open_, max_responses=10)()] == [
+        "opened",
+        "frame",
+        "frame",
+        "done",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def attack_row(request):
+    """Around each attack test: its row in docs/RELIABILITY.md, from the calls
+    it made (OUTCOMES) and a check that every service it attacked still serves."""
+    if request.node.originalname not in ATTACKS:
+        yield
+        return
+    stem, what = ATTACKS[request.node.originalname]
+    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
+    row_id = f"attack.{stem}" + (f".{_slug('-'.join(str(v) for v in params.values()))}" if params else "")
+    suite = request.getfixturevalue("suite")
+    first = len(OUTCOMES)
+    with reliability_row(row_id, SECTION, what.format(**params)) as row:
+        yield
+        if not call_passed(request):
+            row.discard()
+            return
+        calls = OUTCOMES[first:]
+        row.status = _status(calls)
+        row.kept_serving = all(_still_serves(suite, s) for s in sorted({SERVICE_OF[c[0]] for c in calls}))
+        row.lost = "nothing"
 
 
 # -- request builders ---------------------------------------------------------------------

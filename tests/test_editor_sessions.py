@@ -21,8 +21,10 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from cutting_proxy import CuttingProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from reliability import reliability_row
 
 from pix2video.servers.common.server import ServerThread
 from pix2video.servers.editor.server import build
@@ -146,6 +148,22 @@ def _frames(call):
     return [r.frame for r in call if r.HasField("frame")]
 
 
+SECTION = "Editor sessions"
+
+
+def _serving_and_edits(port: int, video_id: str, num_frames: int) -> bool:
+    """The reliability table's "kept serving": health SERVING, and a normal edit
+    of ``video_id`` gets all its frames and ``done``."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        kinds = [
+            r.WhichOneof("kind") for r in pb_grpc.EditorServiceStub(ch).Edit(_requests(_open(video_id)), timeout=60)
+        ]
+    return health.status == health_pb2.HealthCheckResponse.SERVING and kinds == ["opened"] + ["frame"] * num_frames + [
+        "done"
+    ]
+
+
 # -- lifecycle -----------------------------------------------------------------
 
 
@@ -157,18 +175,34 @@ def test_every_ending_frees_the_session_and_is_counted(editor):
     # 16 clients that open and never read: paused by back-pressure, freed after the stall timeout.
     hold = threading.Event()
     lazy = []
-    for _ in range(16):
-        # No BDP probing: the client's receive window stays at 64 KB, so a
-        # client that does not read really stops the server's writes.
-        stub, ch = _stub(running, **{"grpc.http2.bdp_probe": 0})
-        lazy.append((stub.Edit(_requests(_open(videos["long"]), hold=hold)), ch))
-    assert _wait(lambda: worker.snapshot.active == 16, 30)
-    assert _wait(lambda: _ended(running).get("stalled", 0) - before.get("stalled", 0) == 16, 90)
-    assert _wait(lambda: _all_freed(worker), 10), worker.snapshot
-    hold.set()
-    for call, ch in lazy:
-        call.cancel()
-        ch.close()
+    with reliability_row(
+        "editor.16-clients-never-read", SECTION, "16 clients open a 12-frame edit and never read (stall timeout 1.5 s)"
+    ) as row:
+        for _ in range(16):
+            # No BDP probing: the client's receive window stays at 64 KB, so a
+            # client that does not read really stops the server's writes.
+            stub, ch = _stub(running, **{"grpc.http2.bdp_probe": 0})
+            lazy.append((stub.Edit(_requests(_open(videos["long"]), hold=hold)), ch))
+        assert _wait(lambda: worker.snapshot.active == 16, 30)
+        assert _wait(lambda: _ended(running).get("stalled", 0) - before.get("stalled", 0) == 16, 90)
+        assert _wait(lambda: _all_freed(worker), 10), worker.snapshot
+        hold.set()
+        codes = set()
+        for call, _ in lazy:  # what each lazy client finds once it reads: its buffered frames, then the status
+            try:
+                for _ in call:
+                    pass
+                codes.add("OK")
+            except grpc.RpcError as exc:
+                codes.add(exc.code().name)
+        codes = sorted(codes)
+        for call, ch in lazy:
+            call.cancel()
+            ch.close()
+        row.status = f"{'/'.join(codes)} for all 16 at the stall timeout; every session freed, counted as stalled"
+        row.kept_serving = _serving_and_edits(running.port, videos["short"], 4)
+        row.lost = "nothing"
+    assert codes == ["DEADLINE_EXCEEDED"]
 
     # 16 clients SIGKILLed mid-stream: detached, freed after the detach grace.
     script = (
@@ -185,37 +219,51 @@ def test_every_ending_frees_the_session_and_is_counted(editor):
         "        print('frame', flush=True)\n"
         "        time.sleep(3600)\n"
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, f"127.0.0.1:{running.port}", videos["long"]],
-            stdout=subprocess.PIPE,
-            env=ENV,
+    with reliability_row(
+        "editor.16-clients-sigkilled",
+        SECTION,
+        "16 client processes SIGKILLed after their first frame (detach grace 1 s)",
+    ) as row:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, f"127.0.0.1:{running.port}", videos["long"]],
+                stdout=subprocess.PIPE,
+                env=ENV,
+            )
+            for _ in range(16)
+        ]
+        try:
+            for p in procs:
+                assert p.stdout.readline().strip() == b"frame"
+            for p in procs:
+                p.send_signal(signal.SIGKILL)
+            for p in procs:
+                p.wait(10)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        assert _wait(lambda: _ended(running).get("detach_expired", 0) - before.get("detach_expired", 0) == 16, 60)
+        assert _wait(lambda: _all_freed(worker), 10), worker.snapshot
+        row.status = (
+            "none (the clients are dead); every session freed after the detach grace, counted as detach_expired"
         )
-        for _ in range(16)
-    ]
-    try:
-        for p in procs:
-            assert p.stdout.readline().strip() == b"frame"
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-        for p in procs:
-            p.wait(10)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert _wait(lambda: _ended(running).get("detach_expired", 0) - before.get("detach_expired", 0) == 16, 60)
-    assert _wait(lambda: _all_freed(worker), 10), worker.snapshot
+        row.kept_serving = _serving_and_edits(running.port, videos["short"], 4)
+        row.lost = "nothing"
 
     # A second open in a stream breaks the protocol: INVALID_ARGUMENT, freed at once.
     stub, ch = _stub(running)
     hold2 = threading.Event()
-    call = stub.Edit(_requests(_open(videos["long"]), [_open(videos["long"])], hold=hold2))
-    with pytest.raises(grpc.RpcError) as info:
-        _frames(call)
-    hold2.set()
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "only cancel" in info.value.details()
-    assert _wait(lambda: _ended(running).get("protocol", 0) - before.get("protocol", 0) == 1, 5)
+    with reliability_row("editor.second-open", SECTION, "a second open in the same edit stream") as row:
+        call = stub.Edit(_requests(_open(videos["long"]), [_open(videos["long"])], hold=hold2))
+        with pytest.raises(grpc.RpcError) as info:
+            _frames(call)
+        hold2.set()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "only cancel" in info.value.details()
+        assert _wait(lambda: _ended(running).get("protocol", 0) - before.get("protocol", 0) == 1, 5)
+        row.status = "INVALID_ARGUMENT 'only cancel may follow open or resume'; the session freed at once"
+        row.kept_serving = _serving_and_edits(running.port, videos["short"], 4)
+        row.lost = "nothing"
 
     # Done; a stream cancelled by the client (detached, then freed after the
     # grace); a cancel message from the SDK when its caller stops early.
@@ -230,7 +278,7 @@ def test_every_ending_frees_the_session_and_is_counted(editor):
         next(frames)
         frames.close()
     ch.close()
-    want = {"done": 1, "detach_expired": 17, "cancelled": 1, "stalled": 16, "protocol": 1}
+    want = {"done": 1 + 3, "detach_expired": 17, "cancelled": 1, "stalled": 16, "protocol": 1}  # 3: the rows' checks
     counted = lambda: {k: _ended(running).get(k, 0) - before.get(k, 0) for k in want}  # noqa: E731
     assert _wait(lambda: counted() == want, 20), counted()
     assert _wait(lambda: _all_freed(worker), 10), worker.snapshot
@@ -255,22 +303,28 @@ def test_a_huge_negative_prompt_is_refused_at_once_and_other_sessions_keep_their
                     gaps.append(now - last)
                 last = now
 
-    t = threading.Thread(target=other)
-    t.start()
-    time.sleep(0.5)
-    started = time.monotonic()
-    with pytest.raises(grpc.RpcError) as info:
-        list(stub.Edit(_requests(_open(videos["short"], negative_prompt="x" * 5_000_000))))
-    refused = time.monotonic() - started
-    t.join(120)
-    stop.set()
-    ch.close()
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "negative_prompt" in info.value.details()
-    assert len(info.value.details()) < 200  # no echo of the prompt
-    assert refused < 2.0, refused
-    assert len(gaps) == 11  # the other session got every frame
-    # No gap of the other session stands out: the refusal cost it nothing.
-    assert max(gaps) < 5 * statistics.median(gaps) + 0.5, gaps
+    with reliability_row(
+        "editor.5mb-negative-prompt", SECTION, "a 5 MB negative prompt while another session streams 12 frames"
+    ) as row:
+        t = threading.Thread(target=other)
+        t.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.Edit(_requests(_open(videos["short"], negative_prompt="x" * 5_000_000))))
+        refused = time.monotonic() - started
+        t.join(120)
+        stop.set()
+        ch.close()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "negative_prompt" in info.value.details()
+        assert len(info.value.details()) < 200  # no echo of the prompt
+        assert refused < 2.0, refused
+        assert len(gaps) == 11  # the other session got every frame
+        # No gap of the other session stands out: the refusal cost it nothing.
+        assert max(gaps) < 5 * statistics.median(gaps) + 0.5, gaps
+        row.status = "INVALID_ARGUMENT naming negative_prompt within 2 s; the other session got every frame at its pace"
+        row.kept_serving = _serving_and_edits(running.port, videos["short"], 4)
+        row.lost = "nothing"
 
 
 # -- ownership -------------------------------------------------------------------
@@ -289,6 +343,21 @@ def replaying_editor(tiny_dir, tmp_path):
 
 def test_resume_needs_the_tenant_and_the_secret_and_a_takeover_ends_the_old_stream_aborted(replaying_editor):
     running, videos, thread = replaying_editor
+    with reliability_row(
+        "editor.resume-hijack",
+        SECTION,
+        "resumes of a live session with no secret, a wrong one, as another tenant, of an absent session",
+    ) as row:
+        _resume_hijack(running, videos, thread)
+        row.status = (
+            "PERMISSION_DENIED (no or wrong secret), NOT_FOUND (another tenant, an absent session); "
+            "the owner's stream undisturbed; a resume with the secret takes over, the old stream ABORTED"
+        )
+        row.kept_serving = _serving_and_edits(running.port, videos["long"], 12)
+        row.lost = "nothing"
+
+
+def _resume_hijack(running, videos, thread):
     worker = running.servicer.worker
     stub, ch = _stub(running)
     hold = threading.Event()
@@ -347,14 +416,21 @@ def test_per_tenant_session_quota(tiny_dir, tmp_path):
         (running,) = thread.start(lambda: _one(build(settings)))
         stub, ch = _stub(running)
         hold = threading.Event()
-        first = iter(stub.Edit(_requests(_open(vid), hold=hold)))
-        next(first)
-        with pytest.raises(grpc.RpcError) as info:
-            list(stub.Edit(_requests(_open(vid))))
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "max_sessions_per_tenant" in info.value.details()
-        hold.set()
-        ch.close()
+        with reliability_row(
+            "editor.tenant-session-quota", SECTION, "a tenant opens a second session past max_sessions_per_tenant=1"
+        ) as row:
+            first = iter(stub.Edit(_requests(_open(vid), hold=hold)))
+            next(first)
+            with pytest.raises(grpc.RpcError) as info:
+                list(stub.Edit(_requests(_open(vid))))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_sessions_per_tenant" in info.value.details()
+            hold.set()
+            assert [r.WhichOneof("kind") for r in first] == ["frame"] * 4 + ["done"]  # the first one finishes
+            ch.close()
+            row.status = "RESOURCE_EXHAUSTED naming max_sessions_per_tenant; the first session finished"
+            row.kept_serving = _serving_and_edits(running.port, vid, 4)
+            row.lost = "nothing"
     finally:
         thread.stop()
 
@@ -394,23 +470,29 @@ def test_slow_ticks_never_delay_the_event_loop(tiny_dir, tmp_path):
                 lags.append(time.monotonic() - t0 - every)
             return lags
 
-        time.sleep(0.3)  # the sessions are open and ticking
-        probe = __import__("asyncio").run_coroutine_threadsafe(lag_probe(), thread.loop)
-        checks = []
-        while not probe.done():
-            t0 = time.monotonic()
-            health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-            checks.append(time.monotonic() - t0)
-            time.sleep(0.05)
-        lags = sorted(probe.result())
-        for w in workers:
-            w.join(120)
-        handle.remove()
-        ch.close()
-        p99 = lags[int(0.99 * (len(lags) - 1))]
-        assert p99 < 0.050, f"event-loop lag p99 {p99 * 1000:.1f} ms"
-        assert sorted(checks)[int(0.99 * (len(checks) - 1))] < 0.050 + 0.05, checks
-        assert len(frames_at) == 6
+        with reliability_row(
+            "editor.slow-ticks", SECTION, "two sessions whose every tick takes over 1 s (a sleep hook in the UNet)"
+        ) as row:
+            time.sleep(0.3)  # the sessions are open and ticking
+            probe = __import__("asyncio").run_coroutine_threadsafe(lag_probe(), thread.loop)
+            checks = []
+            while not probe.done():
+                t0 = time.monotonic()
+                health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                checks.append(time.monotonic() - t0)
+                time.sleep(0.05)
+            lags = sorted(probe.result())
+            for w in workers:
+                w.join(120)
+            handle.remove()
+            ch.close()
+            p99 = lags[int(0.99 * (len(lags) - 1))]
+            assert p99 < 0.050, f"event-loop lag p99 {p99 * 1000:.1f} ms"
+            assert sorted(checks)[int(0.99 * (len(checks) - 1))] < 0.050 + 0.05, checks
+            assert len(frames_at) == 6
+            row.status = "OK: every frame; health checks answered, event-loop lag p99 under 50 ms"
+            row.kept_serving = _serving_and_edits(running.port, fast, 3)
+            row.lost = "nothing"
     finally:
         thread.stop()
 
@@ -462,56 +544,21 @@ def test_health_watch_streams_serving_then_not_serving_on_stop(tiny_dir, tmp_pat
 # -- the client: truncation-proof, and exact resume after a replica dies ------------------
 
 
-class _CuttingProxy:
-    """A TCP proxy that forwards until told to cut every connection (a dead network path)."""
-
-    def __init__(self, target_port: int):
-        import socket
-
-        self.target = target_port
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
-        self.port = self.listener.getsockname()[1]
-        self.sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        import socket
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-
-    def cut(self):
-        import socket
-
-        self.listener.close()
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
 def test_a_cut_stream_without_resume_raises_and_leaves_no_file(editor, tmp_path):
     running, videos, _ = editor
-    proxy = _CuttingProxy(running.port)
+    with reliability_row(
+        "editor.sdk-stream-cut",
+        SECTION,
+        "the SDK's edit stream cut after frame 5 of 12, resume off (retries=0); edit_video over a previous file",
+    ) as row:
+        _cut_stream_without_resume(running, videos, tmp_path)
+        row.status = "IncompleteEdit 'after 5 of 12 frames'; no file written, the previous one intact"
+        row.kept_serving = _serving_and_edits(running.port, videos["long"], 12)
+        row.lost = "nothing"
+
+
+def _cut_stream_without_resume(running, videos, tmp_path):
+    proxy = CuttingProxy(running.port)
     client = Pix2VideoClient("127.0.0.1:1", f"127.0.0.1:{proxy.port}", retries=0)
     got = []
     with pytest.raises(IncompleteEdit) as info:
@@ -529,7 +576,7 @@ def test_a_cut_stream_without_resume_raises_and_leaves_no_file(editor, tmp_path)
 
     out = tmp_path / "out.mp4"
     out.write_bytes(b"the previous file")
-    proxy = _CuttingProxy(running.port)
+    proxy = CuttingProxy(running.port)
     client = Pix2VideoClient("127.0.0.1:1", f"127.0.0.1:{proxy.port}", retries=0)
 
     def frames():
@@ -579,15 +626,23 @@ def test_a_killed_replica_loses_nothing_the_edit_completes_on_the_other(tiny_dir
         with Pix2VideoClient("127.0.0.1:1", f"127.0.0.1:{port_b}") as direct:
             whole = [f.to_array() for f in direct.edit(vid, "a crochet swan", options, encoding="raw")]
         indices, frames = [], []
-        with Pix2VideoClient("127.0.0.1:1", [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"], backoff=0.05) as client:
-            for f in client.edit(vid, "a crochet swan", options, encoding="raw"):
-                indices.append(f.index)
-                frames.append(f.to_array())
-                if len(frames) == 4:
-                    a.send_signal(signal.SIGKILL)
-                    a.wait(10)
-        assert indices == list(range(10))  # no gap, no repeat
-        assert all(np.array_equal(x, y) for x, y in zip(frames, whole, strict=True))  # bitwise on the CPU
+        with reliability_row(
+            "editor.replica-sigkilled",
+            SECTION,
+            "one of two editor processes SIGKILLed after frame 4 of a 10-frame edit (the SDK has both addresses)",
+        ) as row:
+            with Pix2VideoClient("127.0.0.1:1", [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"], backoff=0.05) as c:
+                for f in c.edit(vid, "a crochet swan", options, encoding="raw"):
+                    indices.append(f.index)
+                    frames.append(f.to_array())
+                    if len(frames) == 4:
+                        a.send_signal(signal.SIGKILL)
+                        a.wait(10)
+            assert indices == list(range(10))  # no gap, no repeat
+            assert all(np.array_equal(x, y) for x, y in zip(frames, whole, strict=True))  # bitwise on the CPU
+            row.status = "OK: the edit completed on the other replica, every frame once, equal to an undisturbed run's"
+            row.kept_serving = _serving_and_edits(port_b, vid, 10)
+            row.lost = "nothing"
     finally:
         for p in (a, b):
             if p is not None and p.poll() is None:
@@ -599,7 +654,21 @@ def test_open_from_a_later_frame_continues_with_the_same_frames(editor):
     running, videos, _ = editor
     stub, ch = _stub(running)
     whole = [f.image.data for f in _frames(stub.Edit(_requests(_open(videos["long"]))))]
-    rest = _frames(stub.Edit(_requests(_open(videos["long"], start_frame=7))))
+    # A catch-up slower than the stall timeout (1.5 s here): the client is not
+    # stalled while there is nothing to read yet.
+    handle = running.servicer.worker.models.unet.register_forward_pre_hook(lambda *a: time.sleep(0.4))
+    try:
+        started = time.monotonic()
+        call = stub.Edit(_requests(_open(videos["long"], start_frame=7)))
+        rest = []
+        for r in call:
+            if r.HasField("frame"):
+                rest.append(r.frame)
+                if len(rest) == 1:
+                    first_after = time.monotonic() - started
+    finally:
+        handle.remove()
+    assert first_after > 1.5, first_after  # the catch-up did outlast the stall timeout
     with pytest.raises(grpc.RpcError) as info:
         list(stub.Edit(_requests(_open(videos["long"], start_frame=12))))
     ch.close()
@@ -647,7 +716,7 @@ def test_the_async_client_gets_every_frame_and_raises_on_a_cut_stream(editor):
     async def run():
         async with AsyncPix2VideoClient("127.0.0.1:1", f"127.0.0.1:{running.port}") as client:
             whole = [f.index async for f in client.edit(videos["short"], "a swan", encoding="raw")]
-        proxy = _CuttingProxy(running.port)
+        proxy = CuttingProxy(running.port)
         got = []
         async with AsyncPix2VideoClient("127.0.0.1:1", f"127.0.0.1:{proxy.port}", retries=0) as client:
             with pytest.raises(IncompleteEdit) as info:

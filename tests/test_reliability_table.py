@@ -1,5 +1,6 @@
 """docs/RELIABILITY.md: written by the tests (tests/reliability.py), and it
-lists every fault, load and bad input of issue 14's "Must show"."""
+lists every fault, load and bad input of issue 14's "Must show", issue 13's
+editor sessions and the security issue's attacks."""
 
 from __future__ import annotations
 
@@ -17,12 +18,34 @@ MUST_SHOW = {
     "inversion.dead-replica-lease",
     "store.wrong-credentials",
     "inversion.depth-rolling-restart",
+    "inversion.abandoned-job-remote-waiter",
+    # issue 13's editor sessions
+    "editor.16-clients-never-read",
+    "editor.16-clients-sigkilled",
+    "editor.second-open",
+    "editor.5mb-negative-prompt",
+    "editor.slow-ticks",
+    "editor.sdk-stream-cut",
+    "editor.cli-stream-cut",
+    "editor.replica-sigkilled",
+    # the security issue's attacks on the running suite
+    "security.tls",
+    "security.token",
+    "security.tenant-get",
+    "security.tenant-edit",
+    "security.tenant-key",
+    "security.tenant-quota",
+    "attack.property-depth-caption",
+    "attack.property-inversion",
+    "attack.property-editor",
 }
 
 
 def test_the_table_exists_and_lists_every_row():
     rows = parse(DOC.read_text())
     assert MUST_SHOW <= set(rows), MUST_SHOW - set(rows)
+    attacks = {r for r in rows if r.startswith("attack.")}
+    assert len(attacks) >= 50, len(attacks)  # one per hostile input of tests/test_attacks.py
     for row in rows.values():
         assert row.lost == "nothing", row
         assert row.kept_serving is True, row

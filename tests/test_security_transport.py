@@ -29,6 +29,7 @@ from pathlib import Path
 import grpc
 import pytest
 from certs import CA
+from reliability import call_passed, reliability_row
 
 from pix2video.errors import InvalidInput
 from pix2video.servers.caption.settings import CaptionSettings
@@ -232,6 +233,74 @@ def code_of(fn) -> grpc.StatusCode:
     except grpc.RpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
+
+
+# -- the reliability table (docs/RELIABILITY.md): one row per attack on the suite -----------
+
+# test -> (row id, what was done, the statuses the test asserts). Recorded only
+# when the test passed, so the status column is what the clients did get.
+ATTACKS = {
+    "test_tls_refuses_plaintext_and_mtls_refuses_missing_or_foreign_client_certs": (
+        "tls",
+        "plaintext, no client certificate, a foreign CA's certificate, a client distrusting the server's CA",
+        "UNAVAILABLE (handshake refused) for each; NOT_FOUND for the good client",
+    ),
+    "test_no_or_bad_token_is_unauthenticated_on_every_service": (
+        "token",
+        "no token, an unknown token, a token in the wrong scheme, on inversion and depth",
+        "UNAUTHENTICATED, naming no token",
+    ),
+    "test_tenant_b_cannot_see_get_or_reuse_tenant_a_video": (
+        "tenant-get",
+        "tenant B asks for tenant A's video id and inverts the same clip",
+        "NOT_FOUND, worded as for an id that never existed; B's own inversion runs (no cache hit on A's)",
+    ),
+    "test_tenant_b_cannot_edit_tenant_a_video": (
+        "tenant-edit",
+        "tenant B opens an edit of tenant A's video",
+        "NOT_FOUND; A's edit of it completes",
+    ),
+    "test_invert_by_object_key_reads_only_the_tenants_prefix": (
+        "tenant-key",
+        "tenant B inverts tenant A's upload by its key and by its full store key",
+        "NOT_FOUND for both",
+    ),
+    "test_quota_of_concurrent_inversions_and_stored_bytes": (
+        "tenant-quota",
+        "a tenant past max_inversions_per_tenant=1, then past max_stored_bytes_per_tenant",
+        "RESOURCE_EXHAUSTED naming the quota; another tenant is not held back",
+    ),
+}
+
+
+def _suite_serves(suite, pki) -> bool:
+    """Every service reports SERVING over mutual TLS, and inversion answers a call."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    ok = client_creds(pki)
+    for name in ("depth", "caption", "inversion", "editor", "quota"):
+        with grpc.secure_channel(f"127.0.0.1:{suite[name].port}", ok) as ch:
+            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            if status != health_pb2.HealthCheckResponse.SERVING:
+                return False
+    return code_of(lambda: get_video(suite["inversion"].port, ok, ABSENT, bearer("tenant-a"))) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+
+
+@pytest.fixture(autouse=True)
+def attack_row(request):
+    if request.node.originalname not in ATTACKS:
+        yield
+        return
+    row_id, what, status = ATTACKS[request.node.originalname]
+    suite, pki = request.getfixturevalue("suite"), request.getfixturevalue("pki")
+    with reliability_row(f"security.{row_id}", "Attacks (security)", what) as row:
+        yield
+        if not call_passed(request):
+            row.discard()
+            return
+        row.status, row.kept_serving, row.lost = status, _suite_serves(suite, pki), "nothing"
 
 
 # -- transport ------------------------------------------------------------------

@@ -10,6 +10,7 @@ import time
 import grpc
 import numpy as np
 import pytest
+from cutting_proxy import CuttingProxy
 
 from pix2video.embedded import EmbeddedPix2Video
 from pix2video.engine.settings import EditSettings
@@ -395,54 +396,6 @@ def test_serve_all_and_the_cli_against_it(tiny_dir, clip, tmp_path, monkeypatch,
     assert code == 0, proc.stdout.read().decode()[-3000:]
 
 
-class _DroppingProxy:
-    """A TCP proxy in front of a server that can cut every connection at once
-    and stop listening: a network failure, as the client sees one."""
-
-    def __init__(self, target_port: int):
-        import socket
-
-        self.target = target_port
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
-        self.port = self.listener.getsockname()[1]
-        self.sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        import socket
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-
-    def cut(self):
-        import socket
-
-        self.listener.close()
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
 def test_the_sdk_resumes_a_broken_stream_on_the_replica_that_holds_the_session(
     suite, client, tiny_dir, s3_settings, long_clip, tmp_path
 ):
@@ -466,7 +419,7 @@ def test_the_sdk_resumes_a_broken_stream_on_the_replica_that_holds_the_session(
         real_resume = engine.resume
         engine.resume = lambda *a: resumes.append(a) or real_resume(*a)  # counts, then the real thing
 
-        proxy = _DroppingProxy(editor.port)
+        proxy = CuttingProxy(editor.port)
         routed = Pix2VideoClient(
             f"127.0.0.1:{suite['inversion'].port}",
             f"127.0.0.1:{proxy.port}",

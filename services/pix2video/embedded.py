@@ -6,6 +6,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .depth_batching import depth_batch_size
 from .engine.caption import Captioner
 from .engine.depth import DepthEstimator
 from .engine.editor import EditedFrame, Pix2VideoEditor
@@ -31,7 +32,8 @@ class EmbeddedPix2Video:
     def __init__(self, models: ModelSet, store: ObjectStore, inversion_batch: int = 8, depth_batch: int = 16):
         self.models = models
         self.store = store
-        self.depth = DepthEstimator(models, batch_size=depth_batch)
+        # One frame at a time on the CPU, as the depth service (see depth_batching).
+        self.depth = DepthEstimator(models, batch_size=depth_batch_size(models.device, depth_batch))
         self.captioner = Captioner(models)
         # On CUDA, UNet calls replay CUDA graphs, captured at first use of each
         # batch bucket (about a second each; no compilation in a one-shot run).

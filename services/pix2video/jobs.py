@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -24,7 +25,9 @@ from .engine.depth import check_depth_resize
 from .engine.images import RESIZE_MODES, check_resolution, fit_frame
 from .errors import InvalidInput, Pix2VideoError
 from .store import Manifest, ObjectStore, read_manifest, write_video_record
-from .store.lease import Lease
+from .store.lease import Lease, Waiter, live_waiters
+
+log = logging.getLogger(__name__)
 
 MAX_FRAMES = 10_000
 
@@ -154,12 +157,14 @@ class JobCancelled(Pix2VideoError):
 class JobControl:
     """How a caller stops its job: ``cancel()`` when it goes away; the job calls
     ``checkpoint()`` between stages and batches, which raises JobCancelled
-    unless another request of this process waits for the same video."""
+    unless another request waits for the same video: of this process, or of
+    another replica waiting on this job's lease."""
 
     def __init__(self):
         self._gone = threading.Event()
         self.video_id: str | None = None  # set once the frames are hashed
         self.locks: VideoLocks | None = None
+        self.remote_waiters: Callable[[], int] | None = None  # set while the job holds a lease
 
     def cancel(self) -> None:
         self._gone.set()
@@ -173,7 +178,16 @@ class JobControl:
             return
         if self.video_id is not None and self.locks is not None and self.locks.interested(self.video_id) > 1:
             return  # another caller waits for this video: run on for it
+        if self.remote_waiters is not None and self._remote_waiters() > 0:
+            return  # a caller on another replica waits on our lease: run on for it
         raise JobCancelled("the caller went away")
+
+    def _remote_waiters(self) -> int:
+        try:
+            return self.remote_waiters()
+        except Pix2VideoError as exc:  # the store is down: nobody can be told either way; stop
+            log.warning("waiters of video %s: unknown (%s); the job stops", self.video_id, exc)
+            return 0
 
 
 @dataclass(frozen=True)
@@ -196,19 +210,25 @@ def _claim_or_wait(store, video_id: str, policy: LeasePolicy, control: JobContro
     A holder that dies stops renewing; its lease expires and we take over.
     """
     lease = Lease(store, "videos/" + video_id, policy.owner, policy.ttl, settle=policy.settle)
-    while True:
-        if lease.try_acquire():
-            # It may have finished between our manifest check and the claim.
+    waiter = Waiter(store, "videos/" + video_id, policy.owner, policy.ttl)
+    try:
+        while True:
+            if lease.try_acquire():
+                # It may have finished between our manifest check and the claim.
+                manifest = read_manifest(store, video_id)
+                if manifest is not None:
+                    lease.release()
+                    return manifest
+                control.remote_waiters = lambda: live_waiters(store, "videos/" + video_id)
+                return lease
+            control.checkpoint()
+            waiter.beat()  # the holder's job runs on for us if its own caller goes away
+            time.sleep(policy.poll)
             manifest = read_manifest(store, video_id)
             if manifest is not None:
-                lease.release()
                 return manifest
-            return lease
-        control.checkpoint()
-        time.sleep(policy.poll)
-        manifest = read_manifest(store, video_id)
-        if manifest is not None:
-            return manifest
+    finally:
+        waiter.withdraw()
 
 
 def invert_video(

@@ -130,3 +130,21 @@ class CountedStore(ObjectStore):
 
     def check(self) -> None:
         self.inner.check()
+
+    # Conditional writes (store/conditional.py), for leases: through to the store when it has them.
+    def conditional_writes(self) -> bool:
+        supported = getattr(self.inner, "conditional_writes", None)
+        return bool(supported and supported())
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        return self.inner.get_tagged(key)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        tag = self.inner.put_if_absent(key, data)
+        self.quota.add(self.tenant, len(data))
+        return tag
+
+    def put_if_tag(self, key: str, data: bytes, tag: str) -> str:
+        new = self.inner.put_if_tag(key, data, tag)
+        self.quota.add(self.tenant, len(data))
+        return new

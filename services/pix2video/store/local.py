@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -13,6 +15,7 @@ from pix2video_client.atomic import write_bytes_atomic
 from ..errors import NotFound, Unavailable
 from ..limits import echo
 from .base import ObjectInfo, ObjectStore, check_key
+from .conditional import WriteConflict, content_tag
 
 
 class LocalDiskStore(ObjectStore):
@@ -83,3 +86,44 @@ class LocalDiskStore(ObjectStore):
         if path.is_file():
             return path.stat().st_size
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+    # ------------------------------------------------ conditional writes (see .conditional)
+
+    def conditional_writes(self) -> bool:
+        return True
+
+    @contextmanager
+    def _folder_locked(self, path: Path):
+        """An exclusive flock on the object's folder: conditional writes there
+        (from any thread or process on this machine) happen one at a time."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, content_tag(data)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        with self._folder_locked(path):
+            if path.exists():
+                raise WriteConflict(f"object {echo(key)} exists")
+            write_bytes_atomic(path, data, fsync=True)
+        return content_tag(data)
+
+    def put_if_tag(self, key: str, data: bytes, tag: str) -> str:
+        path = self._path(key)
+        with self._folder_locked(path):
+            try:
+                current = content_tag(path.read_bytes())
+            except FileNotFoundError:
+                current = None
+            if current != tag:
+                raise WriteConflict(f"object {echo(key)} changed")
+            write_bytes_atomic(path, data, fsync=True)
+        return content_tag(data)

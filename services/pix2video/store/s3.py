@@ -22,9 +22,11 @@ Timeouts and retries are bounded, so a dead endpoint fails in seconds.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
@@ -40,6 +42,7 @@ from urllib3.util import Retry, Timeout
 from ..errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
 from ..limits import echo
 from .base import ObjectInfo, ObjectStore, check_key
+from .conditional import WriteConflict
 
 # S3 caps object names at 1024 bytes of UTF-8.
 MAX_OBJECT_NAME_BYTES = 1024
@@ -53,6 +56,10 @@ _AUTH_CODES = {
     "AuthorizationHeaderMalformed",
 }
 _NOT_FOUND_CODES = {"NoSuchKey"}
+# A conditional PUT that lost: the object is not as the condition said (412),
+# or another conditional write to it is in flight (AWS answers 409 then).
+_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -211,6 +218,7 @@ class S3Store(ObjectStore):
             raise InvalidInput(f"endpoint: {exc}; got {settings.endpoint!r}") from None
         self._bucket_ready = not settings.create_bucket
         self._lock = threading.Lock()
+        self._conditional: bool | None = None  # does the server honour If-None-Match / If-Match? (probed once)
 
     def __repr__(self) -> str:
         return f"S3Store({self._where()})"
@@ -385,3 +393,65 @@ class S3Store(ObjectStore):
                     f"first {first.name!r}: {first.code}: {first.message}"
                 ),
             )
+
+    # ------------------------------------------------ conditional writes (see .conditional)
+
+    def conditional_writes(self) -> bool:
+        """Whether this server honours conditional PUTs: probed once, by
+        creating an object twice with ``If-None-Match: *`` (a server that
+        ignores the header lets the second through)."""
+        if self._conditional is None:
+            probe = f"leases/probe-{uuid.uuid4().hex}"
+            self.put_if_absent(probe, b"1")
+            try:
+                self.put_if_absent(probe, b"2")
+                supported = False
+            except WriteConflict:
+                supported = True
+            finally:
+                self.delete(probe)
+            if not supported:
+                log.warning(
+                    "S3 store at %s ignores If-None-Match: leases fall back to write and read back", self.settings.url
+                )
+            self._conditional = supported
+        return self._conditional
+
+    def _put_conditional(self, key: str, data: bytes, headers: dict[str, str]) -> str:
+        name = self._name(key)
+        self.ensure_bucket("put", key)
+        try:
+            with self._errors("put", key):
+                # minio's put_object takes no request headers; its one-part PutObject does.
+                result = self.client._put_object(self.settings.bucket, name, bytes(data), headers)
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, S3Error) and cause.code in _CONFLICT_CODES:
+                raise WriteConflict(f"object {echo(key)}: {cause.code}") from None
+            raise
+        return result.etag
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        name = self._name(key)
+        self.ensure_bucket("get", key)
+        try:
+            with self._errors("get", key):
+                response = self.client.get_object(self.settings.bucket, name)
+                try:
+                    return response.read(), response.headers.get("etag", "").replace('"', "")
+                finally:
+                    response.close()
+                    response.release_conn()
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, S3Error) and cause.code in _NOT_FOUND_CODES:
+                raise NotFound(
+                    f"object {echo(key)} not found", detail=f"no object {name!r} in {self._where()}"
+                ) from None
+            raise
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self._put_conditional(key, data, {"If-None-Match": "*"})
+
+    def put_if_tag(self, key: str, data: bytes, tag: str) -> str:
+        return self._put_conditional(key, data, {"If-Match": f'"{tag}"'})

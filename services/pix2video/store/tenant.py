@@ -50,3 +50,17 @@ class TenantStore(ObjectStore):
 
     def check(self) -> None:
         self.store.check()
+
+    # Conditional writes (see .conditional), when the store underneath has them.
+    def conditional_writes(self) -> bool:
+        supported = getattr(self.store, "conditional_writes", None)
+        return bool(supported and supported())
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        return self.store.get_tagged(self._key(key))
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self.store.put_if_absent(self._key(key), data)
+
+    def put_if_tag(self, key: str, data: bytes, tag: str) -> str:
+        return self.store.put_if_tag(self._key(key), data, tag)

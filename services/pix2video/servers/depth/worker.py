@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ...depth_batching import depth_batch_size
 from ...devices import resolve_device, resolve_dtype
 from ...engine.depth import DepthEstimator, normalise_depth, predict_depth
 from ...errors import InvalidInput
@@ -34,8 +35,8 @@ class DepthWorker:
         dtype = resolve_dtype(settings.dtype, device)
         depth, feature_extractor, scale = load_depth(settings.model, device, settings.home or None)
         self.models = DepthComponents(depth, feature_extractor, device, dtype, scale)
-        self.batch_size = settings.batch_size
-        self.estimator = DepthEstimator(self.models, batch_size=settings.batch_size)
+        self.batch_size = depth_batch_size(device, settings.batch_size)  # 1 on the CPU: see depth_batching
+        self.estimator = DepthEstimator(self.models, batch_size=self.batch_size)
         log.info("depth model %s loaded on %s (%s)", settings.model, device, str(dtype).removeprefix("torch."))
 
     @property

@@ -430,6 +430,10 @@ class EditorWorker:
             if s is None:
                 continue
             s.produced[frame.index] = frame.image
+            if s.acked >= s.num_produced:
+                # Nothing was waiting to be read until now: the stall clock starts with this
+                # frame (a client cannot be slow to read what a long catch-up has not made yet).
+                s.last_ack = now
             s.num_produced = frame.index + 1
             s.last_progress = now
             if s.stream is not None:
