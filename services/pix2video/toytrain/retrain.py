@@ -1,7 +1,7 @@
 """Retrains only the UNet and text encoder of a finished toy model set.
 
 ``python -m pix2video.toytrain.retrain SOURCE OUTPUT [--steps N] [--max-seconds S] [--uncond-prob P]
-[--offset-noise O] [--device cuda]``
+[--noise-discount O] [--device cuda]``
 
 The other components (VAE, depth estimator, captioner, CLIP, tokenizers,
 scheduler) are copied from ``SOURCE`` unchanged, so the loader and the
@@ -33,7 +33,7 @@ def retrain_unet(
     *,
     budget: Budget,
     uncond_prob: float,
-    offset_noise: float,
+    noise_discount: float,
     device: str = "cuda",
     workers: int | None = None,
     progress: bool = True,
@@ -86,12 +86,12 @@ def retrain_unet(
         seed * 100 + COMPONENT_SEEDS["unet"],
         progress,
         uncond_prob=uncond_prob,
-        offset_noise=offset_noise,
+        noise_discount=noise_discount,
     )
     save_component(out, "unet", modules["unet"])
     save_component(out, "text_encoder", modules["text_encoder"])
     history = h.as_dict()
-    history["uncond_prob"], history["offset_noise"] = uncond_prob, offset_noise
+    history["uncond_prob"], history["noise_discount"] = uncond_prob, noise_discount
     history["retrained"] = {
         "from": "the run above, its other components unchanged",
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--uncond-prob", type=float, default=0.1)
-    p.add_argument("--offset-noise", type=float, default=0.0)
+    p.add_argument("--noise-discount", type=float, default=0.0)
     p.add_argument("--device", default="cuda")
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args(argv)
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         a.output,
         budget=budget,
         uncond_prob=a.uncond_prob,
-        offset_noise=a.offset_noise,
+        noise_discount=a.noise_discount,
         device=a.device,
         progress=not a.quiet,
     )
