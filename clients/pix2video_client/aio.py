@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator
 
 import grpc
 
-from pix2video_api.editor.v1 import editor_pb2, editor_pb2_grpc
-from pix2video_api.inversion.v1 import inversion_pb2, inversion_pb2_grpc
+from pix2video_api.editor.v1 import editor_pb2
+from pix2video_api.inversion.v1 import inversion_pb2
 
 from .client import (
     CANCEL_WAIT_SECONDS,
@@ -18,60 +18,22 @@ from .client import (
     GET_VIDEO,
     INVERT,
     STAGE_NAMES,
+    ClientConnections,
     Progress,
-    ReplicaRouter,
-    editor_addresses,
     key_requests,
     upload_requests,
 )
 from .edit_stream import EditProgress
 from .errors import Pix2VideoClientError, from_rpc_error
 from .retry import Deadline, next_delay
-from .security import ChannelSecurity
-from .tracing import ClientTracer, RpcSpan
+from .tracing import RpcSpan
 from .types import EditOptions, Frame, InversionOptions, VideoInfo, frame_from_proto, output_format
 
 
-class AsyncPix2VideoClient:
+class AsyncPix2VideoClient(ClientConnections):
     """Arguments as :class:`~pix2video_client.Pix2VideoClient`; use ``async with``."""
 
-    def __init__(
-        self,
-        inversion: str,
-        editor: str | Sequence[str] | None = None,
-        *,
-        timeout: float | None = 3600.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-        max_message_bytes: int = 64 * 1024 * 1024,
-        credentials: grpc.ChannelCredentials | None = None,
-        tracer_provider=None,
-        editor_replica_address: str | None = None,
-        token=None,
-        tls_ca_file: str | os.PathLike | None = None,
-        tls_cert_file: str | os.PathLike | None = None,
-        tls_key_file: str | os.PathLike | None = None,
-        tls_server_name: str | None = None,
-    ):
-        self._tracer = ClientTracer(tracer_provider)
-        self._security = security = ChannelSecurity.make(
-            credentials, token, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name
-        )
-        opts = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ]
-
-        def make(addr):
-            return security.aio_channel(addr, opts)
-
-        self._inv_channel = make(inversion)
-        self._ed_channels = [make(a) for a in editor_addresses(editor, inversion)]
-        self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
-        self.editors = [editor_pb2_grpc.EditorServiceStub(ch) for ch in self._ed_channels]
-        self.editor = self.editors[0]
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self._replicas = ReplicaRouter(editor_replica_address, make)
+    _channel_kind = "aio_channel"
 
     async def close(self) -> None:
         await self._inv_channel.close()

@@ -123,34 +123,14 @@ class ReplicaRouter:
         return channels
 
 
-class Pix2VideoClient:
-    """Client of the inversion and editor services.
+class ClientConnections:
+    """The channels, stubs and retry policy that both SDK clients open the same way.
 
-    Args:
-        inversion: address (host:port) of the inversion service.
-        editor: address of the editor service (default: the same as inversion),
-            or a list of editor replicas' addresses: an edit whose replica
-            stops answering continues on the next, from the first frame not
-            yet received (the same frames as an undisturbed run).
-        timeout: deadline in seconds of each inversion call (None: no deadline).
-        retries: attempts after the first for idempotent calls and edit resumes,
-            on UNAVAILABLE (inversion calls also on a full queue that sent a retry
-            hint), with exponential backoff and jitter from ``backoff`` seconds,
-            inside the call's ``timeout`` (see :mod:`.retry`).
-        credentials: TLS channel credentials (None: plaintext, unless tls_* files are given).
-        token: API token sent as ``authorization: Bearer`` on every call (a
-            string or a callable returning one; None: ``$PIX2VIDEO_TOKEN``, if set).
-        tls_ca_file: PEM CA bundle that verifies the services (TLS on; default roots when
-            only a client certificate is given).
-        tls_cert_file, tls_key_file: PEM client certificate and key (mutual TLS).
-        tls_server_name: name to verify in the services' certificates, when it
-            is not the address's host.
-        editor_replica_address: template with ``{replica}`` for reaching the
-            editor replica that holds a session when resuming (see ReplicaRouter).
-        tracer_provider: OpenTelemetry TracerProvider for the SDK's spans (default:
-            the global one); ignored when opentelemetry is not installed. Each call
-            carries its trace context in ``traceparent`` metadata either way.
+    ``_channel_kind`` names the :class:`ChannelSecurity` factory: ``"channel"``
+    for the blocking client, ``"aio_channel"`` for the asyncio one.
     """
+
+    _channel_kind = "channel"
 
     def __init__(
         self,
@@ -178,13 +158,48 @@ class Pix2VideoClient:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
-        self._inv_channel = security.channel(inversion, opts)
-        self._ed_channels = [security.channel(a, opts) for a in editor_addresses(editor, inversion)]
+        factory = getattr(security, self._channel_kind)
+
+        def make(address: str):
+            return factory(address, opts)
+
+        self._inv_channel = make(inversion)
+        self._ed_channels = [make(a) for a in editor_addresses(editor, inversion)]
         self.inversion = inversion_pb2_grpc.InversionServiceStub(self._inv_channel)
         self.editors = [editor_pb2_grpc.EditorServiceStub(ch) for ch in self._ed_channels]
         self.editor = self.editors[0]
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self._replicas = ReplicaRouter(editor_replica_address, lambda a: security.channel(a, opts))
+        self._replicas = ReplicaRouter(editor_replica_address, make)
+
+
+class Pix2VideoClient(ClientConnections):
+    """Client of the inversion and editor services.
+
+    Args:
+        inversion: address (host:port) of the inversion service.
+        editor: address of the editor service (default: the same as inversion),
+            or a list of editor replicas' addresses: an edit whose replica
+            stops answering continues on the next, from the first frame not
+            yet received (the same frames as an undisturbed run).
+        timeout: deadline in seconds of each inversion call (None: no deadline).
+        retries: attempts after the first for idempotent calls and edit resumes,
+            on UNAVAILABLE (inversion calls also on a full queue that sent a retry
+            hint), with exponential backoff and jitter from ``backoff`` seconds,
+            inside the call's ``timeout`` (see :mod:`.retry`).
+        credentials: TLS channel credentials (None: plaintext, unless tls_* files are given).
+        token: API token sent as ``authorization: Bearer`` on every call (a
+            string or a callable returning one; None: ``$PIX2VIDEO_TOKEN``, if set).
+        tls_ca_file: PEM CA bundle that verifies the services (TLS on; default roots when
+            only a client certificate is given).
+        tls_cert_file, tls_key_file: PEM client certificate and key (mutual TLS).
+        tls_server_name: name to verify in the services' certificates, when it
+            is not the address's host.
+        editor_replica_address: template with ``{replica}`` for reaching the
+            editor replica that holds a session when resuming (see ReplicaRouter).
+        tracer_provider: OpenTelemetry TracerProvider for the SDK's spans (default:
+            the global one); ignored when opentelemetry is not installed. Each call
+            carries its trace context in ``traceparent`` metadata either way.
+    """
 
     def close(self) -> None:
         self._inv_channel.close()
