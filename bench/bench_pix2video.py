@@ -419,18 +419,21 @@ def rel_err(out, ref) -> float:
 
 def fp8_drift(models, hw, sizes=(2, 64), seeds=3):
     """The fp8 UNet output's relative error against fp16 on the same inputs
-    (eager, plain calls, fresh random inputs per seed, mid-schedule t)."""
+    (eager, plain calls, fresh random inputs per seed, mid-schedule t), per
+    (scale granularity, batch)."""
     if models.device.type != "cuda":
         sizes = (2,)
-    fp16, fp8 = UNetRunner(models.unet), UNetRunner(models.unet, precision="fp8")
+    fp16 = UNetRunner(models.unet)
     out = {}
     with torch.no_grad():
-        for size in sizes:
-            errs = []
-            for seed in range(seeds):
-                x, t, emb = _dummy_call(models, size, hw, seed)
-                errs.append(rel_err(fp8(x, t, emb), fp16(x, t, emb)))
-            out[size] = max(errs)
+        for granularity in ("row", "tensor"):
+            fp8 = UNetRunner(models.unet, precision="fp8", fp8_granularity=granularity)
+            for size in sizes:
+                errs = []
+                for seed in range(seeds):
+                    x, t, emb = _dummy_call(models, size, hw, seed)
+                    errs.append(rel_err(fp8(x, t, emb), fp16(x, t, emb)))
+                out[(granularity, size)] = max(errs)
     return out
 
 
@@ -485,6 +488,13 @@ def main(argv=None):
     )
     p.add_argument("--compile-mode", default="default", help="inductor mode (default, max-autotune-no-cudagraphs)")
     p.add_argument("--precision", default="fp16", help="ours' UNet linear layers: fp16 or fp8")
+    p.add_argument(
+        "--inversion-compile-batch", type=int, default=0, help="batch of the compiled inversion (0: best graphed)"
+    )
+    p.add_argument("--resume", default="", help="resume catch-up: start frames k to time (default 8,32)")
+    p.add_argument("--toy-psnr", action="store_true", help="fp8 vs fp16 PSNR of edits on the toy model set")
+    p.add_argument("--experiments", action="store_true", help="then bench/experiments.py (fp8 compiled, batch 2)")
+    p.add_argument("--budget-s", type=float, default=560, help="experiments stop starting new parts after this")
     p.add_argument("--long", default="", help="long edit: frame counts to read memory at, e.g. 10,1000,3000")
     p.add_argument("--long-steps", type=int, default=2, help="denoising steps of the long edit")
     p.add_argument("--channels-last", action="store_true")
@@ -512,7 +522,7 @@ def main(argv=None):
         models = full_size_models("cuda", torch.float16, tok)
         size, steps, frames_a = 512, 50, 3
         widths, w4, w8 = [int(w) for w in args.widths.split(",")], args.session_width, args.session8_width
-        inv_batches = [int(b) for b in args.inversion_batches.split(",")]
+        inv_batches = [int(b) for b in args.inversion_batches.split(",") if b]
         depth_frames, depth_batch = 256, 32
         long_at = long_at or [10, 300]
     hw = size // 8
@@ -546,8 +556,8 @@ def main(argv=None):
         print(name, json.dumps({k: round(v, 4) for k, v in values.items()}), flush=True)
 
     with torch.no_grad():
-        drift = fp8_drift(models, hw)
-        stamp(f"fp8 drift (UNet output relative error vs fp16): {drift}")
+        drift = guarded("fp8 drift", lambda: fp8_drift(models, hw)) or {}
+        stamp(f"fp8 drift (UNet output relative error vs fp16, row-wise / per-tensor scales): {drift}")
         parts = first_frame_parts(models, hw) if cuda else {}
         stamp(f"first-frame parts: {parts}")
         if args.baselines or args.smoke:
@@ -608,28 +618,38 @@ def main(argv=None):
             f"ours ({label}): 8 sessions, W={w8} each",
             **bench_edit(ours, hw, steps, 4 if args.smoke else 3 * w8 + 2, w8, sessions=8, flops=flops),
         )
-        stamp("ours done")
+        grew = ours.context.generation != 0
+        stamp(f"ours done (feature pools grew during the rows: {grew})")
         first = profile_first_frame(ours, hw, steps) if cuda else "(CUDA only)"
         print("first frame:", first, flush=True)
-        long_steps = args.long_steps
-        memory, windows = bench_long_video(
-            ours, hw, long_steps, widths[0], long_at, max(1, long_at[-1] // 6) if not args.smoke else 4
-        )
-        stamp(f"long video: memory {memory}, windows {windows}")
+        resume_ks = [int(k) for k in args.resume.split(",") if k] or ([1, 2] if args.smoke else [8, 32])
+        resume = guarded("resume", lambda: bench_resume(ours, hw, steps, widths[-1], [0, *resume_ks])) or {0: 0.0}
+        stamp(f"resume catch-up (s to the first frame sent, by start_frame): {resume}")
+        toy = None
+        if args.toy_psnr:
+            from toy_fp8 import toy_fp8_psnr
+
+            toy = guarded(
+                "toy PSNR",
+                lambda: toy_fp8_psnr("cuda" if cuda else "cpu", *((1, 2, 1) if args.smoke else (8, steps, 8))),
+            )
+            stamp(f"fp8 vs fp16 on the toy model set, PSNR of edited frames: {toy}")
         inv = {}
         for b in inv_batches:
             inv[b] = bench_inversion(models, size, steps, 2 * b, b, runner=runner, compile=False, flops=flops)
             stamp(f"inversion batch {b} (graphs, overlap): {inv[b]}")
-        best = max(inv, key=lambda b: inv[b]["fps"])
-        inv_line = ", ".join(
-            f"batch {b}: {v['fps']:.1f} frames/s {v['tflops']:.0f} TFLOP/s" for b, v in sorted(inv.items())
-        )
-        if cuda:  # elsewhere there is no side stream: the same path twice
-            no_overlap = bench_inversion(
-                models, size, steps, 2 * best, best, runner=runner, compile=False, overlap=False
+        inv_lines = []
+        if inv:
+            best = max(inv, key=lambda b: inv[b]["fps"])
+            inv_lines.append(
+                f"- inversion ({'graphs' if cuda else 'eager'}, {args.precision}, VAE encode of the next batch "
+                f"overlapped, {steps} steps, VAE encode included): "
+                + ", ".join(
+                    f"batch {b}: {v['fps']:.1f} frames/s {v['tflops']:.0f} TFLOP/s" for b, v in sorted(inv.items())
+                )
             )
-            inv_line += f"; batch {best} without the encode overlap: {no_overlap['fps']:.1f} frames/s"
-        inv_compiled = None
+        best = args.inversion_compile_batch or (max(inv, key=lambda b: inv[b]["fps"]) if inv else inv_batches[0])
+        crunner = None
         if cuda and args.inversion_compile:
             crunner = UNetRunner(
                 models.unet,
@@ -640,18 +660,38 @@ def main(argv=None):
                 precision=args.precision,
             )
             t0 = time.perf_counter()
-            inv_compiled = bench_inversion(models, size, steps, 2 * best, best, runner=crunner, flops=flops)
-            inv_compiled["warm_s"] = time.perf_counter() - t0
-            stamp(f"inversion compiled at batch {best}: {inv_compiled}")
+            inv_c = bench_inversion(models, size, steps, 2 * best, best, runner=crunner, flops=flops)
+            inv_c["warm_s"] = time.perf_counter() - t0
+            stamp(f"inversion compiled at batch {best}: {inv_c}")
+            inv_in_line = bench_inversion(
+                models, size, steps, 2 * best, best, runner=crunner, compile=False, overlap=False, flops=flops
+            )
+            stamp(f"inversion compiled at batch {best}, encode in line: {inv_in_line}")
+            inv_lines.append(
+                f"- inversion compiled ({args.compile_mode}) + graphs, {args.precision}, batch {best}, {steps} steps, "
+                f"VAE encode included: {inv_c['fps']:.2f} frames/s ({ceiling(inv_c['tflops'], peak, args)} of the "
+                f"fp16 peak) with the next batch's encode on a side stream; {inv_in_line['fps']:.2f} frames/s with "
+                f"the encode in line; warm-up (compile) {inv_c['warm_s']:.0f} s"
+            )
         depth_fps = bench_depth(models, size, depth_frames, depth_batch)
+        stamp(f"depth {depth_fps:.1f} frames/s")
+
+        def long_line():
+            long_steps, window = args.long_steps, max(1, long_at[-1] // 6) if not args.smoke else 4
+            memory, windows = bench_long_video(ours, hw, long_steps, widths[0], long_at, window)
+            stamp(f"long video: memory {memory}, windows {windows}")
+            mem = ", ".join(
+                f"{n} frames: {s_gb:.3f} GB (GPU allocated {a_gb:.1f} GB)" for n, (s_gb, a_gb) in sorted(memory.items())
+            )
+            return (
+                f"- long edit ({long_steps}-step schedule, W={widths[0]}, {size}x{size}), session memory after {mem}; "
+                f"throughput per {window} frames: " + ", ".join(f"{w:.1f}" for w in windows) + " frames/s"
+            )
+
+        long_text = long_line()
     peak_mem = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
     pools = sum(p.numel() * p.element_size() for p in ours.context.pools.values()) / 1e9
     warm = runner.warm
-
-    def ceiling(tflops):
-        out = f"{tflops:.0f} | {tflops / peak['fp16']:.0%}"
-        return out + (f" ({tflops / peak['fp8']:.0%} of fp8)" if args.precision == "fp8" else "")
-
     gpu = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
     today = datetime.date.today().isoformat()
     lines = [
@@ -675,33 +715,33 @@ def main(argv=None):
         lines.append(
             f"| {name} | {v['sec_per_frame']:.3f} | {v['fps_total']:.2f} | {v['fps_min']:.2f} | "
             f"{v['first_frame_s']:.2f} | {v['session_gb']:.2f} | {v.get('tflop_per_frame', float('nan')):.1f} | "
-            f"{ceiling(v.get('tflops', float('nan')))} |"
+            f"{ceiling(v.get('tflops', float('nan')), peak, args)} |"
         )
-    mem = ", ".join(
-        f"{n} frames: {s_gb:.3f} GB (GPU allocated {a_gb:.1f} GB)" for n, (s_gb, a_gb) in sorted(memory.items())
-    )
+    k0 = resume[0]
     lines += [
         "",
-        f"- inversion ({'graphs' if cuda else 'eager'}, {args.precision}, VAE encode of the next batch overlapped, "
-        f"{steps} steps, VAE encode included): {inv_line}",
-    ]
-    if inv_compiled is not None:
-        lines.append(
-            f"- inversion compiled ({args.compile_mode}) + graphs at batch {best}: {inv_compiled['fps']:.1f} frames/s, "
-            f"{ceiling(inv_compiled['tflops'])} of the fp16 peak; warm-up (compile) {inv_compiled['warm_s']:.0f} s"
-        )
-    lines += [
+        f"- feature pools grew during the rows (graphs dropped, rows after it uncompiled): {'yes' if grew else 'no'}",
+        f"- resume catch-up (open with start_frame=k, W={widths[-1]}, frames 0..k-1 recomputed and not sent): "
+        + ", ".join(f"k={k}: {s:.2f} s" for k, s in resume.items())
+        + " to the first frame sent; "
+        + ", ".join(f"{(resume[k] - k0) / k:.3f} s per frame caught up (k={k})" for k in resume if k),
+        *inv_lines,
         f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch}); {flops.depth * depth_fps / 1e12:.0f} TFLOP/s (fp32)",
         "- fp8 drift: UNet output relative error against fp16, same inputs: "
-        + ", ".join(f"batch {b}: {e:.2e}" for b, e in drift.items())
-        + "; PSNR of fp8 edits against fp16 edits on the toy world: not measured here",
+        + ", ".join(f"{g} batch {b}: {e:.2e}" for (g, b), e in drift.items()),
+        "- fp8 PSNR of edited frames against fp16 edits on the toy model set: "
+        + (
+            "; ".join(
+                f"{k}: {v['mean_db']:.1f} dB (worst frame {v['min_db']:.1f})" for k, v in toy.items() if k != "setup"
+            )
+            + f" ({toy['setup']})"
+            if toy
+            else "not measured in this run"
+        ),
         f"- first frame of a warm replica (ours), profiled: {first}",
         "- first frame's fixed parts (GPU ms): "
         + (", ".join(f"{k} {v:.3g}" for k, v in parts.items()) if parts else "(CUDA only)"),
-        f"- long edit ({long_steps}-step schedule, W={widths[0]}), session memory after {mem}; "
-        f"throughput per {max(1, long_at[-1] // 6) if not args.smoke else 4} frames: "
-        + ", ".join(f"{w:.1f}" for w in windows)
-        + " frames/s",
+        long_text,
         f"- injected-feature pools, preallocated once per replica ({ours.context.capacity} slots): {pools:.1f} GB",
         f"- peak GPU memory allocated (all runs): {peak_mem:.1f} GB",
         f"- warm-up, once per replica before SERVING: {warm.graphs} CUDA graphs captured, {warm.compiled} compiled, "
@@ -709,10 +749,72 @@ def main(argv=None):
         + "".join(f"; batch {k}: {v:.0f} s" for k, v in warm.per_bucket_s.items() if v >= 5),
     ]
     text = "\n".join(lines) + "\n"
-    print(text)
+    print(text, flush=True)
     if args.out:
         Path(args.out).write_text(text)
+    if args.experiments:
+        from experiments import run_experiments
+
+        with torch.no_grad():
+            extra = run_experiments(
+                models,
+                ours,
+                crunner,
+                hw,
+                size,
+                steps,
+                flops,
+                peak,
+                best,
+                smoke=args.smoke,
+                deadline=t_start + args.budget_s,
+                out_dir=Path(args.out).parent if args.out else None,
+                stamp=stamp,
+            )
+        text += "\n## Experiments (same run)\n\n" + "\n".join(extra) + "\n"
+        print("\n".join(extra), flush=True)
+        if args.out:
+            Path(args.out).write_text(text)
     return 0
+
+
+def guarded(what, fn):
+    """``fn()``, or None with the error printed: one part's failure on the GPU
+    must not cost the rest of the run (the device time is short)."""
+    import traceback
+
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - reported, and the run goes on
+        print(f"FAILED: {what}", flush=True)
+        traceback.print_exc()
+        return None
+
+
+def ceiling(tflops, peak, args):
+    out = f"{tflops:.0f} | {tflops / peak['fp16']:.0%}"
+    return out + (f" ({tflops / peak['fp8']:.0%} of fp8)" if args.precision == "fp8" else "")
+
+
+def bench_resume(editor, hw, steps, width, ks):
+    """Seconds from asking for a session opened at ``start_frame=k`` to its
+    first frame sent (frame k), per k: frames 0..k-1 are recomputed at full
+    wavefront width and not decoded (the catch-up of a resumed edit)."""
+    dev = editor.models.device
+    settings = EditSettings(prompt="a crochet swan", num_steps=steps, frames_in_flight=width)
+    out = {}
+    for k in ks:
+        sync(dev)
+        start = time.perf_counter()
+        s = editor.open_session(RandomVideo(k + 1, hw, steps, seed=100 + k), settings, start_frame=k)
+        sent = []
+        while not sent:
+            sent = [f for sid, f in editor.tick() if sid == s.id]
+        sync(dev)
+        out[k] = time.perf_counter() - start
+        assert sent[0].index == k, (sent[0].index, k)
+        editor.close_session(s.id)
+    return out
 
 
 def warm_lean(editor, size, compile_sizes):

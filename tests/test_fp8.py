@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pix2video.engine.fp8 import E4M3, Fp8Linear, Fp8Linears, emulated_scaled_mm, quantize
+from pix2video.engine.fp8 import E4M3, Fp8Linear, Fp8Linears, emulated_scaled_mm, quantize, quantize_rows
 from pix2video.engine.unet_runner import UNetRunner
 from pix2video.errors import InvalidInput
 
@@ -35,6 +35,34 @@ def test_quantize_is_e4m3_within_its_rounding():
     assert float(zero_scale) == 1.0 and not zero_q.float().any()
 
 
+def test_quantize_rows_scales_each_row_to_its_own_range():
+    x = torch.randn(64, 96) * torch.logspace(-3, 3, 64).unsqueeze(1)  # rows six decades apart
+    x[5] = 0  # a padding row
+    q, scale = quantize_rows(x)
+    assert q.dtype == E4M3 and scale.shape == (64, 1)
+    live = [i for i in range(64) if i != 5]
+    assert (q.float()[live].abs().amax(dim=1) == 448.0).all()  # every row's max maps to e4m3's max
+    back = q.float() * scale
+    assert ((back - x).abs() <= x.abs() * 2**-4 + scale * 2**-9).all()
+    assert float(scale[5]) == 1.0 and not q.float()[5].any()
+
+
+def test_row_scales_keep_small_tokens_beside_an_outlier():
+    """One outlier token (x1e5) beside ordinary ones: per-tensor scales push the
+    ordinary tokens into e4m3's subnormals; per-row scales keep them at 3
+    mantissa bits. Through the layer: the ordinary tokens' error."""
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(64, 32, bias=False)
+    x = torch.randn(16, 64)
+    x[0] *= 1e5
+    with torch.no_grad():
+        ref = lin(x)[1:]
+        row = Fp8Linear(lin, "row")(x)[1:]
+        tensor = Fp8Linear(lin, "tensor")(x)[1:]
+    assert rel(row, ref) < 0.06
+    assert rel(tensor, ref) > 0.2
+
+
 def test_emulation_is_scaled_mm_arithmetic():
     """On the CPU the product is emulated; where this torch has _scaled_mm on the
     CPU, the emulation must compute the same function."""
@@ -48,11 +76,12 @@ def test_emulation_is_scaled_mm_arithmetic():
     assert rel(emulated, kernel) < 1e-5
 
 
-def test_fp8_linear_is_close_to_the_full_precision_layer():
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_fp8_linear_is_close_to_the_full_precision_layer(granularity):
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 512)
     x = torch.randn(3, 77, 256)
-    f8 = Fp8Linear(lin)
+    f8 = Fp8Linear(lin, granularity)
     with torch.no_grad():
         ref, out = lin(x), f8(x)
     assert out.shape == ref.shape and out.dtype == ref.dtype
@@ -100,6 +129,8 @@ def test_only_transformer_linears_are_converted(models):
 def test_precision_is_validated_everywhere(models):
     with pytest.raises(ValueError, match="precision"):
         UNetRunner(models.unet, precision="bf8")
+    with pytest.raises(ValueError, match="fp8_granularity"):
+        UNetRunner(models.unet, precision="fp8", fp8_granularity="column")
     from pix2video.servers.common.settings import load_settings
     from pix2video.servers.editor.settings import EditorServerSettings
     from pix2video.servers.inversion.settings import InversionServerSettings

@@ -458,6 +458,7 @@ def test_schema_settings_are_service_settings():
         "depth_address",
         "caption_address",
         "replica_name",
+        "devices",  # the editor's, from editor.gpusPerReplica
     }
     for comp, cls in SETTINGS.items():
         keys = schema["properties"][comp]["properties"]["settings"]["properties"]

@@ -156,6 +156,10 @@ runtime's cache locations. Call with (list $ "depth"). */}}
 {{- $_ := set $data "PIX2VIDEO_S3_REGION" $root.Values.store.region -}}
 {{- $_ := set $data "PIX2VIDEO_S3_PREFIX" $root.Values.store.prefix -}}
 {{- end -}}
+{{- if and (eq $name "editor") (gt (include "pix2video.gpuCount" . | int) 1) -}}
+{{- /* Step-parallel editing over the pod's GPUs, numbered from 0 inside the container. */ -}}
+{{- $_ := set $data "PIX2VIDEO_DEVICES" (include "pix2video.gpuCount" . ) -}}
+{{- end -}}
 {{- if eq $name "inversion" -}}
 {{- $_ := set $data "PIX2VIDEO_DEPTH_ADDRESS" (default (include "pix2video.address" (list $root "depth")) $svc.depthAddress) -}}
 {{- $_ := set $data "PIX2VIDEO_CAPTION_ADDRESS" (default (include "pix2video.address" (list $root "caption")) $svc.captionAddress) -}}
@@ -199,13 +203,27 @@ runtime's cache locations. Call with (list $ "depth"). */}}
 
 {{/* Workloads ----------------------------------------------------------------- */}}
 
+{{/* GPUs per pod of a service: the editor's editor.gpusPerReplica when set, else
+<service>.gpu.count. Call with (list $ "editor"). */}}
+{{- define "pix2video.gpuCount" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $svc := index $root.Values $name -}}
+{{- if and (eq $name "editor") (not (kindIs "invalid" $svc.gpusPerReplica)) -}}
+{{- int $svc.gpusPerReplica -}}
+{{- else -}}
+{{- int $svc.gpu.count -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The pod template of a service; call with (list $ "depth"). */}}
 {{- define "pix2video.podTemplate" -}}
 {{- $root := index . 0 -}}
 {{- $name := index . 1 -}}
 {{- $svc := index $root.Values $name -}}
 {{- $pool := $root.Values.gpuNodePool -}}
-{{- $gpu := gt (int $svc.gpu.count) 0 -}}
+{{- $gpuCount := include "pix2video.gpuCount" . | int -}}
+{{- $gpu := gt $gpuCount 0 -}}
 {{- $nodeSelector := $svc.nodeSelector -}}
 {{- $tolerations := $svc.tolerations -}}
 {{- $runtimeClass := $svc.runtimeClassName -}}
@@ -346,7 +364,7 @@ spec:
         {{- $resources := deepCopy (default dict $svc.resources) }}
         {{- if $gpu }}
         {{- $limits := default dict $resources.limits }}
-        {{- $_ := set $limits $pool.resourceName (int $svc.gpu.count) }}
+        {{- $_ := set $limits $pool.resourceName $gpuCount }}
         {{- $_ := set $resources "limits" $limits }}
         {{- end }}
         {{- toYaml $resources | nindent 8 }}

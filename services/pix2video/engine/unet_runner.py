@@ -23,7 +23,7 @@ from typing import Any, Hashable, Sequence
 
 import torch
 
-from .fp8 import Fp8Linears, check_precision
+from .fp8 import Fp8Linears, check_granularity, check_precision
 from .model_set import ModelSet
 from .runner_options import COMPILE_MODES, DEFAULT_BUCKETS
 
@@ -64,8 +64,10 @@ class UNetRunner:
             ``max-autotune-no-cudagraphs`` benchmarks kernel choices per
             shape (a longer warm-up).
         precision: ``fp16`` (the model's dtype throughout) or ``fp8``: the
-            transformer blocks' linear layers in e4m3 with per-tensor scales
+            transformer blocks' linear layers in e4m3 with dynamic scales
             (:mod:`.fp8`), installed only while this runner calls the UNet.
+        fp8_granularity: the fp8 scales' granularity, ``row`` (per token and
+            output channel, the default) or ``tensor`` (:mod:`.fp8`).
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class UNetRunner:
         channels_last: bool = False,
         compile_mode: str = "default",
         precision: str = "fp16",
+        fp8_granularity: str = "row",
     ):
         check_precision(precision)
+        check_granularity(fp8_granularity)
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode: must be one of {COMPILE_MODES}, got {compile_mode!r}")
         if channels_last:
@@ -103,7 +107,7 @@ class UNetRunner:
         )
         self._compile_next = False  # set by warm_up: graphs captured now are compiled
         self.precision = precision
-        self.fp8 = Fp8Linears(unet) if precision == "fp8" else None
+        self.fp8 = Fp8Linears(unet, fp8_granularity) if precision == "fp8" else None
         self.warm = WarmUp(precision=precision)
 
     def _layers(self):

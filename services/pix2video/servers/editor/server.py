@@ -95,6 +95,20 @@ class EditorMetrics:
             "Duration of the editor's batched denoising calls (UNet and DDIM step).",
         )
         worker.on_unet_call = self.on_unet_call
+        # Per device (the step-parallel editor has one stage per device; one label otherwise).
+        self.device_unet_seconds = m.histogram(
+            "pix2video_editor_device_unet_call_seconds",
+            "Duration of each device's batched denoising calls (UNet and DDIM step), by device.",
+            ["device"],
+        )
+        worker.on_device_unet_call = lambda device, seconds: self.device_unet_seconds.labels(device).observe(seconds)
+        self.handoff_seconds = m.histogram(
+            "pix2video_editor_handoff_seconds",
+            "Step-parallel editor: from a frame leaving one device's steps to its entering the next device's, by "
+            "boundary (host clock: the wait at the next device's door included).",
+            ["boundary"],
+        )
+        worker.on_handoff = lambda boundary, seconds: self.handoff_seconds.labels(boundary).observe(seconds)
         ended = m.counter(
             "pix2video_editor_sessions_ended_total",
             "Editor sessions ended, by reason: done, cancelled, detach_expired (stream broke, not resumed within the "

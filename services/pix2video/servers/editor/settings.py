@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ...engine.settings import MAX_FRAMES_IN_FLIGHT
@@ -35,6 +36,8 @@ class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelSer
     """Free an attached session whose client has not read a frame for this long."""
     max_sessions_per_tenant: int = 0
     """Most open sessions one tenant may hold on this replica (0: no limit but max_sessions)."""
+    devices: str = ""
+    """Step-parallel editing: a GPU count N (cuda:0..N-1) or devices cuda:0,cuda:1,... sharing every session's steps."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -53,5 +56,30 @@ class EditorServerSettings(UNetRunnerSettingsMixin, StoreSettingsMixin, ModelSer
             raise InvalidInput(
                 f"max_sessions_per_tenant: must be an integer >= 0, got {self.max_sessions_per_tenant!r}"
             )
+        self.device_list()
         if "." in self.replica_name or "/" in self.replica_name:
             raise InvalidInput(f"replica_name: must not contain '.' or '/', got {self.replica_name!r}")
+
+    def device_list(self) -> list[str] | None:
+        """The step-parallel editor's devices, in stage order; None: one device (the device setting)."""
+        text = self.devices.strip()
+        if not text:
+            return None
+        if text.isdigit():
+            count = int(text)
+            if not 1 <= count <= MAX_DEVICES:
+                raise InvalidInput(f"devices: a GPU count must be in [1, {MAX_DEVICES}], got {self.devices!r}")
+            return [f"cuda:{g}" for g in range(count)]
+        names = [d.strip() for d in text.split(",")]
+        bad = next((d for d in names if not _DEVICE.fullmatch(d)), None)
+        if bad is not None:
+            raise InvalidInput(
+                f"devices: expected a GPU count or names like cuda:0,cuda:1, got {bad!r} in {self.devices!r}"
+            )
+        if len(names) > MAX_DEVICES:
+            raise InvalidInput(f"devices: at most {MAX_DEVICES} devices, got {len(names)}")
+        return names
+
+
+MAX_DEVICES = 64
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,3})?")

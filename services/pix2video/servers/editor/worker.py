@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import functools
 import hashlib
 import hmac
 import logging
@@ -39,6 +41,7 @@ import numpy as np
 
 from ...engine.editor import EditSession, Pix2VideoEditor
 from ...engine.settings import EditSettings
+from ...engine.step_parallel import DeviceTimers, StepParallelEditor
 from ...engine.timers import CudaEventTimer, FrameStats, HostTimer
 from ...errors import Busy, FailedPrecondition, InvalidInput, NotFound, Pix2VideoError
 from ..common.models import load_models
@@ -147,22 +150,39 @@ class Snapshot:
 class EditorWorker:
     def __init__(self, settings: EditorServerSettings, store=None, models=None):
         self.settings = settings
-        self.models = models or load_models(settings)
+        devices = settings.device_list()
+        if models is None:
+            # Step-parallel: loaded on the first device, copied to the others.
+            models = load_models(dataclasses.replace(settings, device=devices[0]) if devices else settings)
+        self.models = models
         self.store = store if store is not None else settings.open_store()
-        self.editor = Pix2VideoEditor(
-            self.models,
-            max_batch_items=settings.max_batch_items,
-            runner=settings.make_runner(self.models),
-            feature_slots=settings.feature_slots,
-        )
+        if devices:
+            self.editor: Pix2VideoEditor | StepParallelEditor = StepParallelEditor.on_devices(
+                self.models,
+                devices,
+                runner=settings.make_runner,
+                max_batch_items=settings.max_batch_items,
+                feature_slots=settings.feature_slots,
+            )
+            self.editor.on_handoff = self._on_handoff
+        else:
+            self.editor = Pix2VideoEditor(
+                self.models,
+                max_batch_items=settings.max_batch_items,
+                runner=settings.make_runner(self.models),
+                feature_slots=settings.feature_slots,
+            )
         # Every read of the sessions goes through store_io: the store itself, or
         # what the server wraps it in (counted and timed operations).
         self.store_io = self.store
-        cuda = getattr(self.models.device, "type", str(self.models.device)) == "cuda"
-        self.timer = CudaEventTimer(self._on_stage, self.models.device) if cuda else HostTimer(self._on_stage)
+        stage_devices = self.editor.devices if devices else [self.models.device]
+        timers = [self._stage_timer(d) for d in stage_devices]
+        self.timer = DeviceTimers(timers) if devices else timers[0]
         self.editor.timer = self.timer
         # Hooks for metrics, called on the scheduler thread.
         self.on_unet_call: Callable[[int, float], None] | None = None  # (items, seconds) per batched call
+        self.on_device_unet_call: Callable[[str, float], None] | None = None  # (device, seconds) per call
+        self.on_handoff: Callable[[str, float], None] | None = None  # (boundary, seconds) per frame handed on
         self.on_session_end: Callable[[str], None] | None = None  # (reason) per ending
         self.snapshot = Snapshot(feature_slots=self.editor.context.capacity)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
@@ -195,6 +215,8 @@ class EditorWorker:
         for s in list(self.sessions.values()):
             self._end(s, "shutdown")
         self._stopping = True
+        if isinstance(self.editor, StepParallelEditor):
+            self.editor.close()  # its stage threads
 
     def warmup(self) -> None:
         """Captures (and compiles) the UNet graphs of every batch bucket at the
@@ -205,8 +227,10 @@ class EditorWorker:
         if self._thread.is_alive():
             raise RuntimeError("warmup: the scheduler thread is already running")
 
+        steps = max(2, getattr(self.editor, "num_stages", 1))  # the step-parallel editor: a step per device
+
         class _One:
-            num_frames, num_steps = 2, 2
+            num_frames, num_steps = 2, steps
             h = w = 64 // self.models.vae_scale_factor
 
             def latent(self, i):
@@ -220,7 +244,7 @@ class EditorWorker:
             log.info("editor warm-up: %s", self.editor.runner.warm)
         self.editor.timer = None  # warm-up frames are not service frames
         try:
-            list(self.editor.edit(_One(), EditSettings(prompt="warm up", num_steps=2, frames_in_flight=2)))
+            list(self.editor.edit(_One(), EditSettings(prompt="warm up", num_steps=steps, frames_in_flight=2)))
         finally:
             self.editor.timer = self.timer
 
@@ -425,7 +449,10 @@ class EditorWorker:
 
     def _publish(self) -> None:
         sessions = list(self.sessions.values())
-        flights = sum(len(s.flight) for s in sessions)
+        if isinstance(self.editor, StepParallelEditor):
+            flights = self.editor.frames_in_flight()  # every stage's, not only the first's
+        else:
+            flights = sum(len(s.flight) for s in sessions)
         ctx = self.editor.context
         self.snapshot = Snapshot(
             active=len(sessions),
@@ -437,6 +464,20 @@ class EditorWorker:
             feature_slots_used=len(ctx.slot_of),
             host_buffer_bytes=sum(s.host_bytes for s in sessions),
         )
+
+    def _stage_timer(self, device):
+        sink = functools.partial(self._on_device_stage, str(device))
+        return CudaEventTimer(sink, device) if getattr(device, "type", str(device)) == "cuda" else HostTimer(sink)
+
+    def _on_device_stage(self, device: str, stage: str, started: float, seconds: float, items: list) -> None:
+        if stage == "denoise" and self.on_device_unet_call is not None:
+            self.on_device_unet_call(device, seconds)
+        self._on_stage(stage, started, seconds, items)
+
+    def _on_handoff(self, stage: int, seconds: float) -> None:
+        if self.on_handoff is not None:
+            devices = self.editor.devices
+            self.on_handoff(f"{devices[stage]}->{devices[stage + 1]}", seconds)
 
     def _on_stage(self, stage: str, started: float, seconds: float, items: list) -> None:
         """The timer's sink (scheduler thread): per-frame sums."""
