@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Iterator, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "localhost/pix2video-base:bookworm"
 REQUIRE_ENV = "PIX2VIDEO_REQUIRE_CONTAINERS"  # .ci/run sets it: no engine is then a failure, not a skip
+SWITCH_ENV = "PIX2VIDEO_CI_CONTAINERS"  # .ci/run: on (1) by default, 0 skips the container test
 
 
 def find_engine() -> str | None:
@@ -65,7 +67,7 @@ class Engine:
         try:
             yield full
         finally:
-            self("rm", "-f", "-t", "5", full, check=False, timeout=60)
+            self("rm", "-f", "-v", "-t", "5", full, check=False, timeout=60)  # -v: its anonymous /models volume too
 
     def running(self, name: str) -> bool:
         proc = self("inspect", "--format", "{{.State.Running}}", name, check=False)
@@ -76,13 +78,25 @@ def build_image(tag: str, log: Path, timeout: float = 900) -> float:
     """Runs deploy/docker/build-local.sh (tiny set baked in); returns its seconds."""
     start = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.run(
+        # Its own session: on a timeout the whole group goes (the script's wheel
+        # server and the engine too), not only the shell.
+        proc = subprocess.Popen(
             ["bash", str(ROOT / "deploy/docker/build-local.sh"), "--tag", tag, "--model-sets", "tiny"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=timeout,
             env={"PYTHON": sys.executable, **os.environ},
+            start_new_session=True,
         )
-    if proc.returncode != 0:
-        raise RuntimeError(f"build-local.sh failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            returncode = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise RuntimeError(f"build-local.sh ran past {timeout:g} s:\n{log.read_text()[-4000:]}") from None
+    if returncode != 0:
+        raise RuntimeError(f"build-local.sh failed ({returncode}):\n{log.read_text()[-4000:]}")
     return time.monotonic() - start

@@ -46,20 +46,39 @@ if [ "$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != 3.
   exit 1
 fi
 
-# 1. The base image, once.
-if ! "$engine" image inspect "$base" >/dev/null 2>&1; then
-  if [ ! -s "$cache/rootfs.tar" ]; then
-    echo "build-local.sh: mmdebstrap bookworm base" >&2
-    mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
-      bookworm "$cache/rootfs.tar.part"
-    mv "$cache/rootfs.tar.part" "$cache/rootfs.tar"
+# 1. The base image, once per recipe: the recipe's hash names the rootfs and labels
+#    the image, so a changed recipe makes a new base rather than reusing a stale one.
+#    essential: no apt in the image (nothing installs packages there); no manual
+#    pages, translations or documentation but the copyright files. The .tar name
+#    tells mmdebstrap the output format (a name it does not know makes a directory).
+recipe=(--variant=essential --include=python3,python3-venv,ca-certificates,libstdc++6
+  '--dpkgopt=path-exclude=/usr/share/man/*' '--dpkgopt=path-exclude=/usr/share/locale/*'
+  '--dpkgopt=path-exclude=/usr/share/doc/*' '--dpkgopt=path-include=/usr/share/doc/*/copyright' bookworm)
+key="$(printf '%s\n' "${recipe[@]}" | sha256sum | cut -c1-12)"
+# mmdebstrap runs in the background while the wheels are gathered (step 2).
+mmdebstrap_pid="" server="" context=""
+# On any exit: stop what this script started in the background, remove the context.
+cleanup() {
+  for pid in $mmdebstrap_pid $server; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "$context" ]; then rm -rf "$context"; fi
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+if [ "$("$engine" image inspect --format '{{index .Labels "pix2video.base"}}' "$base" 2>/dev/null)" != "$key" ]; then
+  rootfs="$cache/rootfs-$key.tar"
+  if [ ! -s "$rootfs" ]; then
+    echo "build-local.sh: mmdebstrap bookworm base ($key)" >&2
+    mmdebstrap_start=$SECONDS
+    mmdebstrap --quiet --format=tar "${recipe[@]}" "$cache/rootfs-$key.part.tar" &
+    mmdebstrap_pid=$!
   fi
-  "$engine" import --change 'CMD ["/bin/bash"]' "$cache/rootfs.tar" "$base" >/dev/null
 fi
 
-# 2. The wheels: torch, the third-party requirements of both pyproject files, and
-#    the build backend of the project's own packages (installed with no isolation).
+# 2. The wheels: torch, the third-party requirements of both pyproject files, uv
+#    and the build backend of the project's own packages (installed with no
+#    isolation). Gathered again only when that list changes (a stamp of its hash).
 requirements="$cache/requirements.txt"
+uv_version="$(sed -n 's/^ARG UV_VERSION=//p' deploy/docker/Dockerfile | head -n 1)"
 "$python" - pyproject.toml clients/pyproject.toml >"$requirements" <<'EOF'
 import sys, tomllib
 for f in sys.argv[1:]:
@@ -67,9 +86,26 @@ for f in sys.argv[1:]:
         if not r.startswith(("torch", "pix2video")):
             print(r)
 EOF
-echo "build-local.sh: wheels into $cache/wheels" >&2
-"$python" -m pip wheel -q --wheel-dir "$cache/wheels" --find-links "$cache/wheels" \
-  "torch==$torch_version" -r "$requirements" setuptools==80.9.0 wheel==0.45.1
+printf '%s\n' "torch==$torch_version" setuptools==80.9.0 wheel==0.45.1 "uv==$uv_version" >>"$requirements"
+stamp="$(sha256sum "$requirements" | cut -c1-16)"
+if [ "$(cat "$cache/wheels/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "build-local.sh: wheels into $cache/wheels" >&2
+  start=$SECONDS
+  "$python" -m pip wheel -q --wheel-dir "$cache/wheels" --find-links "$cache/wheels" -r "$requirements"
+  echo "$stamp" >"$cache/wheels/.stamp"
+  echo "build-local.sh: wheels took $((SECONDS - start)) s" >&2
+fi
+
+if [ -n "$mmdebstrap_pid" ]; then
+  wait "$mmdebstrap_pid"
+  mmdebstrap_pid=""
+  mv "$cache/rootfs-$key.part.tar" "$cache/rootfs-$key.tar"
+  echo "build-local.sh: mmdebstrap took $((SECONDS - mmdebstrap_start)) s" >&2
+fi
+if [ "$("$engine" image inspect --format '{{index .Labels "pix2video.base"}}' "$base" 2>/dev/null)" != "$key" ]; then
+  "$engine" import --change 'CMD ["/bin/bash"]' --change "LABEL pix2video.base=$key" \
+    "$cache/rootfs-$key.tar" "$base" >/dev/null
+fi
 
 # The index URL is a build argument, and a changed build argument invalidates the
 # layer cache of every RUN after it: a fixed port (the first free one from
@@ -88,7 +124,6 @@ for port in range(int(sys.argv[1]), int(sys.argv[1]) + 100):
 "$python" -m http.server --bind 127.0.0.1 --directory "$cache/wheels" "$port" >/dev/null 2>&1 &
 server=$!
 context="$(mktemp -d)"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$context"' EXIT
 for _ in $(seq 50); do
   "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break
   sleep 0.1
@@ -100,11 +135,16 @@ tar -c --exclude=__pycache__ --exclude='*.py[cod]' --exclude='*.egg-info' --excl
   pyproject.toml README.md services clients deploy/docker/models deploy/docker/Dockerfile | tar -x -C "$context"
 
 echo "build-local.sh: $engine build $tag" >&2
-"$engine" build --network host -f "$context/deploy/docker/Dockerfile" -t "$tag" \
+start=$SECONDS
+jobs=()
+# podman builds independent stages side by side (the app stage's uv beside deps).
+[ "$engine" = podman ] && jobs=(--jobs 2)
+"$engine" build "${jobs[@]}" --network host -f "$context/deploy/docker/Dockerfile" -t "$tag" \
   --build-arg BASE_IMAGE="$base" \
   --build-arg WHEELS_URL="http://127.0.0.1:$port/" \
   --build-arg TORCH_VERSION="$torch_version" \
   --build-arg MODEL_SETS="$model_sets" \
   "$context"
+echo "build-local.sh: $engine build took $((SECONDS - start)) s" >&2
 size="$("$engine" image inspect --format '{{.Size}}' "$tag")"
 echo "build-local.sh: built $tag, $((size / 1000000)) MB" >&2
