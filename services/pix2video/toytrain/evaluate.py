@@ -169,20 +169,70 @@ def warp_error(frames: np.ndarray, clip: Clip) -> float:
     return float(diff[valid].mean())
 
 
+def per_frame_depth2img(
+    models, frames: np.ndarray, prompt: str, steps: int, seed: int, per_clip: bool, guidance: float = 7.5
+) -> np.ndarray:
+    """The paper's per-frame baseline (its Table 2): every frame edited on its
+    own by diffusers' ``StableDiffusionDepth2ImgPipeline``, SDEdit-like (the
+    frame's latent noised to the ``compare`` command's strength, 0.8, with
+    fresh noise, then denoised with its depth), as ``pix2video compare``'s
+    "per-frame depth2img" variant builds it. ``per_clip`` False: every frame's
+    run gets a generator seeded with ``seed`` (the same noise for every frame);
+    True: one generator seeded once, drawn on frame after frame."""
+    from diffusers import DDIMScheduler, StableDiffusionDepth2ImgPipeline
+    from PIL import Image
+
+    from ..quality.compare import SDEDIT_STRENGTH
+
+    pipe = StableDiffusionDepth2ImgPipeline(
+        vae=models.vae,
+        text_encoder=models.text_encoder,
+        tokenizer=models.tokenizer,
+        unet=models.unet,
+        scheduler=DDIMScheduler.from_config(models.scheduler_config),
+        depth_estimator=models.depth_estimator,
+        feature_extractor=models.feature_extractor,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    clip_generator = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    for frame in frames:
+        g = clip_generator if per_clip else torch.Generator(device="cpu").manual_seed(seed)
+        image = pipe(
+            prompt=prompt,
+            image=Image.fromarray(frame),
+            strength=SDEDIT_STRENGTH,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=g,
+            output_type="np",
+        ).images[0]
+        out.append((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+    return np.stack(out)
+
+
 @dataclass
 class ColourEdit:
     blue_fraction: float
     outside_psnr: float
     warp_pix2video: float
-    warp_per_frame: float
+    warp_per_frame: float  # per-frame editing from each frame's DDIM-inverted x_T (no injection, no update)
     warp_input: float
     hues: list[float]
     frames: np.ndarray
     per_frame_frames: np.ndarray
+    saturations: list[float]
+    # The paper's per-frame baseline, per_frame_depth2img: the same seed for every frame / one generator per clip.
+    warp_depth2img: float | None = None
+    warp_depth2img_clip_generator: float | None = None
+    depth2img_frames: np.ndarray | None = None
 
 
-def colour_edit(engine: EmbeddedPix2Video, clip: Clip, steps: int = 50, seed: int = 0, source_prompt=None):
-    """ "red ball" -> "blue ball" on a held-out clip whose main object is a red ball."""
+def colour_edit(
+    engine: EmbeddedPix2Video, clip: Clip, steps: int = 50, seed: int = 0, source_prompt=None, depth2img: bool = True
+):
+    """ "red ball" -> "blue ball" on a held-out clip whose main object is a red ball
+    (``depth2img``: also the paper's per-frame depth2img baseline, both seedings)."""
     if (clip.scene.main.colour, clip.scene.main.shape) != ("red", "ball"):
         raise ValueError("colour_edit needs a clip whose main object is a red ball")
     target = clip.caption.replace("a red ball", "a blue ball", 1)
@@ -194,6 +244,15 @@ def colour_edit(engine: EmbeddedPix2Video, clip: Clip, steps: int = 50, seed: in
         )
     )
     masks = clip.masks[:, 0]
+    d2i = {}
+    if depth2img:
+        same = per_frame_depth2img(engine.models, clip.frames, target, steps, seed, per_clip=False)
+        one = per_frame_depth2img(engine.models, clip.frames, target, steps, seed, per_clip=True)
+        d2i = dict(
+            warp_depth2img=warp_error(same, clip),
+            warp_depth2img_clip_generator=warp_error(one, clip),
+            depth2img_frames=same,
+        )
     return ColourEdit(
         blue_fraction=float(np.mean([is_blue(f, m) for f, m in zip(p2v, masks, strict=False)])),
         outside_psnr=float(np.mean([psnr(a, b, ~m) for a, b, m in zip(clip.frames, p2v, masks, strict=False)])),
@@ -201,8 +260,10 @@ def colour_edit(engine: EmbeddedPix2Video, clip: Clip, steps: int = 50, seed: in
         warp_per_frame=warp_error(per_frame, clip),
         warp_input=warp_error(clip.frames, clip),
         hues=[round(hue_of(f, m)[0], 1) for f, m in zip(p2v, masks, strict=False)],
+        saturations=[round(hue_of(f, m)[1], 3) for f, m in zip(p2v, masks, strict=False)],
         frames=p2v,
         per_frame_frames=per_frame,
+        **d2i,
     )
 
 
@@ -239,16 +300,29 @@ def report(
     log(f"inversion psnr {out['inversion_psnr']:.2f} vs random x_T {out['random_xt_psnr']:.2f}")
     reds = held_out_clips(edits, frames, start=2000, main_colour="red", main_shape="ball")
     ces = [colour_edit(engine, c, steps) for c in reds]
-    for key in ("blue_fraction", "outside_psnr", "warp_pix2video", "warp_per_frame", "warp_input"):
+    for key in (
+        "blue_fraction",
+        "outside_psnr",
+        "warp_pix2video",
+        "warp_per_frame",
+        "warp_input",
+        "warp_depth2img",
+        "warp_depth2img_clip_generator",
+    ):
         out[key] = float(np.mean([getattr(c, key) for c in ces]))
     out["hues"] = [c.hues for c in ces]
+    out["saturations"] = [c.saturations for c in ces]
     out["warp_ratio"] = out["warp_pix2video"] / max(out["warp_per_frame"], 1e-9)
+    # The paper's Table 2 ordering: against per-frame depth2img from fresh noise.
+    out["warp_ratio_depth2img"] = out["warp_pix2video"] / max(out["warp_depth2img"], 1e-9)
+    out["warp_ratio_depth2img_clip_generator"] = out["warp_pix2video"] / max(out["warp_depth2img_clip_generator"], 1e-9)
     log(
         f"colour edit: blue {out['blue_fraction']:.2f}, outside psnr {out['outside_psnr']:.2f}, warp "
-        f"{out['warp_pix2video']:.2f} vs per-frame {out['warp_per_frame']:.2f} (input {out['warp_input']:.2f})"
+        f"{out['warp_pix2video']:.2f} vs per-frame {out['warp_per_frame']:.2f} (input {out['warp_input']:.2f}), "
+        f"depth2img {out['warp_depth2img']:.2f} (same seed) {out['warp_depth2img_clip_generator']:.2f} (per clip)"
     )
     out["_strips"] = {
-        "colour": strip([reds[0].frames, ces[0].frames, ces[0].per_frame_frames]),
+        "colour": strip([reds[0].frames, ces[0].frames, ces[0].per_frame_frames, ces[0].depth2img_frames]),
         "reconstruction": strip([held[0].frames, recs[0]["frames"]]),
     }
     return out

@@ -37,6 +37,8 @@ class Plan:
     depth_estimator: Budget = field(default_factory=lambda: Budget(steps=5000, batch=64, lr=3e-4, max_seconds=300))
     captioner: Budget = field(default_factory=lambda: Budget(steps=5000, batch=64, lr=3e-4, max_seconds=300))
     clip: Budget = field(default_factory=lambda: Budget(steps=5000, batch=256, lr=5e-4, max_seconds=300))
+    unet_uncond_prob: float = 0.2  # captions dropped to "" (classifier-free guidance)
+    unet_noise_discount: float = 0.7  # multi-resolution training noise (trainers.pyramid_noise); 0: white noise
 
 
 SMOKE = Plan(
@@ -60,7 +62,15 @@ def plan_from_losses(path: str | Path) -> Plan:
     for name in ("vae", "unet", "depth_estimator", "captioner", "clip"):
         b = p[name]
         budgets[name] = Budget(steps=summary["components"][name]["steps"], batch=b["batch"], lr=b["lr"])
-    return Plan(scenes=p["scenes"], frames_per_scene=p["frames_per_scene"], **budgets)
+    unet = summary["components"]["unet"]
+    return Plan(
+        scenes=p["scenes"],
+        frames_per_scene=p["frames_per_scene"],
+        # Runs from before these settings existed used 10% dropout and white noise.
+        unet_uncond_prob=unet.get("uncond_prob", 0.1),
+        unet_noise_discount=unet.get("noise_discount", 0.0),
+        **budgets,
+    )
 
 
 def _job(
@@ -105,8 +115,13 @@ def _job(
             dev,
             s("unet"),
             progress,
+            uncond_prob=plan.unet_uncond_prob,
+            noise_discount=plan.unet_noise_discount,
         )
-        histories["unet"] = h.as_dict()
+        histories["unet"] = h.as_dict() | {
+            "uncond_prob": plan.unet_uncond_prob,
+            "noise_discount": plan.unet_noise_discount,
+        }
         save_component(out, "unet", modules["unet"])
         save_component(out, "text_encoder", modules["text_encoder"])
     elif name == "depth_estimator":

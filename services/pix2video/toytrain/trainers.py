@@ -226,6 +226,21 @@ def depth_condition(data: Dataset, size: tuple[int, int], device, batch: int = 5
     return torch.cat(out)
 
 
+def pyramid_noise(x: torch.Tensor, discount: float) -> torch.Tensor:
+    """Multi-resolution noise shaped like ``x`` (N, C, H, W): white noise plus
+    bilinearly upsampled white noise at H/2, H/4, ... 1, level k weighted
+    ``discount ** k``, each sample renormalised to unit std."""
+    n, c, h, w = x.shape
+    noise = torch.randn_like(x)
+    k, size = 1, (h, w)
+    while max(size) > 1:
+        size = (max(1, size[0] // 2), max(1, size[1] // 2))
+        low = torch.randn(n, c, *size, device=x.device, dtype=x.dtype)
+        noise = noise + discount**k * F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+        k += 1
+    return noise / noise.flatten(1).std(1).view(n, 1, 1, 1)
+
+
 def train_unet(
     unet,
     text_encoder,
@@ -241,10 +256,22 @@ def train_unet(
     log_every=50,
     uncond_prob=0.1,
     ema_decay=0.999,
+    noise_discount=0.0,
 ) -> History:
     """Epsilon prediction on SD2's noise schedule, depth concatenated, text
     encoder trained jointly; captions dropped to "" with ``uncond_prob`` (for
-    classifier-free guidance). The shipped weights are the EMA."""
+    classifier-free guidance). The shipped weights are the EMA.
+
+    ``noise_discount``: multi-resolution ("pyramid") noise when above 0: the
+    white noise plus the same at half, quarter, ... resolution down to 1x1,
+    level k weighted ``noise_discount ** k``, renormalised to unit std. At
+    32x32 latents SD2's x_999 = 0.068 x0 + noise still shows the frame's
+    low frequencies (the sky and the ground: a mean over a 16x16 block has
+    noise std 1/16), so a UNet trained on white noise learns to read the
+    background from x_T even at t = 999 (measured: its x0 prediction there
+    keeps the input's blue sky under the prompt "at sunset"), and from an
+    inverted x_T guidance cannot change it. With low-frequency noise those
+    components are noise at high t too, and the text decides them."""
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
@@ -274,7 +301,7 @@ def train_unet(
         cap = caption_index[idx]
         cap = torch.where(torch.rand(len(cap), device=device) < uncond_prob, torch.full_like(cap, empty), cap)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), device=device)
-        noise = torch.randn_like(x0)
+        noise = pyramid_noise(x0, noise_discount) if noise_discount else torch.randn_like(x0)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with _autocast(device):
