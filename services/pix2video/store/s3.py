@@ -36,7 +36,7 @@ import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
-from minio.helpers import check_bucket_name
+from minio.helpers import DictType, check_bucket_name
 from urllib3.util import Retry, Timeout
 
 from ..errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
@@ -417,7 +417,7 @@ class S3Store(ObjectStore):
             self._conditional = supported
         return self._conditional
 
-    def _put_conditional(self, key: str, data: bytes, headers: dict[str, str]) -> str:
+    def _put_conditional(self, key: str, data: bytes, headers: DictType) -> str:
         name = self._name(key)
         self.ensure_bucket("put", key)
         try:
@@ -429,6 +429,8 @@ class S3Store(ObjectStore):
             if isinstance(cause, S3Error) and cause.code in _CONFLICT_CODES:
                 raise WriteConflict(f"object {echo(key)}: {cause.code}") from None
             raise
+        if result.etag is None:  # S3 always answers a PUT with an ETag; guard a server that does not
+            raise StoreUnavailable(f"put {echo(key)}: no ETag in the answer")
         return result.etag
 
     def get_tagged(self, key: str) -> tuple[bytes, str]:

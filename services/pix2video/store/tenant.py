@@ -8,7 +8,7 @@ same answer as for a key that never existed).
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..tenancy import check_tenant
 from .base import ObjectInfo, ObjectStore, check_key
@@ -56,11 +56,16 @@ class TenantStore(ObjectStore):
         supported = getattr(self.store, "conditional_writes", None)
         return bool(supported and supported())
 
+    # Only called after conditional_writes() said yes, so the store underneath has
+    # them; they are not part of ObjectStore (see .conditional), hence the Any.
     def get_tagged(self, key: str) -> tuple[bytes, str]:
-        return self.store.get_tagged(self._key(key))
+        store: Any = self.store
+        return store.get_tagged(self._key(key))
 
     def put_if_absent(self, key: str, data: bytes) -> str:
-        return self.store.put_if_absent(self._key(key), data)
+        store: Any = self.store
+        return store.put_if_absent(self._key(key), data)
 
     def put_if_tag(self, key: str, data: bytes, tag: str) -> str:
-        return self.store.put_if_tag(self._key(key), data, tag)
+        store: Any = self.store
+        return store.put_if_tag(self._key(key), data, tag)
