@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     print("| W | start_frame | max abs diff (grey levels) | pixels differing | frames bitwise equal |")
     print("| --- | --- | --- | --- | --- |")
     for width in (int(w) for w in a.widths.split(",")):
-        s = EditSettings(prompt="a blue ball on green grass under a blue sky", num_steps=a.steps, frames_in_flight=width)
+        prompt = "a blue ball on green grass under a blue sky"
+        s = EditSettings(prompt=prompt, num_steps=a.steps, frames_in_flight=width)
         t = time.perf_counter()
         full = np.stack([f.image for f in editor.edit(RandomVideo(a.frames, hw, a.steps, seed=7), s)])
         print(f"<!-- W={width}: undisturbed {a.frames} frames in {time.perf_counter() - t:.1f} s -->", flush=True)
