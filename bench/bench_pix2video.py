@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT / "clients"), str(ROOT / "bench")]
 
 from full_size import full_size_models  # noqa: E402
+from random_video import RandomVideo  # noqa: E402
 
 from pix2video.engine.depth import DepthEstimator  # noqa: E402
 from pix2video.engine.editor import Pix2VideoEditor  # noqa: E402
@@ -62,22 +63,6 @@ def tiny_models(folder: Path) -> ModelSet:
     if not (folder / "model_index.json").exists():
         build_tiny_model_set(folder)
     return load_model_set(str(folder))
-
-
-class RandomVideo:
-    """An inverted video of random x_T and depth (what an edit reads from the store)."""
-
-    def __init__(self, num_frames: int, latent_hw: int, num_steps: int, seed: int = 0):
-        self.num_frames, self.num_steps, self.hw, self.seed = num_frames, num_steps, latent_hw, seed
-
-    def _gen(self, i, salt):
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + i * 2 + salt)
-
-    def latent(self, i):
-        return torch.randn(4, self.hw, self.hw, generator=self._gen(i, 0))
-
-    def depth(self, i):
-        return torch.rand(1, self.hw, self.hw, generator=self._gen(i, 1)) * 2 - 1
 
 
 # -- measurements -------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pix2video import RandomVideo  # noqa: E402
+from random_video import RandomVideo  # noqa: E402
 
 from pix2video.devices import resolve_dtype  # noqa: E402
 from pix2video.engine.editor import Pix2VideoEditor  # noqa: E402

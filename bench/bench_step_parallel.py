@@ -37,28 +37,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT / "clients"), str(ROOT / "bench")]
 
+from random_video import RandomVideo  # noqa: E402
+
 from pix2video.engine.runner_options import DEFAULT_BUCKETS  # noqa: E402
 from pix2video.engine.settings import EditSettings  # noqa: E402
 from pix2video.engine.step_parallel import DeviceTimers, StepParallelEditor  # noqa: E402
 from pix2video.engine.step_ranges import CostMeter, plan_steps  # noqa: E402
 from pix2video.engine.timers import CudaEventTimer, HostTimer  # noqa: E402
 from pix2video.engine.unet_runner import UNetRunner  # noqa: E402
-
-
-class RandomVideo:
-    """An inverted video of random x_T and depth (what an edit reads from the store)."""
-
-    def __init__(self, num_frames: int, latent_hw: int, num_steps: int, seed: int = 0):
-        self.num_frames, self.num_steps, self.hw, self.seed = num_frames, num_steps, latent_hw, seed
-
-    def _gen(self, i, salt):
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + i * 2 + salt)
-
-    def latent(self, i):
-        return torch.randn(4, self.hw, self.hw, generator=self._gen(i, 0))
-
-    def depth(self, i):
-        return torch.rand(1, self.hw, self.hw, generator=self._gen(i, 1)) * 2 - 1
 
 
 def load_models(args):
