@@ -246,3 +246,16 @@ if __name__ == "__main__":  # python tests/s3server.py: start one and print its 
             signal.pause()
         except KeyboardInterrupt:
             pass
+
+
+def s3_server_fields(settings, prefix: str) -> dict:
+    """The store fields of a service's settings that put its store on ``settings``'
+    bucket, under ``prefix`` (tests sharing the session's server keep apart by prefix)."""
+    return dict(
+        store="s3",
+        s3_endpoint=settings.endpoint,
+        s3_bucket=settings.bucket,
+        s3_access_key=settings.access_key,
+        s3_secret_key=settings.secret_key,
+        s3_prefix=prefix,
+    )

@@ -37,6 +37,7 @@ from hostile import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability import call_passed, reliability_row
+from s3server import s3_server_fields
 
 from pix2video.limits import MAX_OBJECT_KEY, OBJECT_KEY
 from pix2video.servers.caption.settings import CaptionSettings
@@ -94,14 +95,7 @@ def suite(tiny_dir, s3_settings, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     shared = dict(host="127.0.0.1", port=0, model=str(tiny_dir), device="cpu", dtype="float32", home=str(home))
     shared["metrics_port"] = -1
-    s3 = dict(
-        store="s3",
-        s3_endpoint=s3_settings.endpoint,
-        s3_bucket=s3_settings.bucket,
-        s3_access_key=s3_settings.access_key,
-        s3_secret_key=s3_settings.secret_key,
-        s3_prefix="attacks",
-    )
+    s3 = s3_server_fields(s3_settings, "attacks")
     all_settings = {
         "depth": DepthSettings(**shared, batch_size=4, max_wait_ms=2.0),
         "caption": CaptionSettings(**shared, max_wait_ms=2.0),

@@ -18,6 +18,7 @@ import pytest
 from cutting_proxy import CuttingProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from reliability import reliability_row
+from s3server import s3_server_fields
 
 from pix2video.servers.caption.settings import CaptionSettings
 from pix2video.servers.common.server import ServerThread
@@ -41,14 +42,7 @@ FRAME_BYTES = SIZE * SIZE * 3  # one raw RGB8 frame, as `edit --server` asks for
 def suite(tiny_dir, s3_settings, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     shared = dict(host="127.0.0.1", port=0, model=str(tiny_dir), device="cpu", dtype="float32", home=str(home))
-    s3 = dict(
-        store="s3",
-        s3_endpoint=s3_settings.endpoint,
-        s3_bucket=s3_settings.bucket,
-        s3_access_key=s3_settings.access_key,
-        s3_secret_key=s3_settings.secret_key,
-        s3_prefix="cli-cut",
-    )
+    s3 = s3_server_fields(s3_settings, "cli-cut")
     settings = {
         "depth": DepthSettings(**shared),
         "caption": CaptionSettings(**shared),

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
+from s3server import s3_server_fields
 
 from pix2video.servers.caption.settings import CaptionSettings
 from pix2video.servers.common import tracing
@@ -62,14 +63,7 @@ def _suite_settings(tiny_dir, s3_settings, home, tracing_kind: str, prefix: str)
         home=str(home),
         grace_seconds=1.0,
     )
-    s3 = dict(
-        store="s3",
-        s3_endpoint=s3_settings.endpoint,
-        s3_bucket=s3_settings.bucket,
-        s3_access_key=s3_settings.access_key,
-        s3_secret_key=s3_settings.secret_key,
-        s3_prefix=prefix,
-    )
+    s3 = s3_server_fields(s3_settings, prefix)
     return {
         "depth": DepthSettings(**shared),
         "caption": CaptionSettings(**shared),

@@ -30,6 +30,7 @@ import grpc
 import pytest
 from certs import CA
 from reliability import call_passed, reliability_row
+from s3server import s3_server_fields
 
 from pix2video.errors import InvalidInput
 from pix2video.servers.caption.settings import CaptionSettings
@@ -157,14 +158,7 @@ def suite(tiny_dir, s3_settings, pki, tmp_path_factory, captured):
         home=str(home),
         **tls_settings(pki),
     )
-    s3 = dict(
-        store="s3",
-        s3_endpoint=s3_settings.endpoint,
-        s3_bucket=s3_settings.bucket,
-        s3_access_key=s3_settings.access_key,
-        s3_secret_key=s3_settings.secret_key,
-        s3_prefix="sectransport",
-    )
+    s3 = s3_server_fields(s3_settings, "sectransport")
     upstream = dict(
         upstream_tls_ca_file=str(pki.ca_file),
         upstream_tls_cert_file=str(pki.client_cert),

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from cutting_proxy import CuttingProxy
+from s3server import s3_server_fields
 
 from pix2video.embedded import EmbeddedPix2Video
 from pix2video.engine.settings import EditSettings
@@ -40,14 +41,7 @@ INV = InversionOptions(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="
 def suite(tiny_dir, s3_settings, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     shared = dict(host="127.0.0.1", port=0, model=str(tiny_dir), device="cpu", dtype="float64", home=str(home))
-    s3 = dict(
-        store="s3",
-        s3_endpoint=s3_settings.endpoint,
-        s3_bucket=s3_settings.bucket,
-        s3_access_key=s3_settings.access_key,
-        s3_secret_key=s3_settings.secret_key,
-        s3_prefix="suite",
-    )
+    s3 = s3_server_fields(s3_settings, "suite")
     settings = {
         "depth": DepthSettings(**shared),
         "caption": CaptionSettings(**shared),

@@ -25,6 +25,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from s3server import s3_server_fields
 
 from pix2video.servers.caption.settings import CaptionSettings
 from pix2video.servers.common.server import ServerThread
@@ -136,14 +137,7 @@ def received(phoenix, tiny_dir, s3_settings, tmp_path_factory):
         home=str(home),
         grace_seconds=1.0,
     )
-    s3 = dict(
-        store="s3",
-        s3_endpoint=s3_settings.endpoint,
-        s3_bucket=s3_settings.bucket,
-        s3_access_key=s3_settings.access_key,
-        s3_secret_key=s3_settings.secret_key,
-        s3_prefix="phoenix",
-    )
+    s3 = s3_server_fields(s3_settings, "phoenix")
     settings = {
         "depth": DepthSettings(**shared),
         "caption": CaptionSettings(**shared),

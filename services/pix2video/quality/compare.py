@@ -41,11 +41,9 @@ def variant_settings(name: str, base):
     raise ValueError(name)
 
 
-def per_frame_depth2img(models, frames: np.ndarray, prompt: str, steps: int, guidance: float, seed: int, progress=None):
-    """Each frame edited on its own by diffusers' depth2img pipeline (fresh seeded noise per frame)."""
-    import torch
+def depth2img_pipeline(models):
+    """diffusers' depth2img pipeline over the loaded models (no copies), DDIM, quiet."""
     from diffusers import DDIMScheduler, StableDiffusionDepth2ImgPipeline
-    from PIL import Image
 
     if models.depth_estimator is None:
         raise InvalidInput("model: per-frame depth2img needs the depth estimator")
@@ -59,6 +57,15 @@ def per_frame_depth2img(models, frames: np.ndarray, prompt: str, steps: int, gui
         feature_extractor=models.feature_extractor,
     )
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def per_frame_depth2img(models, frames: np.ndarray, prompt: str, steps: int, guidance: float, seed: int, progress=None):
+    """Each frame edited on its own by diffusers' depth2img pipeline (fresh seeded noise per frame)."""
+    import torch
+    from PIL import Image
+
+    pipe = depth2img_pipeline(models)
     out = []
     for i, frame in enumerate(frames):
         g = torch.Generator(device="cpu").manual_seed(seed + i)

@@ -179,21 +179,11 @@ def per_frame_depth2img(
     "per-frame depth2img" variant builds it. ``per_clip`` False: every frame's
     run gets a generator seeded with ``seed`` (the same noise for every frame);
     True: one generator seeded once, drawn on frame after frame."""
-    from diffusers import DDIMScheduler, StableDiffusionDepth2ImgPipeline
     from PIL import Image
 
-    from ..quality.compare import SDEDIT_STRENGTH
+    from ..quality.compare import SDEDIT_STRENGTH, depth2img_pipeline
 
-    pipe = StableDiffusionDepth2ImgPipeline(
-        vae=models.vae,
-        text_encoder=models.text_encoder,
-        tokenizer=models.tokenizer,
-        unet=models.unet,
-        scheduler=DDIMScheduler.from_config(models.scheduler_config),
-        depth_estimator=models.depth_estimator,
-        feature_extractor=models.feature_extractor,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = depth2img_pipeline(models)
     clip_generator = torch.Generator(device="cpu").manual_seed(seed)
     out = []
     for frame in frames:
