@@ -15,7 +15,7 @@ Metrics every service has (this module):
 ``pix2video_grpc_frames_total``             counter   rpc, code: frames a call delivered
 ``pix2video_grpc_request_duration_seconds`` histogram rpc: whole call, streams included
 ``pix2video_grpc_requests_in_flight``       gauge     rpc
-``pix2video_store_operations_total``        counter   operation, result (ok/not_found/error)
+``pix2video_store_operations_total``        counter   operation, result (ok/not_found/conflict/error)
 ``pix2video_store_operation_seconds``       histogram operation
 ``pix2video_store_bytes_total``             counter   operation (put/get)
 ``pix2video_gpu_memory_allocated_bytes``    gauge     device: in use by tensors (CUDA only)

@@ -3,7 +3,11 @@
 The services hand it to the workers and engine code in place of the store itself; the
 code still sees only the :class:`~pix2video.store.ObjectStore`
 interface. Results: ``ok``, ``not_found`` (a missing key, a normal answer to
-``get``) and ``error`` (anything else: the store is down, refused, ...).
+``get``), ``conflict`` (a conditional write that found the object not as
+expected: another replica won a lease race, a normal answer too) and ``error``
+(anything else: the store is down, refused, ...). The conditional writes that
+leases use (see :mod:`pix2video.store.conditional`) count as ``put`` and
+``get``, so a lease shows in the metrics and traces like any other write.
 A span per operation is recorded only under a span of the service (a job or
 a call); reads from the editor's scheduler thread are counted, not traced.
 """
@@ -16,9 +20,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from ...errors import NotFound
 from ...store.base import ObjectStore
+from ...store.conditional import WriteConflict
 
 OPERATIONS = ("put", "get", "exists", "delete_prefix")
-RESULTS = ("ok", "not_found", "error")
+RESULTS = ("ok", "not_found", "conflict", "error")
 
 
 class ObservedStore(ObjectStore):
@@ -56,6 +61,9 @@ class ObservedStore(ObjectStore):
                 except NotFound:
                     span.set_attribute("pix2video.store.result", "not_found")
                     raise
+                except WriteConflict:
+                    span.set_attribute("pix2video.store.result", "conflict")
+                    raise
                 except Exception as exc:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
@@ -71,6 +79,9 @@ class ObservedStore(ObjectStore):
             return out
         except NotFound:
             result = "not_found"
+            raise
+        except WriteConflict:
+            result = "conflict"
             raise
         finally:
             self._seconds[op].observe(time.perf_counter() - start)
@@ -91,7 +102,24 @@ class ObservedStore(ObjectStore):
     def delete_prefix(self, prefix: str) -> None:
         self._run("delete_prefix", prefix, self.inner.delete_prefix, prefix)
 
-    # Clean-up, leases and readiness (not counted: rare, and not on a request's path).
+    # Conditional writes (leases): present only when the inner store has them, since
+    # pix2video.store.conditional finds them by conditional_writes(), which passes through.
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        data, tag = self._run("get", key, self.inner.get_tagged, key)  # type: ignore[attr-defined]
+        self._bytes["get"].inc(len(data))
+        return data, tag
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        tag = self._run("put", key, self.inner.put_if_absent, key, data)  # type: ignore[attr-defined]
+        self._bytes["put"].inc(len(data))
+        return tag
+
+    def put_if_tag(self, key: str, data: bytes, tag: str) -> str:
+        new = self._run("put", key, self.inner.put_if_tag, key, data, tag)  # type: ignore[attr-defined]
+        self._bytes["put"].inc(len(data))
+        return new
+
+    # Clean-up and readiness (not counted: rare, and not on a request's path).
     def list(self, prefix: str = ""):
         return self.inner.list(prefix)
 
