@@ -1,8 +1,8 @@
 """The step-parallel editor: every session's denoising steps sharded over N devices.
 
 Frame i at step t needs only its reference frames' self-attention features
-and the previous frame's predicted x0 at that same step t (DESIGN.md,
-section 5). So device g can own the steps [s_g, s_{g+1}) of every frame:
+and the previous frame's predicted x0 at that same step t (docs/ARCHITECTURE.md,
+section 1). So device g can own the steps [s_g, s_{g+1}) of every frame:
 it keeps the features and x0 targets of those steps only, runs its own
 wavefront over them (a :class:`StageScheduler`, cross-session batching
 included) and hands each frame's latent (4 x h x w; its depth map rides

@@ -9,7 +9,7 @@ and the last device also decodes every frame with the VAE.
 
 Costs are seconds per frame (one work item), so a measured run of the
 editor gives them directly (:class:`CostMeter`, a sink of the editor's stage
-timers); :data:`DEFAULT_COSTS` are the H200 figures of DESIGN.md, section 5,
+timers); :data:`DEFAULT_COSTS` are the H200 figures of docs/ARCHITECTURE.md, section 5.1,
 in units of one step. Pure functions: no torch.
 """
 
@@ -43,7 +43,7 @@ class StepCosts:
             raise ValueError(f"step: must be > 0, got {self.step!r}")
 
 
-# DESIGN.md section 5 (H200): 7.07 ms a batch-1 step, 22 ms a decode, eq. (1) about 2.5x a forward.
+# docs/ARCHITECTURE.md section 5.1 (H200): 7.07 ms a batch-1 step, 22 ms a decode, eq. (1) about 2.5x a forward.
 DEFAULT_COSTS = StepCosts(step=1.0, x0_update=0.02, xt_update=2.5, decode=22.0 / 7.07)
 
 
