@@ -314,23 +314,8 @@ class S3Store(ObjectStore):
             self.client.put_object(self.settings.bucket, name, io.BytesIO(data), len(data))
 
     def get(self, key: str) -> bytes:
-        name = self._name(key)
-        self.ensure_bucket("get", key)
-        try:
-            with self._errors("get", key):
-                response = self.client.get_object(self.settings.bucket, name)
-                try:
-                    return response.read()
-                finally:
-                    response.close()
-                    response.release_conn()
-        except StoreUnavailable as exc:
-            cause = exc.__cause__
-            if isinstance(cause, S3Error) and cause.code in _NOT_FOUND_CODES:
-                raise NotFound(
-                    f"object {echo(key)} not found", detail=f"no object {name!r} in {self._where()}"
-                ) from None
-            raise
+        # One GetObject path (errors, not-found mapping) for plain and tagged reads.
+        return self.get_tagged(key)[0]
 
     def exists(self, key: str) -> bool:
         name = self._name(key)
