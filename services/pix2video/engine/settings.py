@@ -29,9 +29,13 @@ from ..errors import InvalidInput
 from .checks import check_num_steps, check_prompt
 
 # How the latent update's step is normalised (EditSettings.update_normalisation).
-UPDATE_NORMALISATIONS = ("latent", "sd512")
+UPDATE_NORMALISATIONS = ("sd512", "latent")
+DEFAULT_UPDATE_NORMALISATION = UPDATE_NORMALISATIONS[0]
 # SD2-depth's latent at its 512x512 working size: 4 channels x 64 x 64. The
-# authors' delta (100) was chosen for a mean over this many values.
+# authors' delta (100) was chosen for a mean over this many values; dividing by
+# it at every size keeps delta's pull per element (the toy world's 128x128
+# frames have 4,096 latent values: the mean pulled each 4x as hard, and raised
+# Pixel-MSE there, docs/runs/2026-12-01-h200-update-ablation/).
 SD512_LATENT_NUMEL = 4 * 64 * 64
 
 
@@ -59,15 +63,15 @@ class EditSettings:
     DDIM step: x0 (authors' code: gradient w.r.t. x0, closed form), xt (paper eq. 1: gradient w.r.t. x_t,
     through the UNet), or off."""
     update_strength: float = DEFAULT_UPDATE_STRENGTH
-    """The latent update's step size delta."""
+    """The latent update's step size delta (100: the authors', for SD2-depth's 512x512 latent)."""
     update_start: float = DEFAULT_UPDATE_START
     """The latent update runs from this fraction of the steps on."""
     update_end: float = DEFAULT_UPDATE_END
     """The latent update runs until this fraction of the steps (0.5: steps 0..24 of 50)."""
-    update_normalisation: str = field(default="latent", metadata={"choices": UPDATE_NORMALISATIONS})
-    """What the update's mean squared error divides by: latent (its own element count, the authors' code: stronger
-    per element at smaller sizes) or sd512 (SD2-depth's 64x64x4 latent at 512x512: the same per-element pull at
-    every size; equal to latent there)."""
+    update_normalisation: str = field(default=DEFAULT_UPDATE_NORMALISATION, metadata={"choices": UPDATE_NORMALISATIONS})
+    """What the update's squared error toward the previous x0 is divided by: sd512 (SD2-depth's 64x64x4 latent at
+    512x512, so delta pulls each element as hard at every size) or latent (the latent's own size, the authors' mean:
+    4x the pull per element at 256x256); the two are equal at 512x512."""
     frames_in_flight: int = 1
     """Wavefront width: frames denoised together, frame i one step behind frame i-1, sharing each UNet call;
     the result equals one frame after another (faster on GPU)."""

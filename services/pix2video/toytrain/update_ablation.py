@@ -56,19 +56,29 @@ UPDATES = {
     "sd512 d=25": {"update_normalisation": "sd512", "update_strength": 25.0},
     "sd512 d=100": {"update_normalisation": "sd512", "update_strength": 100.0},
     "latent d=100": {"update_normalisation": "latent", "update_strength": 100.0},
+    # The second run: around SD's strength, and the paper's eq. (1) (the xt mode) under both normalisations.
+    "sd512 d=50": {"update_normalisation": "sd512", "update_strength": 50.0},
+    "sd512 d=200": {"update_normalisation": "sd512", "update_strength": 200.0},
+    "xt latent d=100": {"latent_update": "xt", "update_normalisation": "latent", "update_strength": 100.0},
+    "xt sd512 d=100": {"latent_update": "xt", "update_normalisation": "sd512", "update_strength": 100.0},
 }
 MODES = ("anchor+previous", "previous", "anchor")
 # (update, reference) in the order they run: the strength ladder first, then the
 # modes at the candidates, so that a run cut short has the most telling rows.
-JOBS = [(u, "anchor+previous") for u in UPDATES] + [
+LADDER = ("off", "sd512 d=6.25", "sd512 d=25", "sd512 d=100", "latent d=100")
+JOBS = [(u, "anchor+previous") for u in LADDER] + [
     (u, r) for u in ("sd512 d=100", "sd512 d=25", "off", "latent d=100") for r in ("previous", "anchor")
 ]
 SCENE_UPDATES = ("latent d=100", "sd512 d=100", "sd512 d=25")
+# ``--jobs extra``: the second run's rows.
+EXTRA_JOBS = [(u, "anchor+previous") for u in ("sd512 d=50", "sd512 d=200", "xt latent d=100", "xt sd512 d=100")]
+JOB_LISTS = {"main": (JOBS, SCENE_UPDATES), "extra": (EXTRA_JOBS, ())}
 
 
 def relative_strength(update: str, numel: int) -> float:
     """The update's per-element pull relative to the authors' at SD2-depth's 512x512 (delta 100 / 16,384)."""
     o = UPDATES[update]
+    # for xt the same factor scales its gradient of the mean squared error
     if o.get("latent_update") == "off":
         return 0.0
     divisor = SD512_LATENT_NUMEL if o["update_normalisation"] == "sd512" else numel
@@ -111,6 +121,7 @@ def run_edits(
     clips: int = 2,
     budget_seconds: float = 1e9,
     compare_dtype: str = "auto",
+    jobs: str = "main",
     log=print,
 ) -> dict:
     """The device stage: every edit and every figure that needs no OpenCV."""
@@ -182,7 +193,9 @@ def run_edits(
     numel = 4 * (source.shape[1] // cmodels.vae_scale_factor) * (source.shape[2] // cmodels.vae_scale_factor)
     rec.meta["latent_numel"] = numel
 
-    for update, reference in JOBS:
+    job_list, scene_updates = JOB_LISTS[jobs]
+    rec.meta["jobs"] = jobs
+    for update, reference in job_list:
         if over_budget():
             log(f"budget reached: skipping {row_name(update, reference)} and what follows")
             break
@@ -194,7 +207,7 @@ def run_edits(
         f = ev._frames(cengine.edit(cvid, settings(COMPARE_PROMPT, update, reference)))
         rec.add("compare", row_name(update, reference), f, {})
         log(f"{row_name(update, reference)}: {time.perf_counter() - t0:.1f} s")
-    for update in SCENE_UPDATES:
+    for update in scene_updates:
         if over_budget():
             break
         f = ev._frames(cengine.edit(cvid, settings(SCENE_PROMPT, update, "anchor+previous")))
@@ -242,7 +255,7 @@ def score(out: Path, source: np.ndarray, clip_model: str = "toy", log=print) -> 
 
     base = {b: eval_mean(b, "warp") for b in ("per-frame from inversion", "depth2img same seed", "depth2img per clip")}
     table = {}
-    for update, reference in JOBS:
+    for update, reference in JOBS + EXTRA_JOBS:
         name = row_name(update, reference)
         if name not in compare:
             continue
@@ -304,6 +317,79 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_docs(run: Path, source: np.ndarray, update: str, docs: Path, log=print) -> dict:
+    """The docs' compare folder and strips from one update setting's frames of a run.
+
+    ``docs/quality-toy/`` (``pix2video compare``'s table, grid and mp4s, written by its own writers), the README
+    command's strips (``toy-readme-colour-edit.png``, ``toy-readme-scene-edit.png``, ``toy-demo-h200.png``: input,
+    colour edit, scene edit) and the held-out colour edit's strip (``toy-eval-colour-edit.png``: input, Pix2Video,
+    per-frame editing from inversion, per-frame depth2img with the same seed)."""
+    from PIL import Image
+
+    from ..quality.clip_scores import ClipScorer
+    from ..quality.compare import grid_image, write_side_by_side, write_tables
+    from ..quality.metrics import evaluate
+    from . import evaluate as ev
+
+    meta = json.loads((run / "device.json").read_text())["meta"]
+    cf, ef = dict(np.load(run / "frames-compare.npz")), dict(np.load(run / "frames-eval.npz"))
+    variants = {
+        "per-frame depth2img": cf["per-frame depth2img"],
+        "no latent update": cf[row_name("off", "anchor+previous")],
+        "anchor only": cf[row_name(update, "anchor")],
+        "previous only": cf[row_name(update, "previous")],
+        "anchor+previous": cf[row_name(update, "anchor+previous")],
+    }
+    scorer = ClipScorer("toy", device="cpu")
+    reports = {k: evaluate(v, COMPARE_PROMPT, scorer, source=source, flow_method="dis") for k, v in variants.items()}
+    out = docs / "quality-toy"
+    out.mkdir(parents=True, exist_ok=True)
+    table_meta = {
+        "input": "sample.mp4",
+        "prompt": COMPARE_PROMPT,
+        "preset": "default",
+        "model": "toy",
+        "clip_model": "toy",
+        "frames": len(source),
+        "width": source.shape[2],
+        "height": source.shape[1],
+        "steps": meta["steps"],
+        "device": f"{meta['device']} (edits, {meta['compare_dtype']}); metrics on CPU",
+        "update": f"{update} ({UPDATES[update]})",
+    }
+    table = write_tables(out, reports, table_meta)
+    Image.fromarray(grid_image({"input": source, **variants}, len(source))).save(out / "grid.png")
+    write_side_by_side(out, source, variants, 8.0)
+    colour, scene = variants["anchor+previous"], cf[f"scene | {update}"]
+    strips = {
+        "toy-readme-colour-edit.png": [source, colour],
+        "toy-readme-scene-edit.png": [source, scene],
+        "toy-demo-h200.png": [source, colour, scene],
+    }
+    clip = ev.held_out_clips(1, meta["frames"], start=2000, main_colour="red", main_shape="ball")[0]
+    strips["toy-eval-colour-edit.png"] = [
+        clip.frames,
+        ef[f"clip0 | {row_name(update, 'anchor+previous')}"],
+        ef["clip0 | per-frame from inversion"],
+        ef["clip0 | depth2img same seed"],
+    ]
+    for name, rows in strips.items():
+        Image.fromarray(ev.strip(rows)).save(docs / name)
+
+    def rgb(frames, rows):
+        return [round(float(v)) for v in frames[:, rows].reshape(-1, 3).mean(0)]
+
+    colours = {
+        "scene_top30": rgb(scene, slice(0, 30)),
+        "scene_bottom30": rgb(scene, slice(-30, None)),
+        "input_top30": rgb(source, slice(0, 30)),
+        "input_bottom30": rgb(source, slice(-30, None)),
+    }
+    log(table)
+    log(json.dumps(colours))
+    return {"reports": reports, "colours": colours}
+
+
 def prepare_source(mp4: str, out: str, width: int = 128, height: int = 128, steps: int = 50) -> np.ndarray:
     """The compare clip's frames as ``pix2video compare`` reads them (``read_video`` with the inversion's fit)."""
     from ..jobs import InversionSettings
@@ -325,12 +411,18 @@ def main(argv=None) -> int:
     e.add_argument("--device", default="cuda")
     e.add_argument("--weights", default="toy", help="the toy model set (default: the shipped one)")
     e.add_argument("--budget-seconds", type=float, default=1e9, help="start no job after this many seconds")
+    e.add_argument("--jobs", choices=sorted(JOB_LISTS), default="main", help="which rows (default: main)")
     s = sub.add_parser("score", help="the compare metrics and the tables (needs OpenCV)")
     s.add_argument("out")
     s.add_argument("--source", required=True)
     ps = sub.add_parser("prepare-source", help="write the compare clip's frames from pix2video sample's mp4")
     ps.add_argument("mp4")
     ps.add_argument("npy")
+    dc = sub.add_parser("docs", help="docs/quality-toy and the toy strips from one update setting of a run")
+    dc.add_argument("run")
+    dc.add_argument("--source", required=True)
+    dc.add_argument("--update", default="sd512 d=100", choices=sorted(UPDATES))
+    dc.add_argument("--docs", default="docs")
     sm = sub.add_parser("smoke", help="both stages on the CPU, 2 frames, 2 steps, one clip (seconds)")
     sm.add_argument("out")
     args = p.parse_args(argv)
@@ -343,10 +435,13 @@ def main(argv=None) -> int:
             args.device,
             args.weights,
             budget_seconds=args.budget_seconds,
+            jobs=args.jobs,
             log=lambda m: print(m, flush=True),
         )
     elif args.stage == "score":
         score(Path(args.out), np.load(args.source))
+    elif args.stage == "docs":
+        write_docs(Path(args.run), np.load(args.source), args.update, Path(args.docs))
     else:
         from ..toyworld import demo_frames
 
