@@ -30,7 +30,7 @@ Two stages, since the GPU machine has no OpenCV for the DIS flow:
 ``score`` adds the compare metrics and writes ``OUT/ablation.json`` and
 ``OUT/ablation.md``. ``SOURCE.npy`` holds the compare clip's frames
 (``prepare-source`` writes it from ``pix2video sample``'s mp4). ``smoke OUT``
-runs both stages on the CPU in seconds (2 frames, 2 steps, one clip).
+runs both stages on the CPU in seconds (2 frames, 2 steps, one clip, 3 rows).
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ JOBS = [(u, "anchor+previous") for u in LADDER] + [
 SCENE_UPDATES = ("latent d=100", "sd512 d=100", "sd512 d=25")
 # ``--jobs extra``: the second run's rows.
 EXTRA_JOBS = [(u, "anchor+previous") for u in ("sd512 d=50", "sd512 d=200", "xt latent d=100", "xt sd512 d=100")]
-JOB_LISTS = {"main": (JOBS, SCENE_UPDATES), "extra": (EXTRA_JOBS, ())}
+# ``smoke``: a few rows, enough to take every stage through its code.
+SMOKE_JOBS = [("off", "anchor+previous"), ("sd512 d=100", "anchor+previous"), ("latent d=100", "anchor")]
+JOB_LISTS = {"main": (JOBS, SCENE_UPDATES), "extra": (EXTRA_JOBS, ()), "smoke": (SMOKE_JOBS, ("sd512 d=100",))}
 
 
 def relative_strength(update: str, numel: int) -> float:
@@ -423,7 +425,7 @@ def main(argv=None) -> int:
     dc.add_argument("--source", required=True)
     dc.add_argument("--update", default="sd512 d=100", choices=sorted(UPDATES))
     dc.add_argument("--docs", default="docs")
-    sm = sub.add_parser("smoke", help="both stages on the CPU, 2 frames, 2 steps, one clip (seconds)")
+    sm = sub.add_parser("smoke", help="both stages on the CPU, 2 frames, 2 steps, one clip, 3 rows (seconds)")
     sm.add_argument("out")
     args = p.parse_args(argv)
     if args.stage == "prepare-source":
@@ -447,7 +449,7 @@ def main(argv=None) -> int:
 
         source = np.stack(list(demo_frames(2, 128, 128)))
         out = Path(args.out)
-        run_edits(out, source, "cpu", "toy", frames=2, steps=2, clips=1)
+        run_edits(out, source, "cpu", "toy", frames=2, steps=2, clips=1, jobs="smoke")
         score(out, source)
     return 0
 
