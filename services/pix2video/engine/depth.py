@@ -33,7 +33,7 @@ from .model_set import DepthModels
 
 DEPTH_RESIZE_MODES = ("bicubic", "bilinear")
 # PIL's resampling filters (the processor's ``resample``) that torch has, antialiased as PIL's.
-_TORCH_RESAMPLE = {2: "bilinear", 3: "bicubic"}
+_TORCH_RESAMPLE = {2: "bilinear", 3: "bicubic", "bilinear": "bilinear", "bicubic": "bicubic"}
 
 
 class DepthEstimator:
@@ -98,13 +98,13 @@ def device_preprocess_unsupported(processor) -> str | None:
     if getattr(p, "do_pad", False):
         return "do_pad is set"
     if getattr(p, "do_resize", True):
-        if getattr(p, "keep_aspect_ratio", False) or getattr(p, "ensure_multiple_of", 1) != 1:
+        if getattr(p, "keep_aspect_ratio", False) or (getattr(p, "ensure_multiple_of", 1) or 1) != 1:
             return "keep_aspect_ratio or ensure_multiple_of is set"
-        if int(getattr(p, "resample", 3)) not in _TORCH_RESAMPLE:
+        if _resample_mode(p) is None:
             return f"resample {getattr(p, 'resample', None)!r} is not bilinear or bicubic"
         try:
             _processor_size(p)
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):
             return f"size {getattr(p, 'size', None)!r} is not a height and a width"
     return None
 
@@ -122,10 +122,19 @@ def resolve_preprocess(mode: str, models: DepthModels) -> str:
     return mode
 
 
+def _resample_mode(p) -> str | None:
+    """torch's name of the processor's filter: PIL's number (3, bicubic), or
+    an enum of a string (torchvision's InterpolationMode); None if torch lacks it."""
+    r = getattr(p, "resample", 3)
+    r = r if isinstance(r, int) else getattr(r, "value", r)  # PIL's IntEnum is an int
+    return _TORCH_RESAMPLE.get(r if isinstance(r, int) else str(r).lower())
+
+
 def _processor_size(p) -> tuple[int, int]:
     size = p.size
-    get = size.get if isinstance(size, dict) else lambda k: getattr(size, k)
-    return int(get("height")), int(get("width"))
+    if isinstance(size, dict):
+        return int(size["height"]), int(size["width"])
+    return int(size.height), int(size.width)  # transformers' SizeDict
 
 
 def device_pixels(processor, frames: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -134,7 +143,9 @@ def device_pixels(processor, frames: np.ndarray, device: torch.device) -> torch.
     p = processor
     x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float()
     if getattr(p, "do_resize", True):
-        mode = _TORCH_RESAMPLE[int(getattr(p, "resample", 3))]
+        mode = _resample_mode(p)
+        if mode is None:
+            raise ModelLoadError(f"preprocess: 'device' cannot reproduce resample {getattr(p, 'resample', None)!r}")
         h, w = _processor_size(p)
         # As PIL: rows first, then columns, each pass rounded and clipped to
         # 8 bits (bicubic overshoots; on noise, one float pass differed from
