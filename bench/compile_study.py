@@ -337,6 +337,9 @@ def parent(args) -> int:
         log.write(line + "\n")
         log.flush()
 
+    from bench_pix2video import tiny_models
+
+    tiny_models(Path("/tmp/pix2video-bench/tiny"))  # built once here: the jobs would race to build it
     procs = {}
     for j in jobs:
         threads = args.autotune_threads if "autotune" in j else args.compile_threads
