@@ -46,8 +46,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT / "clients"), str(ROOT / "bench")]
 
-JOBS = ("depth", "b2-fp16", "b2-autotune", "b2-bf16", "inv64-fp16", "inv64-autotune", "inv128-fp16")
+JOBS = ("depth", "b2-fp16", "b2-cdt", "b2-autotune", "b2-bf16", "inv64-fp16", "inv64-autotune", "inv128-fp16")
 AUTOTUNE = "max-autotune-no-cudagraphs"
+# Default mode plus the part of max-autotune that tunes inductor's own triton
+# kernels (norms, activations: a third of the batch-2 call) by coordinate
+# descent; GEMMs stay cuBLAS's.
+CDT = "default+coordinate-descent"
 
 
 # -- one job (a child process) ----------------------------------------------------
@@ -91,6 +95,10 @@ def unet_inputs(m, batch: int, hw: int, seed: int):
     return x.to(m.device, m.dtype), t.to(m.device), emb.to(m.device, m.dtype)
 
 
+def runner_mode(mode: str) -> str:
+    return "default" if mode == CDT else mode
+
+
 def compile_patch(mode: str):
     """Autotuning leaves convolutions to cuDNN (as bench/experiments.py): its
     triton convolutions are slower here and would lengthen the compile."""
@@ -100,6 +108,8 @@ def compile_patch(mode: str):
         return contextlib.nullcontext()
     import torch._inductor.config as cfg
 
+    if mode == CDT:
+        return cfg.patch({"coordinate_descent_tuning": True})
     return cfg.patch({"max_autotune_conv_backends": "ATEN"} if hasattr(cfg, "max_autotune_conv_backends") else {})
 
 
@@ -115,12 +125,17 @@ def job_b2(job: Job, mode: str, dtype) -> None:
     m = job.models(dtype)
     hw, size, steps = (64, 512, 50) if job.cuda else (8, 64, 2)
     flops = unet_flops(Pix2VideoEditor(m), hw, "self-only") if job.cuda else float("nan")
-    runner = UNetRunner(m.unet, cuda_graphs=job.cuda, compile=job.cuda, buckets=DEFAULT_BUCKETS, compile_mode=mode)
+    runner = UNetRunner(
+        m.unet, cuda_graphs=job.cuda, compile=job.cuda, buckets=DEFAULT_BUCKETS, compile_mode=runner_mode(mode)
+    )
     ed = Pix2VideoEditor(m, max_batch_items=1, runner=runner, feature_slots=16)
     eager = Pix2VideoEditor(m)
     t = time.perf_counter()
     if job.cuda:
-        with compile_patch(mode):
+        # Without autograd, as the benchmark's editor: with it the runner
+        # neither captures nor compiles (run 5's first call timed uncompiled
+        # graphs for want of this).
+        with compile_patch(mode), torch.no_grad():
             warm_lean(ed, size, [2])
     job.results["compile_s"] = time.perf_counter() - t
     job.note(f"compiled ({mode}, {str(dtype)[6:]}) in {job.results['compile_s']:.0f} s")
@@ -229,7 +244,9 @@ def job_inversion(job: Job, batch: int, mode: str, overlap: bool) -> None:
     m = job.models()
     hw, size, steps, n = (64, 512, 50, 128) if job.cuda else (8, 64, 2, 2 * batch)
     per_sample = unet_flops(Pix2VideoEditor(m), hw, "plain") / 2 if job.cuda else float("nan")
-    runner = UNetRunner(m.unet, cuda_graphs=job.cuda, compile=job.cuda, buckets=DEFAULT_BUCKETS, compile_mode=mode)
+    runner = UNetRunner(
+        m.unet, cuda_graphs=job.cuda, compile=job.cuda, buckets=DEFAULT_BUCKETS, compile_mode=runner_mode(mode)
+    )
     inv = Inverter(m, batch_size=batch, runner=runner)
     t = time.perf_counter()
     if job.cuda:
@@ -287,11 +304,13 @@ def job_depth(job: Job) -> None:
     study = ds.Study(dpt, fe, "cuda")
     warm = np.random.default_rng(1).integers(0, 256, (32, 512, 512, 3), dtype=np.uint8)
     job.results["processor"] = type(fe).__name__
-    job.results["dpt_compile_s"] = study.warm_compiled(ds.Way("device", "fp16", compiled=True), warm, 32)
-    job.note(f"DPT compiled at batch 32 in {job.results['dpt_compile_s']:.0f} s; processor {type(fe).__name__}")
+    compile_batch = 32 if os.environ.get("P2V_DEPTH_COMPILE") == "1" else 0
+    if compile_batch:
+        job.results["dpt_compile_s"] = study.warm_compiled(ds.Way("device", "fp16", compiled=True), warm, 32)
+        job.note(f"DPT compiled at batch 32 in {job.results['dpt_compile_s']:.0f} s; processor {type(fe).__name__}")
     folder = ds.save_depth_folder(Path("/tmp/pix2video-depth-model"), dpt, fe)
     job.wait_for_turn()
-    job.results.update(ds.run(study, 512, 32, [16, 32, 64, 128], 64, 256, 32, job.note))
+    job.results.update(ds.run(study, 512, 32, [16, 32, 64, 128], 64, 256, compile_batch, job.note))
     frames = np.random.default_rng(2).integers(0, 256, (256, 512, 512, 3), dtype=np.uint8)
     job.results["worker"] = ds.worker_fps(folder, 16, frames, job.note)
 
@@ -302,9 +321,8 @@ def child(name: str, out: Path, smoke: bool) -> int:
         if name == "depth":
             job_depth(job)
         elif name.startswith("b2-"):
-            job_b2(
-                job, AUTOTUNE if "autotune" in name else "default", torch.bfloat16 if "bf16" in name else torch.float16
-            )
+            mode = AUTOTUNE if "autotune" in name else CDT if "cdt" in name else "default"
+            job_b2(job, mode, torch.bfloat16 if "bf16" in name else torch.float16)
         else:
             batch = int(name[3:].split("-")[0]) if not smoke else 2
             job_inversion(job, batch, AUTOTUNE if "autotune" in name else "default", overlap=name == "inv64-fp16")
@@ -344,6 +362,7 @@ def parent(args) -> int:
     for j in jobs:
         threads = args.autotune_threads if "autotune" in j else args.compile_threads
         env = dict(os.environ, PYTHONUNBUFFERED="1", TORCHINDUCTOR_COMPILE_THREADS=str(threads))
+        env["P2V_DEPTH_COMPILE"] = "1" if args.depth_compile else "0"
         cmd = [sys.executable, __file__, "--child", j, "--work-dir", str(work)] + (["--smoke"] if args.smoke else [])
         procs[j] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         note(f"started {j} (pid {procs[j].pid})")
@@ -376,7 +395,7 @@ def parent(args) -> int:
     for j in late:
         os.kill(procs[j].pid, signal.SIGCONT)
     for j in late:
-        while not ready(j) and time.perf_counter() - t0 < args.total_s - 30:
+        while not ready(j) and time.perf_counter() - t0 < args.total_s - args.late_reserve_s:
             time.sleep(1)
         if ready(j):
             note(f"{j}: compiled late, at {time.perf_counter() - t0:.0f} s")
@@ -425,6 +444,8 @@ def main(argv=None) -> int:
     p.add_argument("--measure-s", type=float, default=150, help="longest one job's measurement may take")
     p.add_argument("--compile-threads", type=int, default=2, help="inductor's compile workers per default-mode job")
     p.add_argument("--autotune-threads", type=int, default=6, help="inductor's compile workers per autotuning job")
+    p.add_argument("--late-reserve-s", type=float, default=30, help="a late job must be ready this long before the end")
+    p.add_argument("--depth-compile", action="store_true", help="the depth job also compiles DPT (batch 32)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
