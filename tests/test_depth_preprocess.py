@@ -84,3 +84,36 @@ def test_device_refuses_a_processor_it_cannot_reproduce(models):
     with pytest.raises(ModelLoadError, match="preprocess: 'device' cannot reproduce .*keep_aspect_ratio"):
         resolve_preprocess("device", Kept)
     assert resolve_preprocess("auto", Kept) == "host"  # auto falls back to the processor
+
+
+class _CountingDPT(torch.nn.Module):
+    """The real tiny DPT, with the batch of every call it gets written down."""
+
+    def __init__(self, dpt):
+        super().__init__()
+        self.dpt, self.batches = dpt, []
+
+    def forward(self, pixels):
+        self.batches.append(pixels.shape[0])
+        return self.dpt(pixels)
+
+
+def test_dpt_calls_stay_below_the_upsampling_limit(models):
+    """A batch of 128 frames made DPT-hybrid's upsampling fail on an H200
+    (more than INT_MAX elements): the depth service's batch_size allows up to
+    1024, so DPT gets the frames in calls of at most 64, with the same depth."""
+    from dataclasses import replace
+
+    from pix2video.engine.depth import DPT_MAX_FRAMES, predict_depth
+
+    assert DPT_MAX_FRAMES <= 113  # 114 x 128 x 384 x 384 > INT_MAX
+    counting = _CountingDPT(models.depth_estimator)
+    m = replace(models, depth_estimator=counting)
+    imgs = np.repeat(frames(1, 64), 35, axis=0)[:70]
+    got = predict_depth(m, imgs, "device")
+    assert counting.batches == [DPT_MAX_FRAMES, 70 - DPT_MAX_FRAMES]
+    one = predict_depth(m, imgs[:1], "device")
+    assert got.shape[0] == 70 and torch.allclose(got[0], one[0], atol=1e-5)
+    counting.batches.clear()
+    DepthEstimator(m, batch_size=100, preprocess="device")(imgs)
+    assert max(counting.batches) <= DPT_MAX_FRAMES

@@ -33,6 +33,11 @@ from .model_set import DepthModels
 
 DEPTH_RESIZE_MODES = ("bicubic", "bilinear")
 # PIL's resampling filters (the processor's ``resample``) that torch has, antialiased as PIL's.
+# Most frames in one DPT call, whatever batch the caller asks for: at 128
+# frames (384x384 input) DPT-hybrid's neck upsamples into a tensor of more
+# than INT_MAX elements, which CUDA's bilinear upsampling refuses (H200, run 5
+# of docs/benchmark.md); 64 frames a call was also the fastest batch there.
+DPT_MAX_FRAMES = 64
 _TORCH_RESAMPLE = {2: "bilinear", 3: "bicubic", "bilinear": "bilinear", "bicubic": "bicubic"}
 
 
@@ -163,12 +168,17 @@ def device_pixels(processor, frames: np.ndarray, device: torch.device) -> torch.
 
 @torch.no_grad()
 def predict_depth(models: DepthModels, frames: np.ndarray, preprocess: str = "host") -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, h, w) raw DPT depth, float32, in one DPT call;
-    the DPT input made on the host or on the device (``preprocess``, resolved:
-    see :func:`resolve_preprocess`)."""
+    """(N, H, W, 3) uint8 -> (N, h, w) raw DPT depth, float32, in DPT calls of
+    at most :data:`DPT_MAX_FRAMES` frames; the DPT input made on the host or
+    on the device (``preprocess``, resolved: see :func:`resolve_preprocess`)."""
     m = models
     if m.depth_estimator is None:
         raise ModelLoadError("model: loaded without its depth estimator (with_depth=False); depth needs it")
+    step = DPT_MAX_FRAMES
+    return torch.cat([_dpt(m, frames[i : i + step], preprocess) for i in range(0, len(frames), step)])
+
+
+def _dpt(m: DepthModels, frames: np.ndarray, preprocess: str) -> torch.Tensor:
     if preprocess == "device":
         pixels = device_pixels(m.feature_extractor, frames, m.device)
     else:
