@@ -8,8 +8,8 @@ A compile of the full-size UNet costs 45-90 s of mostly host work (and
 max-autotune far more), so the jobs below compile side by side, each in its
 own process; none is timed until every one has compiled (or the compile
 deadline has passed: those still compiling are stopped with SIGSTOP while
-the others are measured, resumed after, and measured last if they finish in
-time). Measurements therefore run one at a time on a quiet GPU; autotuning
+the others are measured, resumed after, and each measured when it finishes,
+if in time, with the rest stopped meanwhile). Measurements therefore run one at a time on a quiet GPU; autotuning
 benchmarks, though, ran beside the other jobs' compilation (what it picked
 may be worse than on an idle GPU, never better).
 
@@ -394,14 +394,23 @@ def parent(args) -> int:
             measure(j)
     for j in late:
         os.kill(procs[j].pid, signal.SIGCONT)
-    for j in late:
-        while not ready(j) and time.perf_counter() - t0 < args.total_s - args.late_reserve_s:
-            time.sleep(1)
-        if ready(j):
+    # Late jobs are measured as they become ready, the others stopped meanwhile:
+    # run 5's second call measured one late job beside two still compiling
+    # (its host-clock times were a half slower than its GPU's).
+    waiting = list(late)
+    while waiting and time.perf_counter() - t0 < args.total_s - args.late_reserve_s:
+        done = [j for j in waiting if ready(j)]
+        for j in done:
+            waiting.remove(j)
             note(f"{j}: compiled late, at {time.perf_counter() - t0:.0f} s")
+            for other in waiting:
+                os.kill(procs[other].pid, signal.SIGSTOP)
             measure(j)
-        else:
-            note(f"{j}: still compiling at {time.perf_counter() - t0:.0f} s; stopped, not measured")
+            for other in waiting:
+                os.kill(procs[other].pid, signal.SIGCONT)
+        time.sleep(0 if done else 1)
+    for j in waiting:
+        note(f"{j}: still compiling at {time.perf_counter() - t0:.0f} s; stopped, not measured")
     for j in jobs:
         if procs[j].poll() is None:
             procs[j].kill()
