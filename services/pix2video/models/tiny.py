@@ -21,51 +21,22 @@ from typing import Any
 import torch
 
 from .architecture import SCHEDULER, Sd2Size, Tower, blip_config, sd2_modules
+from .clip_bpe import write_clip_bpe
 
 TINY_SEED = 0
 # Bump when the tiny configs change, so cached copies are rebuilt.
 TINY_VERSION = 2
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # The byte -> unicode table that CLIP's byte-level BPE uses (same as GPT-2).
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
 def _write_clip_tokenizer(folder: Path) -> int:
     """Writes a character-level CLIP BPE vocabulary (every byte, with and without
     the end-of-word marker, plus a few merges) and returns its size."""
-    from transformers import CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
     merges = ["t h", "th e</w>", "a n", "o n", "i n"]
-    tokens = chars + [c + "</w>" for c in chars]
-    for m in merges:
-        a, b = m.split(" ")
-        tokens.append(a + b)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"model_max_length": 77, "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"})
-    )
-    # Loading the plain files through from_pretrained works across transformers
-    # versions (their constructors differ); saving again adds tokenizer.json.
-    tok = CLIPTokenizer.from_pretrained(folder)
+    tok, vocab_size = write_clip_bpe(folder, merges, [m.replace(" ", "") for m in merges], 77)
     if len(set(tok("a photo of the swan").input_ids)) < 4:
         raise RuntimeError("tiny tokenizer maps text to unknown tokens")
     tok.save_pretrained(folder)
-    return len(vocab)
+    return vocab_size
 
 
 _BLIP_WORDS = (

@@ -32,24 +32,13 @@ import torch
 from ..errors import ModelLoadError
 from ..toyworld.grammar import WORDS
 from .architecture import SCHEDULER, Sd2Size, Tower, blip_config, clip_config, sd2_modules
+from .clip_bpe import write_clip_bpe
 
 TOY = "toy"
 TOY_SIZE = 128  # working resolution (pixels, square)
 TOY_WEIGHTS = Path(__file__).with_name("toy_weights")
 MAX_TOKENS = 32  # captions are at most ~20 words, one token each
 TEXT_DIM = 128
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=False))
 
 
 def _bpe(pieces: list[str], ranks: dict[str, int]) -> list[str]:
@@ -67,13 +56,8 @@ def write_clip_tokenizer(folder: str | Path) -> int:
     """A CLIP BPE tokenizer: every byte (so any text encodes), plus one merge
     chain per grammar word so that each word is a single token. Returns the
     vocabulary size."""
-    from transformers import CLIPTokenizer
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    tokens = chars + [c + "</w>" for c in chars]
     merges: list[str] = []
+    merged: list[str] = []
     for word in WORDS:
         # Apply the merges so far (BPE: lowest rank first), then chain whatever
         # pieces remain left to right. New merges rank last, so words already
@@ -83,21 +67,15 @@ def write_clip_tokenizer(folder: str | Path) -> int:
         for p in pieces[1:]:
             merges.append(f"{acc} {p}")
             acc += p
-            tokens.append(acc)
-        tokens.append(acc)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"model_max_length": MAX_TOKENS, "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"})
-    )
-    tok = CLIPTokenizer.from_pretrained(folder)
+            merged.append(acc)
+        merged.append(acc)
+    folder = Path(folder)
+    tok, vocab_size = write_clip_bpe(folder, merges, merged, MAX_TOKENS)
     split = [w for w in WORDS if len(tok(w, add_special_tokens=False).input_ids) != 1]
     if split:
         raise RuntimeError(f"toy tokenizer splits grammar words {split}")
     tok.save_pretrained(folder)
-    return len(vocab)
+    return vocab_size
 
 
 def blip_vocab() -> list[str]:
