@@ -711,7 +711,9 @@ def main(argv=None):
         + " to the first frame sent; "
         + ", ".join(f"{(resume[k] - k0) / k:.3f} s per frame caught up (k={k})" for k in resume if k),
         *inv_lines,
-        f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch}); {flops.depth * depth_fps / 1e12:.0f} TFLOP/s (fp32)",
+        f"- depth: {depth_fps:.1f} frames/s (batch {depth_batch}); {flops.depth * depth_fps / 1e12:.0f} TFLOP/s "
+        # DPT's weights are float32, its matmuls under autocast on CUDA (engine/depth.py); runs 3 and 4 said fp32.
+        + ("(DPT under autocast fp16, input made on the GPU)" if cuda else "(fp32, input made on the host)"),
         "- fp8 drift: UNet output relative error against fp16, same inputs: "
         + ", ".join(f"{g} batch {b}: {e:.2e}" for (g, b), e in drift.items()),
         "- fp8 PSNR of edited frames against fp16 edits on the toy model set: "

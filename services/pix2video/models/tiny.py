@@ -20,50 +20,23 @@ from typing import Any
 
 import torch
 
+from .architecture import SCHEDULER, Sd2Size, Tower, blip_config, sd2_modules
+from .clip_bpe import write_clip_bpe
+
 TINY_SEED = 0
 # Bump when the tiny configs change, so cached copies are rebuilt.
 TINY_VERSION = 2
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # The byte -> unicode table that CLIP's byte-level BPE uses (same as GPT-2).
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
 def _write_clip_tokenizer(folder: Path) -> int:
     """Writes a character-level CLIP BPE vocabulary (every byte, with and without
     the end-of-word marker, plus a few merges) and returns its size."""
-    from transformers import CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
     merges = ["t h", "th e</w>", "a n", "o n", "i n"]
-    tokens = chars + [c + "</w>" for c in chars]
-    for m in merges:
-        a, b = m.split(" ")
-        tokens.append(a + b)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"model_max_length": 77, "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"})
-    )
-    # Loading the plain files through from_pretrained works across transformers
-    # versions (their constructors differ); saving again adds tokenizer.json.
-    tok = CLIPTokenizer.from_pretrained(folder)
+    tok, vocab_size = write_clip_bpe(folder, merges, [m.replace(" ", "") for m in merges], 77)
     if len(set(tok("a photo of the swan").input_ids)) < 4:
         raise RuntimeError("tiny tokenizer maps text to unknown tokens")
     tok.save_pretrained(folder)
-    return len(vocab)
+    return vocab_size
 
 
 _BLIP_WORDS = (
@@ -89,94 +62,30 @@ def _write_blip(folder: Path) -> None:
     tokenizer = BertTokenizer(str(vocab_file), bos_token="[DEC]")
     image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    config = BlipConfig(
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            max_position_embeddings=64,
-            encoder_hidden_size=32,
-            bos_token_id=vocab.index("[DEC]"),
-            sep_token_id=vocab.index("[SEP]"),
-            pad_token_id=0,
-            eos_token_id=vocab.index("[SEP]"),
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            image_size=32,
-            patch_size=8,
-        ),
-    )
+    tower = Tower(32, 37, 2)
+    config = BlipConfig(**blip_config(vocab, tower, tower, max_tokens=64, image_size=32, patch_size=8))
     torch.manual_seed(TINY_SEED)
     BlipForConditionalGeneration(config).eval().save_pretrained(folder)
 
 
+# SD2-depth's layout at test size (scale factor 8, as SD2's: 64x64 frames -> 8x8x4 latents).
+TINY_LAYOUT = Sd2Size(
+    image_size=64,
+    vae_channels=(8, 16, 16, 16),
+    unet_channels=(32, 64),
+    unet_head_width=16,
+    norm_num_groups=8,
+    text=Tower(32, 37, 2),
+    max_tokens=77,
+    depth=Tower(32, 37, 4),
+    depth_image_size=32,
+    depth_patch_size=8,
+)
+
+
 def tiny_modules(vocab_size: int) -> dict[str, Any]:
     """The tiny UNet, VAE, text encoder and DPT, in memory, seeded."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, DPTConfig, DPTForDepthEstimation
-
-    torch.manual_seed(TINY_SEED)
-
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=5,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        norm_num_groups=8,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=32,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-        )
-    )
-    depth = DPTForDepthEstimation(
-        DPTConfig(
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=37,
-            image_size=32,
-            patch_size=8,
-            backbone_out_indices=[0, 1, 2, 3],
-            neck_hidden_sizes=[8, 16, 32, 32],
-            fusion_hidden_size=16,
-            is_hybrid=False,
-            reassemble_factors=[4, 2, 1, 0.5],
-        )
-    )
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "depth_estimator": depth}
+    return sd2_modules(TINY_LAYOUT, vocab_size, TINY_SEED)
 
 
 def build_tiny_model_set(folder: str | Path) -> Path:
@@ -188,16 +97,7 @@ def build_tiny_model_set(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab_size = _write_clip_tokenizer(folder / "tokenizer")
     modules = tiny_modules(vocab_size)
-    scheduler: Any = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
+    scheduler: Any = DDIMScheduler(**SCHEDULER)  # diffusers' lazy imports hide save_pretrained from mypy
     for name, module in modules.items():
         module.eval().save_pretrained(folder / name)
     scheduler.save_pretrained(folder / "scheduler")

@@ -31,35 +31,14 @@ import torch
 
 from ..errors import ModelLoadError
 from ..toyworld.grammar import WORDS
+from .architecture import SCHEDULER, Sd2Size, Tower, blip_config, clip_config, sd2_modules
+from .clip_bpe import write_clip_bpe
 
 TOY = "toy"
 TOY_SIZE = 128  # working resolution (pixels, square)
 TOY_WEIGHTS = Path(__file__).with_name("toy_weights")
 MAX_TOKENS = 32  # captions are at most ~20 words, one token each
 TEXT_DIM = 128
-
-SCHEDULER = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    prediction_type="epsilon",
-)
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=False))
 
 
 def _bpe(pieces: list[str], ranks: dict[str, int]) -> list[str]:
@@ -77,13 +56,8 @@ def write_clip_tokenizer(folder: str | Path) -> int:
     """A CLIP BPE tokenizer: every byte (so any text encodes), plus one merge
     chain per grammar word so that each word is a single token. Returns the
     vocabulary size."""
-    from transformers import CLIPTokenizer
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    tokens = chars + [c + "</w>" for c in chars]
     merges: list[str] = []
+    merged: list[str] = []
     for word in WORDS:
         # Apply the merges so far (BPE: lowest rank first), then chain whatever
         # pieces remain left to right. New merges rank last, so words already
@@ -93,21 +67,15 @@ def write_clip_tokenizer(folder: str | Path) -> int:
         for p in pieces[1:]:
             merges.append(f"{acc} {p}")
             acc += p
-            tokens.append(acc)
-        tokens.append(acc)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"model_max_length": MAX_TOKENS, "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"})
-    )
-    tok = CLIPTokenizer.from_pretrained(folder)
+            merged.append(acc)
+        merged.append(acc)
+    folder = Path(folder)
+    tok, vocab_size = write_clip_bpe(folder, merges, merged, MAX_TOKENS)
     split = [w for w in WORDS if len(tok(w, add_special_tokens=False).input_ids) != 1]
     if split:
         raise RuntimeError(f"toy tokenizer splits grammar words {split}")
     tok.save_pretrained(folder)
-    return len(vocab)
+    return vocab_size
 
 
 def blip_vocab() -> list[str]:
@@ -130,133 +98,39 @@ def write_blip_processor(folder: str | Path):
     return processor
 
 
+# SD2-depth's layout at the toy world's size (scale factor 4: 128x128 frames -> 32x32x4 latents).
+TOY_LAYOUT = Sd2Size(
+    image_size=TOY_SIZE,
+    vae_channels=(64, 128, 128),
+    unet_channels=(64, 128, 192),
+    unet_head_width=32,
+    norm_num_groups=32,
+    text=Tower(TEXT_DIM, 4 * TEXT_DIM, 4),
+    max_tokens=MAX_TOKENS,
+    depth=Tower(128, 512, 4),
+    depth_image_size=TOY_SIZE,
+    depth_patch_size=8,
+)
+
+
 def toy_modules(vocab_size: int, seed: int = 0) -> dict[str, Any]:
     """Freshly initialised toy components (seeded), before training."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import (
-        BlipConfig,
-        BlipForConditionalGeneration,
-        CLIPConfig,
-        CLIPModel,
-        CLIPTextConfig,
-        CLIPTextModel,
-        DPTConfig,
-        DPTForDepthEstimation,
-    )
+    from transformers import BlipConfig, BlipForConditionalGeneration, CLIPConfig, CLIPModel
 
-    torch.manual_seed(seed)
-    channels = (64, 128, 192)
-    unet = UNet2DConditionModel(
-        sample_size=TOY_SIZE // 4,
-        in_channels=5,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=channels,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TEXT_DIM,
-        attention_head_dim=tuple(c // 32 for c in channels),  # SD2's misnomer: the number of heads
-        use_linear_projection=True,
-        norm_num_groups=32,
+    modules = sd2_modules(TOY_LAYOUT, vocab_size, seed)
+    # Built after the SD2 parts from the same random stream, as the shipped weights were.
+    text, vision = Tower(128, 512, 3), Tower(128, 512, 4)
+    modules["captioner"] = BlipForConditionalGeneration(
+        BlipConfig(**blip_config(blip_vocab(), text, vision, max_tokens=40, image_size=TOY_SIZE, patch_size=16))
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(64, 128, 128),
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=TOY_SIZE,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=TEXT_DIM,
-            intermediate_size=4 * TEXT_DIM,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS,
-            projection_dim=TEXT_DIM,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-        )
-    )
-    depth = DPTForDepthEstimation(
-        DPTConfig(
-            hidden_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=512,
-            image_size=TOY_SIZE,
-            patch_size=8,
-            backbone_out_indices=[0, 1, 2, 3],
-            neck_hidden_sizes=[32, 64, 128, 128],
-            fusion_hidden_size=64,
-            reassemble_factors=[4, 2, 1, 0.5],
-            is_hybrid=False,
-        )
-    )
-    bv = blip_vocab()
-    captioner = BlipForConditionalGeneration(
-        BlipConfig(
-            text_config=dict(
-                vocab_size=len(bv),
-                hidden_size=128,
-                num_hidden_layers=3,
-                num_attention_heads=4,
-                intermediate_size=512,
-                max_position_embeddings=40,
-                encoder_hidden_size=128,
-                bos_token_id=bv.index("[DEC]"),
-                sep_token_id=bv.index("[SEP]"),
-                pad_token_id=0,
-                eos_token_id=bv.index("[SEP]"),
-            ),
-            vision_config=dict(
-                hidden_size=128,
-                num_hidden_layers=4,
-                num_attention_heads=4,
-                intermediate_size=512,
-                image_size=TOY_SIZE,
-                patch_size=16,
-            ),
-        )
-    )
-    clip = CLIPModel(
+    modules["clip"] = CLIPModel(
         CLIPConfig(
-            text_config=dict(
-                vocab_size=vocab_size,
-                hidden_size=128,
-                intermediate_size=512,
-                num_hidden_layers=3,
-                num_attention_heads=4,
-                max_position_embeddings=MAX_TOKENS,
-                bos_token_id=vocab_size - 2,
-                eos_token_id=vocab_size - 1,
-                pad_token_id=vocab_size - 1,
-            ),
-            vision_config=dict(
-                hidden_size=128,
-                intermediate_size=512,
-                num_hidden_layers=4,
-                num_attention_heads=4,
-                image_size=TOY_SIZE,
-                patch_size=16,
-            ),
-            projection_dim=128,
+            **clip_config(
+                vocab_size, text, vision, MAX_TOKENS, image_size=TOY_SIZE, patch_size=16, projection_dim=TEXT_DIM
+            )
         )
     )
-    return {
-        "unet": unet,
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "depth_estimator": depth,
-        "captioner": captioner,
-        "clip": clip,
-    }
+    return modules
 
 
 def write_static_parts(folder: str | Path) -> int:

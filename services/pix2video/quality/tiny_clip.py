@@ -14,6 +14,7 @@ TINY_CLIP_SEED = 0
 def build_tiny_clip(folder: str | Path) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
+    from ..models.architecture import Tower, clip_config
     from ..models.tiny import _write_clip_tokenizer
 
     folder = Path(folder)
@@ -21,27 +22,9 @@ def build_tiny_clip(folder: str | Path) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(folder / "_tokenizer")
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    tower = Tower(32, 37, 2)
     config = CLIPConfig(
-        text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        projection_dim=16,
+        **clip_config(vocab_size, tower, tower, max_tokens=77, image_size=32, patch_size=8, projection_dim=16)
     )
     torch.manual_seed(TINY_CLIP_SEED)
     CLIPModel(config).eval().save_pretrained(folder)

@@ -29,7 +29,7 @@ import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Collection, Iterator, Mapping
 
 import certifi
 import urllib3
@@ -265,10 +265,16 @@ class S3Store(ObjectStore):
         )
 
     @contextmanager
-    def _errors(self, op: str, key: str | None) -> Iterator[None]:
+    def _errors(self, op: str, key: str | None, expected: Collection[str] = ()) -> Iterator[None]:
+        """The one error mapping: any failure becomes StoreUnavailable (see
+        _unavailable), except an S3 error whose code is in ``expected``, which
+        passes through unchanged for the caller to map to what it means there
+        (a missing key, a lost conditional write)."""
         try:
             yield
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if isinstance(exc, S3Error) and exc.code in expected:
+                raise
             raise self._unavailable(op, key, exc) from exc
 
     def ensure_bucket(self, _op: str = "bucket check", _key: str | None = None) -> None:
@@ -321,13 +327,10 @@ class S3Store(ObjectStore):
         name = self._name(key)
         self.ensure_bucket("exists", key)
         try:
-            with self._errors("exists", key):
+            with self._errors("exists", key, _NOT_FOUND_CODES):
                 self.client.stat_object(self.settings.bucket, name)
-        except StoreUnavailable as exc:
-            cause = exc.__cause__
-            if isinstance(cause, S3Error) and cause.code in _NOT_FOUND_CODES:
-                return False
-            raise
+        except S3Error:
+            return False
         return True
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -406,14 +409,11 @@ class S3Store(ObjectStore):
         name = self._name(key)
         self.ensure_bucket("put", key)
         try:
-            with self._errors("put", key):
+            with self._errors("put", key, _CONFLICT_CODES):
                 # minio's put_object takes no request headers; its one-part PutObject does.
                 result = self.client._put_object(self.settings.bucket, name, bytes(data), headers)
-        except StoreUnavailable as exc:
-            cause = exc.__cause__
-            if isinstance(cause, S3Error) and cause.code in _CONFLICT_CODES:
-                raise WriteConflict(f"object {echo(key)}: {cause.code}") from None
-            raise
+        except S3Error as exc:
+            raise WriteConflict(f"object {echo(key)}: {exc.code}") from None
         if result.etag is None:  # S3 always answers a PUT with an ETag; guard a server that does not
             raise StoreUnavailable(f"put {echo(key)}: no ETag in the answer")
         return result.etag
@@ -422,20 +422,15 @@ class S3Store(ObjectStore):
         name = self._name(key)
         self.ensure_bucket("get", key)
         try:
-            with self._errors("get", key):
+            with self._errors("get", key, _NOT_FOUND_CODES):
                 response = self.client.get_object(self.settings.bucket, name)
                 try:
                     return response.read(), response.headers.get("etag", "").replace('"', "")
                 finally:
                     response.close()
                     response.release_conn()
-        except StoreUnavailable as exc:
-            cause = exc.__cause__
-            if isinstance(cause, S3Error) and cause.code in _NOT_FOUND_CODES:
-                raise NotFound(
-                    f"object {echo(key)} not found", detail=f"no object {name!r} in {self._where()}"
-                ) from None
-            raise
+        except S3Error:
+            raise NotFound(f"object {echo(key)} not found", detail=f"no object {name!r} in {self._where()}") from None
 
     def put_if_absent(self, key: str, data: bytes) -> str:
         return self._put_conditional(key, data, {"If-None-Match": "*"})

@@ -41,12 +41,12 @@ def retrain_unet(
     """Copies ``source`` to ``output`` and retrains its UNet + text encoder; returns the new losses.json."""
     import os
 
-    from diffusers import AutoencoderKL, DDIMScheduler
+    from diffusers import AutoencoderKL
     from transformers import CLIPTokenizer
 
-    from ..models.toy import save_component, toy_modules
+    from ..models.toy import toy_modules
     from . import trainers
-    from .run import COMPONENT_SEEDS
+    from .run import allow_tf32, train_unet_and_text_encoder
 
     src, out = Path(source), Path(output)
     if out.exists():
@@ -54,8 +54,7 @@ def retrain_unet(
     summary = json.loads((src / "losses.json").read_text())
     seed, plan = summary["seed"], summary["plan"]
     shutil.copytree(src, out)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    allow_tf32()
     dev = torch.device(device)
     t0 = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="toy-data-"))
@@ -68,30 +67,21 @@ def retrain_unet(
     render_s = time.monotonic() - t0
     tok = CLIPTokenizer.from_pretrained(out / "tokenizer")
     modules = toy_modules(len(tok), seed)
-    vae = AutoencoderKL.from_pretrained(out / "vae", torch_dtype=torch.float16 if dev.type == "cuda" else torch.float32)
-    latents = trainers.encode_dataset(vae.to(dev), data, dev)
-    depth = trainers.depth_condition(data, tuple(latents.shape[-2:]), dev)
-    del vae
-    sched = dict(DDIMScheduler.from_pretrained(out, subfolder="scheduler").config)
-    h = trainers.train_unet(
-        modules["unet"],
-        modules["text_encoder"],
+    # SOURCE's shipped VAE, passed without a name here so that it is freed once it has encoded.
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    history = train_unet_and_text_encoder(
+        out,
+        modules,
         tok,
-        latents,
-        depth,
-        data.captions,
-        sched,
+        AutoencoderKL.from_pretrained(out / "vae", torch_dtype=dtype).to(dev),
+        data,
         budget,
         dev,
-        seed * 100 + COMPONENT_SEEDS["unet"],
+        seed,
         progress,
         uncond_prob=uncond_prob,
         noise_discount=noise_discount,
     )
-    save_component(out, "unet", modules["unet"])
-    save_component(out, "text_encoder", modules["text_encoder"])
-    history = h.as_dict()
-    history["uncond_prob"], history["noise_discount"] = uncond_prob, noise_discount
     history["retrained"] = {
         "from": "the run above, its other components unchanged",
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,

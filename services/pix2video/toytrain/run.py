@@ -26,6 +26,11 @@ from .trainers import Budget
 COMPONENT_SEEDS = {"vae": 1, "unet": 2, "depth_estimator": 3, "captioner": 4, "clip": 5}
 
 
+def component_seed(seed: int, component: str) -> int:
+    """The seed one component trains from: the run's seed and the component's own."""
+    return seed * 100 + COMPONENT_SEEDS[component]
+
+
 @dataclass(frozen=True)
 class Plan:
     """How much of everything: data and, per component, steps, batch and learning rate."""
@@ -73,6 +78,58 @@ def plan_from_losses(path: str | Path) -> Plan:
     )
 
 
+def allow_tf32() -> None:
+    """TF32 matmuls and convolutions on CUDA (the toy training's precision)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def train_unet_and_text_encoder(
+    out: Path,
+    modules: dict,
+    tokenizer,
+    vae,
+    data: Dataset,
+    budget: Budget,
+    device: torch.device,
+    seed: int,
+    progress: bool,
+    *,
+    uncond_prob: float,
+    noise_discount: float,
+) -> dict:
+    """Trains the UNet and text encoder of ``modules`` on the latents ``vae``
+    gives (the shipped float16 one on CUDA), saves them into ``out`` and
+    returns their history with the settings that made it."""
+    from diffusers import DDIMScheduler
+
+    from ..models.toy import save_component
+    from . import trainers
+
+    latents = trainers.encode_dataset(vae, data, device)
+    depth = trainers.depth_condition(data, tuple(latents.shape[-2:]), device)
+    del vae  # frees the VAE before the UNet trains where the caller keeps no reference to it (retrain)
+    sched = dict(DDIMScheduler.from_pretrained(out, subfolder="scheduler").config)
+    h = trainers.train_unet(
+        modules["unet"],
+        modules["text_encoder"],
+        tokenizer,
+        latents,
+        depth,
+        data.captions,
+        sched,
+        budget,
+        device,
+        component_seed(seed, "unet"),
+        progress,
+        uncond_prob=uncond_prob,
+        noise_discount=noise_discount,
+    )
+    save_component(out, "unet", modules["unet"])
+    save_component(out, "text_encoder", modules["text_encoder"])
+    return h.as_dict() | {"uncond_prob": uncond_prob, "noise_discount": noise_discount}
+
+
 def _job(
     name: str, folder: str, data_dir: str, plan: Plan, seed: int, device: str, progress: bool, parallel: bool = False
 ) -> dict:
@@ -82,15 +139,14 @@ def _job(
     from ..models.toy import save_component, toy_modules
     from . import trainers
 
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    allow_tf32()
     out, dev = Path(folder), torch.device(device)
     data = Dataset.load(Path(data_dir))
     if dev.type == "cuda" or parallel:
         data = trainers.on_device(data, dev)
     tok = CLIPTokenizer.from_pretrained(out / "tokenizer")
     modules = toy_modules(len(tok), seed)
-    s = lambda c: seed * 100 + COMPONENT_SEEDS[c]  # noqa: E731
+    s = lambda c: component_seed(seed, c)  # noqa: E731
     histories = {}
     if name == "vae_unet":
         vae = modules["vae"]
@@ -98,32 +154,19 @@ def _job(
         save_component(out, "vae", vae)
         # The UNet learns on the latents the shipped (float16) VAE gives.
         vae = vae.to(torch.float16 if dev.type == "cuda" else torch.float32)
-        latents = trainers.encode_dataset(vae, data, dev)
-        depth = trainers.depth_condition(data, tuple(latents.shape[-2:]), dev)
-        from diffusers import DDIMScheduler
-
-        sched = dict(DDIMScheduler.from_pretrained(out, subfolder="scheduler").config)
-        h = trainers.train_unet(
-            modules["unet"],
-            modules["text_encoder"],
+        histories["unet"] = train_unet_and_text_encoder(
+            out,
+            modules,
             tok,
-            latents,
-            depth,
-            data.captions,
-            sched,
+            vae,
+            data,
             plan.unet,
             dev,
-            s("unet"),
+            seed,
             progress,
             uncond_prob=plan.unet_uncond_prob,
             noise_discount=plan.unet_noise_discount,
         )
-        histories["unet"] = h.as_dict() | {
-            "uncond_prob": plan.unet_uncond_prob,
-            "noise_discount": plan.unet_noise_discount,
-        }
-        save_component(out, "unet", modules["unet"])
-        save_component(out, "text_encoder", modules["text_encoder"])
     elif name == "depth_estimator":
         fe = DPTImageProcessor.from_pretrained(out / "feature_extractor")
         model = modules["depth_estimator"]

@@ -1,6 +1,8 @@
-"""One training loop per toy component.
+"""The toy components' training: one loop (:func:`_fit`: AdamW, the
+learning-rate schedule, gradient clipping, logging) and per component its
+data, loss and what it does before and after.
 
-Each loop runs a fixed number of steps from a fixed seed (the JSON of losses
+The loop runs a fixed number of steps from a fixed seed (the JSON of losses
 records the steps actually run: a wall-clock cap, when given, may stop a loop
 early, and the step count it reached reproduces the run). Losses are logged
 every ``log_every`` steps.
@@ -108,6 +110,45 @@ class _Loop:
             self.bar.set_postfix(loss=f"{value:.4f}")
 
 
+def _seeded(seed: int) -> np.random.Generator:
+    """Seeds torch (the losses' random draws) and returns the batches' numpy generator."""
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def _fit(
+    name: str,
+    params: list,
+    n: int,
+    budget: Budget,
+    rng: np.random.Generator,
+    step_loss,
+    progress: bool,
+    log_every: int,
+    *,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    ema: EMA | None = None,
+) -> History:
+    """The one training loop: AdamW over ``params`` on the schedule of
+    :func:`_lr`, each step a shuffled batch of indices into the ``n``
+    training items, ``step_loss(step, idx)`` its loss, the gradient clipped
+    to norm 1, the EMA (when given) updated after the step."""
+    opt = torch.optim.AdamW(params, lr=budget.lr, weight_decay=weight_decay, betas=betas)
+    loop = _Loop(name, budget, opt, progress, log_every)
+    batches = _batches(n, budget.batch, rng)
+    for step in loop:
+        loss = step_loss(step, next(batches))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if ema is not None:
+            ema.update(step)
+        loop.log(step, loss)
+    return loop.history
+
+
 def _batches(n: int, batch: int, rng: np.random.Generator):
     """Endless shuffled index batches over ``n`` items (sorted within a batch:
     faster reads from a memory map)."""
@@ -168,14 +209,11 @@ class EMA:
 
 def train_vae(vae, data: Dataset, budget: Budget, device, seed: int, progress=True, log_every=50) -> History:
     """Reconstruction (MSE + L1) with a tiny KL term, on random crops of whole frames."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = _seeded(seed)
     vae.to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=budget.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    loop = _Loop("vae", budget, opt, progress, log_every)
-    batches = _batches(len(data), budget.batch, rng)
-    for step in loop:
-        x = _images(data, next(batches), device)
+
+    def step_loss(step, idx):
+        x = _images(data, idx, device)
         if step % 2:
             x = x.flip(-1)
         with _autocast(device):
@@ -183,12 +221,12 @@ def train_vae(vae, data: Dataset, budget: Budget, device, seed: int, progress=Tr
             z = post.sample()
             rec = vae.decode(z).sample.float()
         kl = post.kl().mean() / x[0].numel()
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-6 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        loop.log(step, loss)
+        return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-6 * kl
+
+    params = list(vae.parameters())
+    history = _fit(
+        "vae", params, len(data), budget, rng, step_loss, progress, log_every, weight_decay=0.0, betas=(0.9, 0.99)
+    )
     vae.eval()
     # SD's convention: latents are scaled to about unit variance.
     with torch.no_grad(), _autocast(device):
@@ -198,8 +236,8 @@ def train_vae(vae, data: Dataset, budget: Budget, device, seed: int, progress=Tr
         )
     std = float(z.float().std())
     vae.register_to_config(scaling_factor=1.0 / std)
-    loop.history.extra["latent_std"] = std
-    return loop.history
+    history.extra["latent_std"] = std
+    return history
 
 
 @torch.no_grad()
@@ -274,14 +312,12 @@ def train_unet(
     components are noise at high t too, and the text decides them."""
     from diffusers import DDPMScheduler
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = _seeded(seed)
     unet.to(device).train()
     text_encoder.to(device).train()
     sched = DDPMScheduler.from_config(scheduler_config)
     alphas = sched.alphas_cumprod.to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=budget.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = EMA(params, ema_decay)
     # Every distinct caption is tokenized once.
     vocab = sorted(set(captions) | {""})
@@ -290,10 +326,9 @@ def train_unet(
         vocab, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids.to(device)
     empty = vocab.index("")
-    loop = _Loop("unet+text", budget, opt, progress, log_every)
-    batches = _batches(len(latents), budget.batch, rng)
-    for step in loop:
-        idx = torch.from_numpy(next(batches)).to(device)
+
+    def step_loss(step, idx):
+        idx = torch.from_numpy(idx).to(device)
         x0, d = latents[idx], depth[idx]
         if step % 2:
             x0, d = x0.flip(-1), d.flip(-1)
@@ -307,34 +342,38 @@ def train_unet(
         with _autocast(device):
             emb = text_encoder(tokens[cap])[0]
             pred = unet(torch.cat([xt, d], 1), t, encoder_hidden_states=emb).sample.float()
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.update(step)
-        loop.log(step, loss)
+        return F.mse_loss(pred, noise)
+
+    history = _fit(
+        "unet+text",
+        params,
+        len(latents),
+        budget,
+        rng,
+        step_loss,
+        progress,
+        log_every,
+        weight_decay=0.01,
+        betas=(0.9, 0.99),
+        ema=ema,
+    )
     ema.copy_to()
     unet.eval()
     text_encoder.eval()
-    return loop.history
+    return history
 
 
 def train_depth(model, data: Dataset, mean, std, budget, device, seed, progress=True, log_every=50) -> History:
     """L1 on inverse depth (x4, about unit range), plus a gradient term for sharp edges."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = _seeded(seed)
     model.to(device).train()
     # DPT's head ends in a ReLU; from the default initialisation its output is
     # zero everywhere and no gradient flows (the first GPU run's estimator
     # never moved). A positive bias on the last convolution starts it alive.
     with torch.no_grad():
         model.head.head[-2].bias.fill_(1.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.01)
-    loop = _Loop("depth", budget, opt, progress, log_every)
-    batches = _batches(len(data), budget.batch, rng)
-    for step in loop:
-        idx = next(batches)
+
+    def step_loss(step, idx):
         x = _normalised(data, idx, device, mean, std)
         target = _take(data.depth, idx, device).unsqueeze(1) * 4
         if step % 2:
@@ -344,20 +383,18 @@ def train_depth(model, data: Dataset, mean, std, budget, device, seed, progress=
         pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
         grad = lambda z: (z[..., 1:, :] - z[..., :-1, :], z[..., :, 1:] - z[..., :, :-1])  # noqa: E731
         (py, px), (ty, tx) = grad(pred), grad(target)
-        loss = F.l1_loss(pred, target) + 0.5 * (F.l1_loss(py, ty) + F.l1_loss(px, tx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loop.log(step, loss)
+        return F.l1_loss(pred, target) + 0.5 * (F.l1_loss(py, ty) + F.l1_loss(px, tx))
+
+    history = _fit(
+        "depth", list(model.parameters()), len(data), budget, rng, step_loss, progress, log_every, weight_decay=0.01
+    )
     model.eval()
-    return loop.history
+    return history
 
 
 def train_captioner(model, processor, data: Dataset, budget, device, seed, progress=True, log_every=50) -> History:
     """Teacher-forced captions: [DEC] words [SEP], BLIP's own LM loss."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = _seeded(seed)
     model.to(device).train()
     ip, tok = processor.image_processor, processor.tokenizer
     vocab = sorted(set(data.captions))
@@ -373,45 +410,37 @@ def train_captioner(model, processor, data: Dataset, budget, device, seed, progr
     ids, mask = ids.to(device), enc.attention_mask.to(device)
     labels = ids.masked_fill(mask == 0, -100)
     cap_index = torch.tensor([vocab.index(c) for c in data.captions], device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.01)
-    loop = _Loop("captioner", budget, opt, progress, log_every)
-    batches = _batches(len(data), budget.batch, rng)
-    for step in loop:
-        idx = next(batches)
+
+    def step_loss(step, idx):
         x = _normalised(data, idx, device, ip.image_mean, ip.image_std)
         if step % 2:
             x = x.flip(-1)
         c = cap_index[torch.from_numpy(idx).to(device)]
         with _autocast(device):
             out = model(pixel_values=x, input_ids=ids[c], attention_mask=mask[c], labels=labels[c])
-        loss = out.loss.float()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loop.log(step, loss)
+        return out.loss.float()
+
+    history = _fit(
+        "captioner", list(model.parameters()), len(data), budget, rng, step_loss, progress, log_every, weight_decay=0.01
+    )
     model.eval()
-    return loop.history
+    return history
 
 
 def train_clip(
     model, tokenizer, image_processor, data: Dataset, budget, device, seed, progress=True, log_every=50
 ) -> History:
     """CLIP's symmetric contrastive loss over (frame, caption) pairs."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = _seeded(seed)
     model.to(device).train()
     vocab = sorted(set(data.captions))
     tokens = tokenizer(
         vocab, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids.to(device)
     cap_index = torch.tensor([vocab.index(c) for c in data.captions], device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.1)
-    loop = _Loop("clip", budget, opt, progress, log_every)
-    batches = _batches(len(data), budget.batch, rng)
     mean, std = image_processor.image_mean, image_processor.image_std
-    for step in loop:
-        idx = next(batches)
+
+    def step_loss(step, idx):
         x = _normalised(data, idx, device, mean, std)
         if step % 2:
             x = x.flip(-1)
@@ -425,14 +454,13 @@ def train_clip(
         # Pairs with the same caption are positives too (the world repeats captions).
         same = (c[:, None] == c[None, :]).float()
         target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (
+        return 0.5 * (
             torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
             + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()
         )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loop.log(step, loss)
+
+    history = _fit(
+        "clip", list(model.parameters()), len(data), budget, rng, step_loss, progress, log_every, weight_decay=0.1
+    )
     model.eval()
-    return loop.history
+    return history

@@ -36,8 +36,14 @@ class DepthWorker:
         depth, feature_extractor, scale = load_depth(settings.model, device, settings.home or None)
         self.models = DepthComponents(depth, feature_extractor, device, dtype, scale)
         self.batch_size = depth_batch_size(device, settings.batch_size)  # 1 on the CPU: see depth_batching
-        self.estimator = DepthEstimator(self.models, batch_size=self.batch_size)
-        log.info("depth model %s loaded on %s (%s)", settings.model, device, str(dtype).removeprefix("torch."))
+        self.estimator = DepthEstimator(self.models, batch_size=self.batch_size, preprocess=settings.preprocess)
+        log.info(
+            "depth model %s loaded on %s (%s, DPT input made on the %s)",
+            settings.model,
+            device,
+            str(dtype).removeprefix("torch."),
+            self.estimator.preprocess,
+        )
 
     @property
     def vae_scale_factor(self) -> int:
@@ -100,7 +106,8 @@ class DepthWorker:
         """(N, H, W, 3) uint8 -> (N, h, w) raw DPT depth (float32): the steps of
         ``DepthEstimator`` before its resize to the latent size."""
         step = self.batch_size
-        return torch.cat([predict_depth(self.models, frames[i : i + step]) for i in range(0, len(frames), step)])
+        pre = self.estimator.preprocess
+        return torch.cat([predict_depth(self.models, frames[i : i + step], pre) for i in range(0, len(frames), step)])
 
     def warmup(self) -> None:
         """One small frame through the whole path (kernels, allocator, lazy init)."""
