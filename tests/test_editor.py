@@ -15,11 +15,13 @@ from pix2video.jobs import InversionSettings
 from pix2video.store import LocalDiskStore, StoredVideo
 
 STEPS = 10
-# The authors' delta = 100 is tuned for 64x64 latents; the update's pull scales
-# with 1/numel, so on these 8x8 latents the same pull per element is:
-DELTA = 100.0 * (8 * 8) / (64 * 64)
-# Eq. (1) also passes through the UNet's Jacobian; a random one is steep.
-DELTA_EQ1 = 0.03
+# The authors' delta = 100 is tuned for 64x64 latents; the default
+# update_normalisation (sd512) divides by that latent's size at every size, so
+# on these 8x8 latents it pulls each element as at 512x512:
+DELTA = 100.0
+# Eq. (1) also passes through the UNet's Jacobian; a random one is steep (0.03 over
+# the mean of these 8x8 latents, written for the sd512 divisor).
+DELTA_EQ1 = 0.03 * (64 * 64) / (8 * 8)
 
 
 def _invert(models, frames, tmp_path_factory, steps=STEPS):

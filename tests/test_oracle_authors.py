@@ -349,6 +349,8 @@ INVERSION_BREAKS = {
 }
 EDIT_BREAKS = {
     "update on steps 0..24": dict(edit={"update_end": 0.5}),
+    # the default's divisor, SD2-depth's 16,384 latent values, instead of their mean over these tiny latents
+    "update normalised to SD2's 512x512 latent": dict(edit={"update_normalisation": "sd512"}),
 }
 
 

@@ -20,7 +20,7 @@ from pix2video.store import LocalDiskStore, StoredVideo
 
 STEPS = 6
 FRAMES = 5  # anchor+random draws from frames 1..i-1: frames 3 and 4 have a choice
-DELTA = 100.0 * (8 * 8) / (64 * 64)  # the authors' pull per element, at 8x8 latents (test_editor.py)
+DELTA = 100.0  # the authors' pull per element, at 8x8 latents too (update_normalisation sd512; test_editor.py)
 
 # Two concurrent sessions per case: (settings of A, settings of B).
 CASES = {
@@ -33,7 +33,7 @@ CASES = {
         dict(reference="anchor+random", seed=5, latent_update="off", frames_in_flight=2, prompt="a glass bird"),
     ),
     "eq1 update": (
-        dict(reference="anchor+previous", latent_update="xt", update_strength=0.03, update_end=0.3),
+        dict(reference="anchor+previous", latent_update="xt", update_strength=0.03 * 64, update_end=0.3),
         dict(reference="anchor+random", seed=3, frames_in_flight=2, prompt="a glass bird"),
     ),
 }

@@ -33,7 +33,7 @@ from pix2video_client import errors as client_errors
 
 STEPS = 4
 SIZE = 64
-DELTA = 100.0 * (8 * 8) / (64 * 64)  # the authors' pull per element, at 8x8 latents
+DELTA = 100.0  # the authors' pull per element, at 8x8 latents too (update_normalisation sd512)
 INV = InversionOptions(width=SIZE, height=SIZE, num_steps=STEPS, source_prompt="a red ball")
 
 

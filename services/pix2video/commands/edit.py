@@ -27,6 +27,7 @@ EDIT_FLAGS = {
     "update_strength": "--update-strength",
     "update_start": "--update-start",
     "update_end": "--update-end",
+    "update_normalisation": "--update-normalisation",
     "frames_in_flight": "--frames-in-flight",
 }
 

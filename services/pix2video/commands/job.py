@@ -154,6 +154,8 @@ def run_remote(args, progress):
 
     from pix2video_client import EditOptions, InversionOptions, Pix2VideoClient
 
+    from ..engine.settings import DEFAULT_UPDATE_NORMALISATION
+
     check_max_frames(args)
     if preset(args).name != "default" or args.resize not in RESIZE_MODES:
         raise InvalidInput(
@@ -162,6 +164,11 @@ def run_remote(args, progress):
     if not args.key and not Path(args.input).is_file():
         raise NotFound(f"input: file {args.input!r} does not exist (use --key for an object in the store)")
     settings = edit_settings(args) if args.command == "edit" else None  # checked before any remote work
+    if settings is not None and settings.update_normalisation != DEFAULT_UPDATE_NORMALISATION:
+        # the services' EditSettings carry no normalisation: they use the default
+        raise InvalidInput(
+            f"update_normalisation: the services normalise the update as {DEFAULT_UPDATE_NORMALISATION}; drop --server"
+        )
     client = Pix2VideoClient(args.server, args.editor_server, **cli_security.client_kwargs(args))
     inv = InversionOptions(
         width=args.width,

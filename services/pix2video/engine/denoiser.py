@@ -83,10 +83,12 @@ class Denoiser:
         if timer is not None:
             start = self._lap(timer, "denoise", start, items)
         # Authors' closed form: gradient of delta * mse(x0, x0_prev) w.r.t. x0
-        # (mean over the latent), applied to x_{t-1}. It reads only the previous
+        # (a mean over the latent, or over SD2-depth's 512x512 latent size:
+        # update_normalisation), applied to x_{t-1}. It reads only the previous
         # frame's x0 at this step, which no other item of the tick changes.
         updated = {
-            n: x_prev[n] - s.settings.update_strength * 2 * (x0[n] - s.prev_x0(i)) / x0[n].numel()
+            n: x_prev[n]
+            - s.settings.update_strength * 2 * (x0[n] - s.prev_x0(i)) / s.settings.update_divisor(x0[n].numel())
             for n, (s, i) in enumerate(items)
             if s.settings.latent_update == "x0" and s.updates(i)
         }
@@ -170,7 +172,14 @@ class Denoiser:
         with torch.enable_grad():
             x = latents.detach().requires_grad_(True)
             _, x0 = self._predict(items, x, record=False)
-            losses = [torch.nn.functional.mse_loss(x0[n], s.prev_x0(i)) for n, (s, i) in enumerate(items)]
+            # mse over the latent's own size, rescaled when normalised to SD2-depth's 512x512 latent (a
+            # factor of exactly 1 there, so nothing is multiplied and the result is bitwise the mean's).
+            losses = []
+            for n, (s, i) in enumerate(items):
+                loss = torch.nn.functional.mse_loss(x0[n], s.prev_x0(i))
+                numel = x0[n].numel()
+                divisor = s.settings.update_divisor(numel)
+                losses.append(loss if divisor == numel else loss * (numel / divisor))
             loss = functools.reduce(operator.add, losses)  # as sum(), typed as a tensor
             (grad,) = torch.autograd.grad(loss, x)
         return grad.detach()

@@ -28,6 +28,16 @@ from pix2video_client.options import (
 from ..errors import InvalidInput
 from .checks import check_num_steps, check_prompt
 
+# How the latent update's step is normalised (EditSettings.update_normalisation).
+UPDATE_NORMALISATIONS = ("sd512", "latent")
+DEFAULT_UPDATE_NORMALISATION = UPDATE_NORMALISATIONS[0]
+# SD2-depth's latent at its 512x512 working size: 4 channels x 64 x 64. The
+# authors' delta (100) was chosen for a mean over this many values; dividing by
+# it at every size keeps delta's pull per element (the toy world's 128x128
+# frames have 4,096 latent values: the mean pulled each 4x as hard, and raised
+# Pixel-MSE there, docs/runs/2026-12-01-h200-update-ablation/).
+SD512_LATENT_NUMEL = 4 * 64 * 64
+
 
 @dataclass(frozen=True)
 class EditSettings:
@@ -53,11 +63,15 @@ class EditSettings:
     DDIM step: x0 (authors' code: gradient w.r.t. x0, closed form), xt (paper eq. 1: gradient w.r.t. x_t,
     through the UNet), or off."""
     update_strength: float = DEFAULT_UPDATE_STRENGTH
-    """The latent update's step size delta."""
+    """The latent update's step size delta (100: the authors', for SD2-depth's 512x512 latent)."""
     update_start: float = DEFAULT_UPDATE_START
     """The latent update runs from this fraction of the steps on."""
     update_end: float = DEFAULT_UPDATE_END
     """The latent update runs until this fraction of the steps (0.5: steps 0..24 of 50)."""
+    update_normalisation: str = field(default=DEFAULT_UPDATE_NORMALISATION, metadata={"choices": UPDATE_NORMALISATIONS})
+    """What the update's squared error toward the previous x0 is divided by: sd512 (SD2-depth's 64x64x4 latent at
+    512x512, so delta pulls each element as hard at every size) or latent (the latent's own size, the authors' mean:
+    4x the pull per element at 256x256); the two are equal at 512x512."""
     frames_in_flight: int = 1
     """Wavefront width: frames denoised together, frame i one step behind frame i-1, sharing each UNet call;
     the result equals one frame after another (faster on GPU)."""
@@ -69,6 +83,7 @@ class EditSettings:
         _check_choice("reference", self.reference, REFERENCES)
         _check_choice("inject_layers", self.inject_layers, INJECT_LAYERS)
         _check_choice("latent_update", self.latent_update, LATENT_UPDATES)
+        _check_choice("update_normalisation", self.update_normalisation, UPDATE_NORMALISATIONS)
         _check_range("guidance_scale", self.guidance_scale, 1.0, MAX_GUIDANCE)
         _check_range("update_strength", self.update_strength, 0.0, MAX_UPDATE_STRENGTH)
         _check_range("update_start", self.update_start, 0.0, 1.0)
@@ -91,6 +106,11 @@ class EditSettings:
             and self.update_strength > 0
             and self.update_start * self.num_steps <= step < self.update_end * self.num_steps
         )
+
+    def update_divisor(self, numel: int) -> int:
+        """What the update's squared error toward the previous frame's x0 is divided by, for a latent of
+        ``numel`` values: ``numel`` itself (a mean, the authors' code) or SD2-depth's 512x512 latent size."""
+        return SD512_LATENT_NUMEL if self.update_normalisation == "sd512" else numel
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -135,12 +155,13 @@ PRESETS = {
     # code/video_model_cross_frame_attn.py): every frame squashed to the
     # working size, depth resized bilinearly, a DDIMScheduler built with
     # steps_offset=0 (timesteps 980..0), the latent update while i <= 25
-    # (26 of 50 steps: update_end = 26/50), float32. tests/test_oracle_authors.py
+    # (26 of 50 steps: update_end = 26/50) with their mean over the latent's own
+    # elements (update_normalisation latent), float32. tests/test_oracle_authors.py
     # holds the engine under this preset to a re-implementation of that loop.
     "authors": Preset(
         "authors",
         inversion={"resize": "squash", "depth_resize": "bilinear", "steps_offset": 0},
-        edit={"update_end": 0.52},
+        edit={"update_end": 0.52, "update_normalisation": "latent"},
         dtype="float32",
     ),
 }

@@ -201,6 +201,27 @@ def per_frame_depth2img(
     return np.stack(out)
 
 
+def colour_figures(clip: Clip, frames: np.ndarray) -> dict:
+    """The colour edit's figures of ``frames`` (an edit of ``clip``, whose main object is the ball): the
+    fraction of frames whose ball is blue, the PSNR to the input outside the ball's mask, the flow-warped
+    frame-to-frame error, and each frame's hue and saturation inside the mask."""
+    masks = clip.masks[:, 0]
+    return dict(
+        blue_fraction=float(np.mean([is_blue(f, m) for f, m in zip(frames, masks, strict=True)])),
+        outside_psnr=float(np.mean([psnr(a, b, ~m) for a, b, m in zip(clip.frames, frames, masks, strict=True)])),
+        warp=warp_error(frames, clip),
+        hues=[round(hue_of(f, m)[0], 1) for f, m in zip(frames, masks, strict=True)],
+        saturations=[round(hue_of(f, m)[1], 3) for f, m in zip(frames, masks, strict=True)],
+    )
+
+
+def colour_target(clip: Clip) -> str:
+    """The colour edit's prompt: the clip's caption with its red ball made blue."""
+    if (clip.scene.main.colour, clip.scene.main.shape) != ("red", "ball"):
+        raise ValueError("colour_edit needs a clip whose main object is a red ball")
+    return clip.caption.replace("a red ball", "a blue ball", 1)
+
+
 @dataclass
 class ColourEdit:
     blue_fraction: float
@@ -223,9 +244,7 @@ def colour_edit(
 ):
     """ "red ball" -> "blue ball" on a held-out clip whose main object is a red ball
     (``depth2img``: also the paper's per-frame depth2img baseline, both seedings)."""
-    if (clip.scene.main.colour, clip.scene.main.shape) != ("red", "ball"):
-        raise ValueError("colour_edit needs a clip whose main object is a red ball")
-    target = clip.caption.replace("a red ball", "a blue ball", 1)
+    target = colour_target(clip)
     vid = invert(engine, clip, source_prompt, steps)
     p2v = _frames(engine.edit(vid, EditSettings(prompt=target, num_steps=steps, seed=seed)))
     per_frame = _frames(
@@ -233,7 +252,6 @@ def colour_edit(
             vid, EditSettings(prompt=target, num_steps=steps, seed=seed, inject_layers="none", latent_update="off")
         )
     )
-    masks = clip.masks[:, 0]
     d2i = {}
     if depth2img:
         same = per_frame_depth2img(engine.models, clip.frames, target, steps, seed, per_clip=False)
@@ -243,14 +261,15 @@ def colour_edit(
             warp_depth2img_clip_generator=warp_error(one, clip),
             depth2img_frames=same,
         )
+    fig = colour_figures(clip, p2v)
     return ColourEdit(
-        blue_fraction=float(np.mean([is_blue(f, m) for f, m in zip(p2v, masks, strict=False)])),
-        outside_psnr=float(np.mean([psnr(a, b, ~m) for a, b, m in zip(clip.frames, p2v, masks, strict=False)])),
-        warp_pix2video=warp_error(p2v, clip),
+        blue_fraction=fig["blue_fraction"],
+        outside_psnr=fig["outside_psnr"],
+        warp_pix2video=fig["warp"],
         warp_per_frame=warp_error(per_frame, clip),
         warp_input=warp_error(clip.frames, clip),
-        hues=[round(hue_of(f, m)[0], 1) for f, m in zip(p2v, masks, strict=False)],
-        saturations=[round(hue_of(f, m)[1], 3) for f, m in zip(p2v, masks, strict=False)],
+        hues=fig["hues"],
+        saturations=fig["saturations"],
         frames=p2v,
         per_frame_frames=per_frame,
         **d2i,
