@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from pix2video.models.architecture import SCHEDULER  # SD2's DDIM schedule, one definition
 from pix2video.models.loading import ModelSet
 
 SD2_DEPTH_UNET = dict(
@@ -43,16 +44,6 @@ OPENCLIP_H = dict(
     max_position_embeddings=77,
     hidden_act="gelu",
     projection_dim=512,
-)
-SCHEDULER = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    prediction_type="epsilon",
 )
 
 
