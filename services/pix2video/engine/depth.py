@@ -32,12 +32,12 @@ from .depth_options import DEPTH_PREPROCESS_MODES
 from .model_set import DepthModels
 
 DEPTH_RESIZE_MODES = ("bicubic", "bilinear")
-# PIL's resampling filters (the processor's ``resample``) that torch has, antialiased as PIL's.
 # Most frames in one DPT call, whatever batch the caller asks for: at 128
 # frames (384x384 input) DPT-hybrid's neck upsamples into a tensor of more
 # than INT_MAX elements, which CUDA's bilinear upsampling refuses (H200, run 5
 # of docs/benchmark.md); 64 frames a call was also the fastest batch there.
 DPT_MAX_FRAMES = 64
+# PIL's resampling filters (the processor's ``resample``) that torch has, antialiased as PIL's.
 _TORCH_RESAMPLE = {2: "bilinear", 3: "bicubic", "bilinear": "bilinear", "bicubic": "bicubic"}
 
 
