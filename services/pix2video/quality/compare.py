@@ -60,22 +60,29 @@ def depth2img_pipeline(models):
     return pipe
 
 
-def per_frame_depth2img(models, frames: np.ndarray, prompt: str, steps: int, guidance: float, seed: int, progress=None):
-    """Each frame edited on its own by diffusers' depth2img pipeline (fresh seeded noise per frame)."""
+def per_frame_depth2img(
+    models, frames: np.ndarray, prompt: str, steps: int, guidance: float, seed: int, progress=None, generator_for=None
+):
+    """Each frame edited on its own by diffusers' depth2img pipeline. ``generator_for(i)`` gives frame i's
+    generator; by default fresh seeded noise per frame (seed + i)."""
     import torch
     from PIL import Image
+
+    if generator_for is None:
+
+        def generator_for(i: int):
+            return torch.Generator(device="cpu").manual_seed(seed + i)
 
     pipe = depth2img_pipeline(models)
     out = []
     for i, frame in enumerate(frames):
-        g = torch.Generator(device="cpu").manual_seed(seed + i)
         image = pipe(
             prompt=prompt,
             image=Image.fromarray(frame),
             strength=SDEDIT_STRENGTH,
             num_inference_steps=steps,
             guidance_scale=guidance,
-            generator=g,
+            generator=generator_for(i),
             output_type="np",
         ).images[0]
         out.append((np.clip(image, 0, 1) * 255).round().astype(np.uint8))

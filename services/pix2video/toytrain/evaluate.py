@@ -179,26 +179,14 @@ def per_frame_depth2img(
     "per-frame depth2img" variant builds it. ``per_clip`` False: every frame's
     run gets a generator seeded with ``seed`` (the same noise for every frame);
     True: one generator seeded once, drawn on frame after frame."""
-    from PIL import Image
+    from ..quality import compare
 
-    from ..quality.compare import SDEDIT_STRENGTH, depth2img_pipeline
-
-    pipe = depth2img_pipeline(models)
     clip_generator = torch.Generator(device="cpu").manual_seed(seed)
-    out = []
-    for frame in frames:
-        g = clip_generator if per_clip else torch.Generator(device="cpu").manual_seed(seed)
-        image = pipe(
-            prompt=prompt,
-            image=Image.fromarray(frame),
-            strength=SDEDIT_STRENGTH,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=g,
-            output_type="np",
-        ).images[0]
-        out.append((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
-    return np.stack(out)
+
+    def generator_for(i: int) -> torch.Generator:
+        return clip_generator if per_clip else torch.Generator(device="cpu").manual_seed(seed)
+
+    return compare.per_frame_depth2img(models, frames, prompt, steps, guidance, seed, generator_for=generator_for)
 
 
 def colour_figures(clip: Clip, frames: np.ndarray) -> dict:
