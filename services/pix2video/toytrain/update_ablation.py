@@ -79,12 +79,13 @@ JOB_LISTS = {"main": (JOBS, SCENE_UPDATES), "extra": (EXTRA_JOBS, ()), "smoke": 
 
 def relative_strength(update: str, numel: int) -> float:
     """The update's per-element pull relative to the authors' at SD2-depth's 512x512 (delta 100 / 16,384)."""
-    o = UPDATES[update]
-    # for xt the same factor scales its gradient of the mean squared error
-    if o.get("latent_update") == "off":
+    from ..engine.settings import EditSettings
+
+    # the divisor the denoiser uses (for xt the same factor scales its gradient of the mean squared error)
+    s = EditSettings(prompt=COMPARE_PROMPT, **UPDATES[update])
+    if s.latent_update == "off":
         return 0.0
-    divisor = SD512_LATENT_NUMEL if o["update_normalisation"] == "sd512" else numel
-    return (o["update_strength"] / divisor) / (AUTHORS_DELTA / SD512_LATENT_NUMEL)
+    return (s.update_strength / s.update_divisor(numel)) / (AUTHORS_DELTA / SD512_LATENT_NUMEL)
 
 
 def row_name(update: str, reference: str) -> str:
