@@ -1,9 +1,10 @@
 """A small procedural world: clips with true depth, a mask per object and a caption.
 
 Everything is rendered by ray casting in numpy, deterministically from a seed:
-a sky gradient, a textured ground plane seen in perspective, one to three
-objects (ball, cube, cone) in a handful of colours, slow camera and object
-motion. The ``toy`` model set (``pix2video.models.toy``) is trained on it.
+a sky gradient with clouds, a textured and patchy ground plane seen in
+perspective, one to three objects (ball, cube, cone) in a handful of colours,
+a camera that slides and turns to follow the main object, slow object motion.
+The ``toy`` model set (``pix2video.models.toy``) is trained on it.
 """
 
 from .grammar import COLOURS, GROUNDS, SHAPES, SKIES, caption_for, parse_main_object

@@ -142,17 +142,57 @@ def _geometry(scene: Scene, frame: int, width: int, height: int, ss: int):
     return t, ids, normal, point, d, o, f
 
 
+def _smooth(x):
+    return x * x * (3 - 2 * x)
+
+
+def _value_noise(table: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Smooth noise in [0, 1] at lattice coordinates (u, v): ``table``'s random
+    values at the integer points (it repeats), smoothstep-interpolated between them."""
+    n = table.shape[0]
+    u, v = np.nan_to_num(u, posinf=0.0, neginf=0.0), np.nan_to_num(v, posinf=0.0, neginf=0.0)
+    iu, iv = np.floor(u), np.floor(v)
+    fu, fv = _smooth(u - iu), _smooth(v - iv)
+    i0, j0 = iu.astype(np.int64) % n, iv.astype(np.int64) % n
+    i1, j1 = (i0 + 1) % n, (j0 + 1) % n
+    top = table[i0, j0] * (1 - fu) + table[i1, j0] * fu
+    bottom = table[i0, j1] * (1 - fu) + table[i1, j1] * fu
+    return top * (1 - fv) + bottom * fv
+
+
+def _textures(scene: Scene) -> np.ndarray:
+    """The scene's own random lattices: ground patches (two octaves) and clouds (two octaves).
+
+    Drawn from the scene's seed but from nothing its caption or depth says, so
+    a model trained on the world must take them from its input (inversion
+    keeps them where they are) or draw them from its noise (per-frame editing
+    from fresh noise draws them anew on every frame: the flicker Pix2Video removes)."""
+    return np.random.default_rng([scene.seed, 0x7E47]).random((4, 64, 64))
+
+
 def _shade(scene: Scene, frame: int, t, ids, normal, point, d) -> np.ndarray:
     _, zenith, horizon, tint = SKIES[scene.sky]
     zenith, horizon, tint = np.array(zenith), np.array(horizon), np.array(tint)
+    tex = _textures(scene)
     e = np.clip(d[..., 1] / 0.5, 0, 1)[..., None]
     e = e * e * (3 - 2 * e)
     sky = horizon * (1 - e) + zenith * e
+    # Clouds: a function of the ray's direction alone (the sky is at infinity, as the flow takes it).
+    up = np.maximum(d[..., 1], 0) + 0.12
+    cu, cv = d[..., 0] / up * 2.2, d[..., 2] / up * 2.2
+    cloud = 0.7 * _value_noise(tex[2], cu, cv) + 0.3 * _value_noise(tex[3], cu * 2.3 + 11, cv * 2.3 + 5)
+    cloud = (_smooth(np.clip((cloud - 0.48) / 0.3, 0, 1)) * np.clip(d[..., 1] / 0.06, 0, 1))[..., None]
+    sky = sky * (1 - 0.65 * cloud) + (0.45 * horizon + 0.55 * tint) * 0.65 * cloud
     _, base, stripe = GROUNDS[scene.ground]
     px, pz = point[..., 0], point[..., 2]
     fade = np.exp(-np.where(np.isfinite(t), t, 1e3) / 10.0)
     wave = 0.5 + 0.5 * np.sin(px * 1.7 + 0.8 * np.sin(pz * 0.9)) * np.sin(pz * 1.3 + 0.5 * np.cos(px * 0.7))
     ground = np.array(base) + (np.array(stripe) - np.array(base)) * (wave * fade + 0.5 * (1 - fade))[..., None]
+    # Patches a third of a metre to a metre across, fading out with distance before they alias.
+    coarse, fine = _value_noise(tex[0], px / 0.5, pz / 0.5), _value_noise(tex[1], px / 0.22 + 17, pz / 0.22 + 31)
+    patch = 0.65 * coarse + 0.35 * fine
+    near = np.exp(-np.where(np.isfinite(t), t, 1e3) / 7.0)
+    ground = ground * (1 + 0.32 * (2 * patch - 1) * near)[..., None]
     shadow = np.ones(t.shape)
     for obj in scene.objects:
         x, z = obj.centre(frame)

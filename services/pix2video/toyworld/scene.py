@@ -111,14 +111,19 @@ def sample_scene(
                 yaw=float(rng.uniform(0, np.pi / 2)),
             )
         )
+    # The camera slides sideways and turns to follow the main object part of the
+    # way, as a tracking shot does: the object drifts a little on screen while
+    # the ground and the sky sweep past by a few pixels a frame.
+    vx = float(rng.uniform(-0.16, 0.16))
+    track = float(rng.uniform(0.5, 1.0))
     camera = Camera(
         x=float(rng.uniform(-0.4, 0.4)),
         height=float(rng.uniform(1.2, 1.8)),
         z=0.0,
-        vx=float(rng.uniform(-0.04, 0.04)),
-        vz=float(rng.uniform(0.0, 0.04)),
+        vx=vx,
+        vz=float(rng.uniform(0.0, 0.06)),
         yaw=float(rng.uniform(-0.08, 0.08)),
-        yaw_rate=float(rng.uniform(-0.006, 0.006)),
+        yaw_rate=float(-track * vx / objects[0].z + rng.uniform(-0.004, 0.004)),
         pitch=float(rng.uniform(-0.22, -0.12)),
     )
     return Scene(seed=seed, ground=g, sky=s, objects=tuple(objects), camera=camera)
