@@ -130,11 +130,13 @@ def test_colour_edit_keeps_the_rest_of_the_frame(colour):
     assert colour.outside_psnr >= 20.0
 
 
-def test_pix2video_is_twice_as_consistent_as_per_frame_depth2img(colour):
+def test_pix2video_is_twice_as_consistent_as_per_frame_depth2img_on_a_sweeping_shot(colour):
     # The paper's Table 2 ordering, against its per-frame baseline: depth2img
-    # (SDEdit-like, strength 0.8, fresh noise) on every frame with the same seed.
-    # Measured here 1.711 against 3.948 (0.43); on the first world, whose textures followed from the
-    # caption and depth alone, this very assertion failed (0.387 against 0.328).
+    # (SDEdit-like, strength 0.8, fresh noise) on every frame with the same seed, on this clip (the
+    # camera sweeps 3.5 pixels a frame). Measured here 1.711 against 3.948 (0.43); on the first world,
+    # whose textures followed from the caption and depth alone, this very assertion failed (0.387
+    # against 0.328). Not the bar: over 16 held-out clips, slow shots included, the H200
+    # measured 0.55, missed (docs/toy-world.md).
     assert colour.warp_pix2video <= 0.5 * colour.warp_depth2img, (colour.warp_pix2video, colour.warp_depth2img)
 
 
