@@ -166,7 +166,7 @@ def _textures(scene: Scene) -> np.ndarray:
     Drawn from the scene's seed but from nothing its caption or depth says, so
     a model trained on the world must take them from its input (inversion
     keeps them where they are) or draw them from its noise (per-frame editing
-    from fresh noise draws them anew on every frame: the flicker Pix2Video removes)."""
+    from fresh noise draws them anew on every frame: the flicker the paper's Table 2 measures)."""
     return np.random.default_rng([scene.seed, 0x7E47]).random((4, 64, 64))
 
 
@@ -174,8 +174,7 @@ def _shade(scene: Scene, frame: int, t, ids, normal, point, d) -> np.ndarray:
     _, zenith, horizon, tint = SKIES[scene.sky]
     zenith, horizon, tint = np.array(zenith), np.array(horizon), np.array(tint)
     tex = _textures(scene)
-    e = np.clip(d[..., 1] / 0.5, 0, 1)[..., None]
-    e = e * e * (3 - 2 * e)
+    e = _smooth(np.clip(d[..., 1] / 0.5, 0, 1)[..., None])
     sky = horizon * (1 - e) + zenith * e
     # Clouds: a function of the ray's direction alone (the sky is at infinity, as the flow takes it).
     up = np.maximum(d[..., 1], 0) + 0.12
