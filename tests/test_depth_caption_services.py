@@ -272,7 +272,11 @@ def _too_big():  # 256 * 256 * 3 = 196608 bytes > max_message_bytes
         (_bad_raw, grpc.StatusCode.INVALID_ARGUMENT, "frame.data"),
         (_no_encoding, grpc.StatusCode.INVALID_ARGUMENT, "encoding"),
         (_tall, grpc.StatusCode.INVALID_ARGUMENT, "frame.height"),
-        (_too_wide_output, grpc.StatusCode.INVALID_ARGUMENT, "output_width"),
+        (
+            _too_wide_output,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "output_width: must be in [0, 1024] (0: the latent size, frame / 8)",
+        ),
         (_too_big, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     ],
     ids=["malformed-png", "raw-byte-count", "no-encoding", "height-not-multiple-of-8", "output-too-wide", "too-large"],

@@ -46,7 +46,10 @@ class DepthServicer(depth_pb2_grpc.DepthServiceServicer):
         for name in ("output_width", "output_height"):
             v = getattr(request, name)
             if not 0 <= v <= MAX_OUTPUT_SIDE:
-                raise InvalidInput(f"{name}: must be in [0, {MAX_OUTPUT_SIDE}] (0: frame / 8), got {v}")
+                raise InvalidInput(
+                    f"{name}: must be in [0, {MAX_OUTPUT_SIDE}] "
+                    f"(0: the latent size, frame / {self.worker.vae_scale_factor}), got {v}"
+                )
         frame = image_to_array(request.frame, "frame", self.limits)
         size = self.worker.output_size(frame.shape[0], frame.shape[1], request.output_height, request.output_width)
         return frame, size

@@ -2,7 +2,8 @@
 
 Frames of one batch may come from different streams, at different sizes and
 with different requested output sizes. Frames are grouped by (frame size,
-output size); a group at the default output size (the latent size, frame / 8)
+output size); a group at the default output size (the latent size: frame / the
+VAE's scale factor, 8 for SD2-depth, 4 for the toy set)
 runs through the engine's own :class:`~pix2video.engine.depth.DepthEstimator`,
 so the suite's depth equals the embedded engine's. A group with an explicit
 output size runs the same DPT steps and resizes to that size with
