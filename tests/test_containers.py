@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import grpc
 import numpy as np
 import pytest
 from containers import BASE_IMAGE, REQUIRE_ENV, SWITCH_ENV, Engine, build_image, find_engine
+from ports import free_ports
 from s3server import ACCESS_KEY, BUCKET, SECRET_KEY, _pick_ports, _probe, weed_binary, weed_command
 
 from pix2video.embedded import EmbeddedPix2Video
@@ -75,12 +75,6 @@ def baked_models(engine, image, tmp_path_factory):
     for path in [dest, *folder.rglob("*")]:  # read by uid 10001 through the bind mount
         path.chmod(0o755 if path.is_dir() else 0o644)
     return folder
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +134,8 @@ def suite(engine, image, s3, baked_models):
     read-only at /models/tiny over a tmpfs /models (the model cache)."""
     from contextlib import ExitStack
 
-    ports = {svc: _free_port() for svc in SERVICES}
+    free = iter(free_ports(2 * len(SERVICES)))  # a gRPC and a metrics port per service, all distinct
+    ports = {svc: next(free) for svc in SERVICES}
     common = ["--host", "127.0.0.1", "--device", "cpu", "--dtype", "float64", "--log-format", "text"]
     s3_flags = [
         "--store", "s3", "--s3-endpoint", s3.endpoint, "--s3-bucket", s3.bucket,
@@ -163,7 +158,7 @@ def suite(engine, image, s3, baked_models):
     with ExitStack() as stack:
         names = {}
         for svc, (flags, options) in plan.items():
-            argv = ["serve", svc, "--port", str(ports[svc]), "--metrics-port", str(_free_port()), *common, *flags]
+            argv = ["serve", svc, "--port", str(ports[svc]), "--metrics-port", str(next(free)), *common, *flags]
             names[svc] = stack.enter_context(engine.run(svc, image, argv, options=options))
         seconds = _wait_serving(engine, names, ports)
         print(f"\nfour containers SERVING after {seconds:.0f} s", file=sys.stderr)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
+from ports import free_port
 
 from pix2video.engine.caption import Captioner
 from pix2video.engine.depth import DepthEstimator, normalise_depth
@@ -100,12 +100,6 @@ def _start(build, settings):
 def _check_health(channel, service: str, timeout: float = 5):
     stub = health_pb2_grpc.HealthStub(channel)
     return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- fixtures -----------------------------------------------------------------------
@@ -422,7 +416,7 @@ def test_bad_max_new_tokens_setting_is_named():
 
 
 def test_module_serves_until_sigterm_then_exits_cleanly(tiny_dir, clip_frames):
-    port = _free_port()
+    port = free_port()
     grace = 2
     env = dict(os.environ, HF_HUB_OFFLINE="1", PIX2VIDEO_DEVICE="cpu")
     cmd = [

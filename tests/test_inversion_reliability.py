@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 import threading
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ports import free_port
 from reliability import reliability_row, rss_bytes
 from s3_process import S3Process
 
@@ -52,12 +52,6 @@ from pix2video_api.inversion.v1 import inversion_pb2_grpc as pb_grpc
 SIZE, STEPS = 64, 4
 INV = InversionSettings(SIZE, SIZE, num_steps=STEPS, source_prompt="a red ball")
 SECTION = "Inversion and store"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clip(folder: Path, name: str, frames: int = 6, variant: int = 0) -> Path:
@@ -115,7 +109,7 @@ class Suite:
         self.thread = ServerThread()
         self.s3 = s3
         self.shared = dict(host="127.0.0.1", model=str(tiny_dir), device="cpu", dtype="float64", home=str(home))
-        self.depth_port = _free_port()
+        self.depth_port = free_port()
         self.depth = self.start_depth()
         self.caption = self.thread.run(build_caption(CaptionSettings(**self.shared, port=0, metrics_port=-1)))
         self.thread.servers += [self.caption]

@@ -16,7 +16,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -27,6 +26,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from s3server import s3_server_fields
 
@@ -77,12 +77,6 @@ def _start(settings: dict):
     running = thread.run(start_suite(settings))
     thread.servers = list(running.values())
     return thread, running
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- scraping and PromQL helpers ---------------------------------------------------------------
@@ -143,7 +137,7 @@ class Prometheus:
     """``/usr/bin/prometheus`` on a free loopback port, scraping the services every second."""
 
     def __init__(self, binary: str, folder: Path, targets: dict[str, int]):
-        self.port = _free_port()
+        self.port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from cutting_proxy import CuttingProxy
+from ports import free_ports
 from s3server import s3_server_fields
 
 from pix2video.embedded import EmbeddedPix2Video
@@ -326,14 +327,6 @@ def test_reflection_lists_every_service(suite):
         assert f"pix2video.{name}.v1.{name.capitalize()}Service" in names and "grpc.health.v1.Health" in names
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_all_and_the_cli_against_it(tiny_dir, clip, tmp_path, monkeypatch, capfd):
     """`pix2video serve --all` as a real process, `pix2video edit --server` against it."""
     import os
@@ -345,7 +338,8 @@ def test_serve_all_and_the_cli_against_it(tiny_dir, clip, tmp_path, monkeypatch,
 
     from pix2video.cli import main
 
-    ports = {name: _free_port() for name in ("depth", "caption", "inversion", "editor")}
+    names = ("depth", "caption", "inversion", "editor")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     cmd = [sys.executable, "-m", "pix2video.cli", "serve", "--all"]
     cmd += [f"--{name}-port={port}" for name, port in ports.items()]
     cmd += ["--host", "127.0.0.1", "--model", str(tiny_dir), "--device", "cpu", "--store-dir", str(tmp_path / "store")]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from ports import free_ports
 from s3server import s3_server_fields
 
 from pix2video.servers.caption.settings import CaptionSettings
@@ -42,12 +42,6 @@ STEPS = 3
 VENV_ENV = "PIX2VIDEO_PHOENIX_VENV"
 SWITCH_ENV = "PIX2VIDEO_CI_TRACES"  # .ci/run: on (1) by default, 0 skips this test
 REQUIRE_ENV = "PIX2VIDEO_REQUIRE_TRACES"  # .ci/run sets it: no Phoenix is then a failure, not a skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Phoenix:
@@ -82,7 +76,7 @@ def phoenix(tmp_path_factory):
     binary = Path(venv) / "bin" / "phoenix"
     assert binary.exists(), f"{VENV_ENV}={venv} has no bin/phoenix"
     work = tmp_path_factory.mktemp("phoenix")
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_ports(2)
     env = {
         "PATH": f"{Path(venv) / 'bin'}:/usr/bin:/bin",
         "HOME": str(work),
