@@ -184,13 +184,14 @@ def _shade(scene: Scene, frame: int, t, ids, normal, point, d) -> np.ndarray:
     sky = sky * (1 - 0.65 * cloud) + (0.45 * horizon + 0.55 * tint) * 0.65 * cloud
     _, base, stripe = GROUNDS[scene.ground]
     px, pz = point[..., 0], point[..., 2]
-    fade = np.exp(-np.where(np.isfinite(t), t, 1e3) / 10.0)
+    dist = np.where(np.isfinite(t), t, 1e3)  # the sky counts as far away
+    fade = np.exp(-dist / 10.0)
     wave = 0.5 + 0.5 * np.sin(px * 1.7 + 0.8 * np.sin(pz * 0.9)) * np.sin(pz * 1.3 + 0.5 * np.cos(px * 0.7))
     ground = np.array(base) + (np.array(stripe) - np.array(base)) * (wave * fade + 0.5 * (1 - fade))[..., None]
     # Patches a third of a metre to a metre across, fading out with distance before they alias.
     coarse, fine = _value_noise(tex[0], px / 0.5, pz / 0.5), _value_noise(tex[1], px / 0.22 + 17, pz / 0.22 + 31)
     patch = 0.65 * coarse + 0.35 * fine
-    near = np.exp(-np.where(np.isfinite(t), t, 1e3) / 7.0)
+    near = np.exp(-dist / 7.0)
     ground = ground * (1 + 0.32 * (2 * patch - 1) * near)[..., None]
     shadow = np.ones(t.shape)
     for obj in scene.objects:
@@ -208,7 +209,7 @@ def _shade(scene: Scene, frame: int, t, ids, normal, point, d) -> np.ndarray:
         spec = 0.25 * np.clip(n @ half, 0, 1)[:, None] ** 24 if obj.shape == "ball" else 0.0
         img[sel] = np.array(COLOURS[obj.colour]) * tint * (0.38 + 0.62 * lam) + spec
     # Distance haze toward the horizon colour.
-    haze = (1 - np.exp(-np.where(np.isfinite(t), t, 1e3) / 60.0))[..., None] * (ids != SKY_ID)[..., None]
+    haze = (1 - np.exp(-dist / 60.0))[..., None] * (ids != SKY_ID)[..., None]
     return img * (1 - haze) + horizon * haze
 
 
