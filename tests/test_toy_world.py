@@ -19,7 +19,6 @@ from pix2video.toytrain import evaluate as ev
 from pix2video.toyworld import parse_main_object, render_clip, sample_scene
 
 STEPS = 50
-RED_BALL = dict(main_colour="red", main_shape="ball")
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,7 @@ def test_ddim_inversion_then_reconstruction_returns_the_input(engine, held):
 
 @pytest.fixture(scope="module")
 def colour(engine):
-    clip = ev.held_out_clips(1, 4, start=2000, **RED_BALL)[0]
+    clip = ev.red_ball_clips(1, 4)[0]
     return ev.colour_edit(engine, clip, STEPS)
 
 
@@ -155,7 +154,7 @@ def test_report_gives_table2_over_its_clips_and_per_clip(toy):
     # The docs' protocol (toytrain.evaluate.report), shrunk: every figure of 2 red-ball clips, kept per clip.
     r = ev.report(toy, clips=1, frames=2, captions=2, edits=1, table2_clips=2, steps=2, log=lambda _: None)
     per = r["table2_per_clip"]
-    assert [p["caption"] for p in per] == [c.caption for c in ev.held_out_clips(2, 1, start=2000, **RED_BALL)]
+    assert [p["caption"] for p in per] == [c.caption for c in ev.red_ball_clips(2, 1)]
     assert r["warp_pix2video"] == pytest.approx(np.mean([p["warp_pix2video"] for p in per]))
     assert r["warp_depth2img"] == pytest.approx(np.mean([p["warp_depth2img"] for p in per]))
     assert r["warp_ratio_depth2img"] == pytest.approx(r["warp_pix2video"] / r["warp_depth2img"])

@@ -48,6 +48,11 @@ def held_out_clips(count: int, num_frames: int, start: int = 0, **scene) -> list
     ]
 
 
+def red_ball_clips(count: int, num_frames: int) -> list[Clip]:
+    """The colour edit's and Table 2's held-out clips: scenes 2000 .. 2000 + count - 1, a red ball the main object."""
+    return held_out_clips(count, num_frames, start=2000, main_colour="red", main_shape="ball")
+
+
 def engine_for(models) -> EmbeddedPix2Video:
     engine = EmbeddedPix2Video(models, LocalDiskStore(tempfile.mkdtemp(prefix="toy-eval-")))
     # anchor+previous with guidance keeps 2 frames x 50 steps x 2 branches of
@@ -307,7 +312,7 @@ def report(
     out["inversion_psnr"] = float(np.mean([r["inverted"] for r in recs]))
     out["random_xt_psnr"] = float(np.mean([r["random_xt"] for r in recs]))
     log(f"inversion psnr {out['inversion_psnr']:.2f} vs random x_T {out['random_xt_psnr']:.2f}")
-    reds = held_out_clips(table2_clips, frames, start=2000, main_colour="red", main_shape="ball")
+    reds = red_ball_clips(table2_clips, frames)
     ces = [colour_edit(engine, c, steps) for c in reds]
     for key in (
         "blue_fraction",

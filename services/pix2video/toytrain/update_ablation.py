@@ -159,7 +159,7 @@ def run_edits(
     # -- Table 2 on held-out red-ball clips, float32 (toytrain.evaluate's protocol) --
     models = load_model_set(weights, device=device, dtype=torch.float32)
     engine = ev.engine_for(models)
-    held = ev.held_out_clips(clips, frames, start=2000, main_colour="red", main_shape="ball")
+    held = ev.red_ball_clips(clips, frames)
     evals = []
     for k, clip in enumerate(held):
         t0 = time.perf_counter()
@@ -369,7 +369,7 @@ def write_docs(run: Path, source: np.ndarray, update: str, docs: Path, log=print
         "toy-readme-scene-edit.png": [source, scene],
         "toy-demo-h200.png": [source, colour, scene],
     }
-    clip = ev.held_out_clips(1, meta["frames"], start=2000, main_colour="red", main_shape="ball")[0]
+    clip = ev.red_ball_clips(1, meta["frames"])[0]
     strips["toy-eval-colour-edit.png"] = [
         clip.frames,
         ef[f"clip0 | {row_name(update, 'anchor+previous')}"],
