@@ -264,6 +264,23 @@ def test_retries_back_off_inside_the_budget_and_the_deadline():
         RetryPolicy(budget=30).call(lambda _t: (_ for _ in ()).throw(InvalidInput("bad")), transient)
 
 
+def test_uneven_attempts_still_end_inside_the_callers_deadline():
+    """Attempts of uneven length (a store attempt that first waits on a lock
+    held by a readiness probe) are judged by the longest so far: judged by the
+    last, a short attempt is followed by a long one that outruns the deadline,
+    and the caller gets DEADLINE_EXCEEDED instead of the store's error."""
+    lengths = iter([0.3, 0.02, 0.02] * 10)  # judged by the last, the seventh attempt ends at 1.04 s
+
+    def uneven(_timeout):
+        time.sleep(next(lengths))
+        raise Unavailable("down")
+
+    start = time.monotonic()
+    with deadline(1.0), pytest.raises(Unavailable):
+        RetryPolicy(budget=30, initial_backoff=0.01, max_backoff=0.01, jitter=0).call(uneven, transient)
+    assert time.monotonic() - start < 1.0
+
+
 @pytest.mark.parametrize(
     "kw,field",
     [

@@ -97,6 +97,7 @@ class RetryPolicy:
         caller_end = _deadline.get()
         delays = self.delays()
         attempt = 1
+        longest = 0.0  # the longest attempt so far: the guess at the next one's length
         while True:
             began = time.monotonic()
             left = None if caller_end is None else caller_end - began
@@ -109,10 +110,13 @@ class RetryPolicy:
                 now = time.monotonic()
                 # Give up while the caller can still be told why: an attempt
                 # that would likely not finish before the caller's deadline
-                # (judged by the last one's length) turns the real error into
-                # DEADLINE_EXCEEDED.
-                took = now - began
-                if now + delay >= end or (caller_end is not None and now + delay + took >= caller_end):
+                # turns the real error into DEADLINE_EXCEEDED. It is judged by
+                # the longest attempt so far, not the last: attempts are uneven
+                # (an S3 store's attempt may first wait on its bucket check's
+                # lock, held by a readiness probe), and one judged by a short
+                # last attempt once outran a 30 s deadline on a loaded machine.
+                longest = max(longest, now - began)
+                if now + delay >= end or (caller_end is not None and now + delay + longest >= caller_end):
                     log.warning("%s: giving up after %d attempts in %.1f s: %s", what, attempt, now - start, exc)
                     raise
                 log.info("%s: attempt %d failed (%s); retrying in %.2f s", what, attempt, exc, delay)
