@@ -130,6 +130,56 @@ def histogram_quantile(q: float, bkts: list[tuple[float, float]]) -> float:
     return math.nan
 
 
+def test_a_failed_call_is_counted_before_its_status_reaches_the_client():
+    """context.abort sends the status at once, so the call must be counted
+    before it. Each call's end is made slow (a loaded machine whose event loop
+    reaches it late): counted after the abort, the client would hold its
+    NOT_FOUND 0.5 s before the counter moved, and read 0 here."""
+    import grpc
+
+    from pix2video.errors import NotFound
+    from pix2video.servers.common.errors import ErrorInterceptor
+    from pix2video.servers.common.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics("test")
+    begin = metrics.begin
+
+    class LateEnd:
+        def __init__(self, call):
+            self.call = call
+
+        def sent(self, response):
+            self.call.sent(response)
+
+        def end(self, code):
+            time.sleep(0.5)
+            self.call.end(code)
+
+    metrics.begin = lambda method: LateEnd(begin(method))  # type: ignore[method-assign]
+
+    async def absent(request, context):
+        raise NotFound("video_id: no such video")
+
+    async def serve():
+        server = grpc.aio.server(interceptors=[ErrorInterceptor(metrics)])
+        handler = grpc.unary_unary_rpc_method_handler(absent)  # bytes in, bytes out
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", {"Get": handler})])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    with ServerThread() as thread:
+        server, port = thread.run(serve())
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary("/t.T/Get")(b"", timeout=10)
+            labels = {"rpc": "t.T/Get", "code": "NOT_FOUND"}
+            counted = metrics.registry.get_sample_value("pix2video_grpc_requests_total", labels)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND and counted == 1
+        finally:
+            thread.run(server.stop(None))
+
+
 # -- a real Prometheus server ----------------------------------------------------------------------
 
 

@@ -123,6 +123,17 @@ def _ok_code(context) -> grpc.StatusCode:
         return grpc.StatusCode.OK
 
 
+def _end(call, code: grpc.StatusCode) -> None:
+    """Ends ``call`` (if any) with ``code``; returns None, for ``call = _end(...)``.
+
+    A call that fails is ended before ``_abort``: ``context.abort`` sends the
+    status at once, so ending it in ``finally`` let a client that already had
+    its NOT_FOUND scrape the metrics before the call was counted (seen in CI)."""
+    if call is not None:
+        call.end(code)
+    return None
+
+
 def _wrap_unary(fn, method: str, observer, scrub: Scrubber):
     async def handler(request, context):
         call = observer.begin(method) if observer is not None else None
@@ -138,10 +149,10 @@ def _wrap_unary(fn, method: str, observer, scrub: Scrubber):
                 code = _passthrough_code(exc, context)
                 raise
             code, message = status_for(exc)
+            call = _end(call, code)
             await _abort(context, exc, code, message, method, scrub)
         finally:
-            if call is not None:
-                call.end(code)
+            _end(call, code)
 
     return handler
 
@@ -161,10 +172,10 @@ def _wrap_stream(fn, method: str, observer, scrub: Scrubber):
                 code = _passthrough_code(exc, context)
                 raise
             code, message = status_for(exc)
+            call = _end(call, code)
             await _abort(context, exc, code, message, method, scrub)
         finally:
-            if call is not None:
-                call.end(code)
+            _end(call, code)
 
     return handler
 
