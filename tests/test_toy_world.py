@@ -75,6 +75,23 @@ def test_world_is_deterministic_and_its_flow_explains_the_motion():
     assert err < 1.5 and ev.warp_error(moving.frames, still) > 2 * err
 
 
+def test_a_camera_speed_floor_changes_only_the_cameras_sideways_motion():
+    """A floor moves every scene's camera at least that fast sideways, either
+    way, and changes nothing else: the rest of the scene is the same draw, and
+    no floor is the world as trained (the shipped set's), bitwise."""
+    speeds = []
+    for seed in range(2000, 2016):
+        plain, floored = sample_scene(seed), sample_scene(seed, min_camera_speed=0.1)
+        assert sample_scene(seed, min_camera_speed=0.0) == plain
+        assert abs(floored.camera.vx) >= 0.1 and np.sign(floored.camera.vx) == np.sign(plain.camera.vx)
+        camera = dataclasses.replace(floored.camera, vx=plain.camera.vx, yaw_rate=plain.camera.yaw_rate)
+        assert dataclasses.replace(floored, camera=camera) == plain
+        speeds.append(abs(plain.camera.vx))
+    assert min(speeds) < 0.1  # the floor is not vacuous on these scenes
+    with pytest.raises(ValueError, match="min_camera_speed"):
+        sample_scene(1, min_camera_speed=0.2)
+
+
 def test_toy_resolves_to_the_shipped_float16_weights_within_40_mb():
     from safetensors import safe_open
 
