@@ -24,7 +24,7 @@ from ..engine.vae import decode_latents, encode_frames
 from ..jobs import InversionSettings
 from ..store import LocalDiskStore, StoredVideo
 from ..toyworld import Clip, parse_main_object, render_clip, sample_scene
-from ..toyworld.scene import CAMERA_SPEED
+from ..toyworld.scene import check_min_camera_speed
 from .data import held_out_scene_seed
 
 SIZE = 128
@@ -388,8 +388,10 @@ def main(argv=None) -> int:
         help="floor on the red-ball clips' sideways camera speed, metres a frame (0: the world as trained)",
     )
     args = p.parse_args(argv)
-    if not 0.0 <= args.min_camera_speed < CAMERA_SPEED:
-        p.error(f"--min-camera-speed: must be in [0, {CAMERA_SPEED}) metres a frame, got {args.min_camera_speed}")
+    try:  # before the models load: a bad floor costs nothing
+        check_min_camera_speed(args.min_camera_speed)
+    except ValueError as exc:
+        p.error(f"--{exc}".replace("min_camera_speed", "min-camera-speed", 1))
     models = load_model_set(args.folder, device=args.device, dtype=torch.float32)
     r = report(
         models,

@@ -72,6 +72,12 @@ class Scene:
 CAMERA_SPEED = 0.16  # the camera's top sideways speed, metres a frame
 
 
+def check_min_camera_speed(min_camera_speed: float) -> None:
+    """Raises ValueError naming the field unless 0 <= min_camera_speed < CAMERA_SPEED."""
+    if not 0.0 <= min_camera_speed < CAMERA_SPEED:
+        raise ValueError(f"min_camera_speed: must be in [0, {CAMERA_SPEED}) metres a frame, got {min_camera_speed!r}")
+
+
 def sample_scene(
     seed: int,
     main_colour: str | None = None,
@@ -88,8 +94,7 @@ def sample_scene(
     camera's sideways speed: the same draw is mapped onto ``min .. CAMERA_SPEED``
     either way, so the rest of the scene is the scene without the floor, and 0
     (the world the shipped set was trained on) leaves it exactly as it was."""
-    if not 0.0 <= min_camera_speed < CAMERA_SPEED:
-        raise ValueError(f"min_camera_speed: must be in [0, {CAMERA_SPEED}) metres a frame, got {min_camera_speed!r}")
+    check_min_camera_speed(min_camera_speed)
     rng = np.random.default_rng([seed, 0x70F])
     colours, shapes = list(COLOURS), list(SHAPES)
     n = num_objects or int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))
