@@ -23,5 +23,5 @@ def free_ports(count: int) -> list[int]:
 
 
 def free_port() -> int:
-    """One port that was free a moment ago."""
+    """One port that was free a moment ago (also a dead endpoint: nothing listens on it)."""
     return free_ports(1)[0]

@@ -36,6 +36,7 @@ from hostile import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ports import free_ports
 from reliability import call_passed, reliability_row
 from s3server import s3_server_fields
 
@@ -701,18 +702,13 @@ def test_a_dead_store_and_dead_stages_are_unavailable_without_naming_them(tiny_d
     endpoint, bucket, secret or address; it carries the trace id to quote."""
     from pix2video.servers.inversion.server import build as build_inversion
 
-    def closed_port() -> int:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    endpoint, bucket, secret = f"127.0.0.1:{closed_port()}", "very-private-bucket", "very-secret-key-123"
+    # Ports free a moment ago: nothing listens on them, so each dependency is down.
+    store_port, depth_port, caption_port = free_ports(3)
+    endpoint, bucket, secret = f"127.0.0.1:{store_port}", "very-private-bucket", "very-secret-key-123"
     settings = InversionServerSettings(
         host="127.0.0.1", port=0, metrics_port=-1, model=str(tiny_dir), device="cpu", dtype="float32",
         home=str(tmp_path), store="s3", s3_endpoint=endpoint, s3_bucket=bucket, s3_access_key="someone",
-        s3_secret_key=secret, depth_address=f"127.0.0.1:{closed_port()}", caption_address=f"127.0.0.1:{closed_port()}",
+        s3_secret_key=secret, depth_address=f"127.0.0.1:{depth_port}", caption_address=f"127.0.0.1:{caption_port}",
         call_timeout_seconds=5,
     )  # fmt: skip
     thread = ServerThread()

@@ -25,6 +25,7 @@ from hostile import (
     png_bytes,
     png_of,
 )
+from ports import free_port
 
 from pix2video.errors import InvalidInput, NotFound
 from pix2video.limits import FrameLimits
@@ -270,12 +271,6 @@ def test_media_limit_settings_are_validated():
 # -- keys --------------------------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 HOSTILE_KEYS = ["k" * 5000, "a\x00b", "a/\x00/b", "a\nb", "x/" + "p" * 256, "\udcff", "/etc/passwd", "../../etc/passwd"]
 
 
@@ -283,7 +278,7 @@ HOSTILE_KEYS = ["k" * 5000, "a\x00b", "a/\x00/b", "a\nb", "x/" + "p" * 256, "\ud
 def test_hostile_keys_are_invalid_before_any_file_system_or_s3_call(tmp_path, key):
     local = LocalDiskStore(tmp_path / "root")
     # A closed port: any request would fail as StoreUnavailable after retries, not InvalidInput.
-    s3 = S3Store(S3Settings(endpoint=f"127.0.0.1:{_closed_port()}", bucket="b-bucket", access_key="a", secret_key="s"))
+    s3 = S3Store(S3Settings(endpoint=f"127.0.0.1:{free_port()}", bucket="b-bucket", access_key="a", secret_key="s"))
     for store in (local, s3):
         for op in ("get", "exists", "put", "delete_prefix"):
             args = (key, b"x") if op == "put" else (key,)

@@ -5,12 +5,12 @@ credentials, dead endpoints, prefixes and the video-id cache over S3."""
 from __future__ import annotations
 
 import dataclasses
-import socket
 import time
 import uuid
 
 import pytest
 import torch
+from ports import free_port
 from test_store import MODEL, SETTINGS, FakeStages, _record
 
 from pix2video.errors import CorruptObject, InvalidInput, NotFound
@@ -40,12 +40,6 @@ def _names(store: S3Store) -> list[str]:
         for o in store.client.list_objects(store.settings.bucket, prefix=store.prefix + "/", recursive=True)
         if not o.is_dir
     )
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed when the block ends: nothing listens
 
 
 # ---------------------------------------------------------------- the ObjectStore contract
@@ -107,7 +101,7 @@ def test_s3_store_rejects_bad_keys_like_local(tmp_path, key):
     # No server needed: keys are checked before any request.
     s3 = S3Store(
         S3Settings(
-            endpoint=f"127.0.0.1:{_closed_port()}", bucket="any-bucket", access_key="a", secret_key="b", secure=False
+            endpoint=f"127.0.0.1:{free_port()}", bucket="any-bucket", access_key="a", secret_key="b", secure=False
         )
     )
     local = LocalDiskStore(tmp_path)
@@ -174,7 +168,7 @@ def test_wrong_credentials_are_unavailable(settings, change, create_bucket):
 
 
 def test_dead_endpoint_fails_fast(settings):
-    dead = dataclasses.replace(settings, endpoint=f"127.0.0.1:{_closed_port()}")
+    dead = dataclasses.replace(settings, endpoint=f"127.0.0.1:{free_port()}")
     for create_bucket in (True, False):
         store = S3Store(dataclasses.replace(dead, create_bucket=create_bucket))
         start = time.monotonic()
