@@ -21,7 +21,7 @@ engine = ev.engine_for(load_model_set("toy", device="cpu", dtype=torch.float32))
 rows = []
 for k in ks:
     t0 = time.time()
-    clip = ev.held_out_clips(1, 8, start=2000 + k, main_colour="red", main_shape="ball", min_camera_speed=floor)[0]
+    clip = ev.red_ball_clips(1, 8, floor, first=k)[0]
     h, w = clip.prev_xy.shape[1:3]
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
     median_flow = float(np.median(np.hypot(clip.prev_xy[1:, ..., 0] - xx, clip.prev_xy[1:, ..., 1] - yy)))

@@ -49,11 +49,12 @@ def held_out_clips(count: int, num_frames: int, start: int = 0, **scene) -> list
     ]
 
 
-def red_ball_clips(count: int, num_frames: int, min_camera_speed: float = 0.0) -> list[Clip]:
+def red_ball_clips(count: int, num_frames: int, min_camera_speed: float = 0.0, first: int = 0) -> list[Clip]:
     """The colour edit's and Table 2's held-out clips: scenes 2000 .. 2000 + count - 1, a red ball the main object
-    (``min_camera_speed``: the same scenes with the camera's sideways speed floored, see ``sample_scene``)."""
+    (``min_camera_speed``: the same scenes with the camera's sideways speed floored, see ``sample_scene``;
+    ``first``: start at clip ``first`` of that list)."""
     return held_out_clips(
-        count, num_frames, start=2000, main_colour="red", main_shape="ball", min_camera_speed=min_camera_speed
+        count, num_frames, start=2000 + first, main_colour="red", main_shape="ball", min_camera_speed=min_camera_speed
     )
 
 
@@ -363,6 +364,18 @@ def report(
     return out
 
 
+def _camera_floor(text: str) -> float:
+    """``--min-camera-speed``'s type: argparse checks it, before the models load."""
+    import argparse
+
+    try:
+        value = float(text)
+        check_min_camera_speed(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("min_camera_speed: ")) from None
+    return value
+
+
 def main(argv=None) -> int:
     """``python -m pix2video.toytrain.evaluate FOLDER OUT.json [--device cuda]``."""
     import argparse
@@ -383,15 +396,11 @@ def main(argv=None) -> int:
     p.add_argument("--captions", type=int, default=50)
     p.add_argument(
         "--min-camera-speed",
-        type=float,
+        type=_camera_floor,
         default=0.0,
         help="floor on the red-ball clips' sideways camera speed, metres a frame (0: the world as trained)",
     )
     args = p.parse_args(argv)
-    try:  # before the models load: a bad floor costs nothing
-        check_min_camera_speed(args.min_camera_speed)
-    except ValueError as exc:
-        p.error(f"--{exc}".replace("min_camera_speed", "min-camera-speed", 1))
     models = load_model_set(args.folder, device=args.device, dtype=torch.float32)
     r = report(
         models,
