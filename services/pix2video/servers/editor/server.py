@@ -275,13 +275,20 @@ class EditorServicer(pb_grpc.EditorServiceServicer):
                 encode_start = time.perf_counter()
                 msg = await asyncio.to_thread(array_to_image, image, output)
                 encode = time.perf_counter() - encode_start
-                yield pb.EditResponse(frame=pb.EditedFrame(index=index, image=msg))
+                try:
+                    yield pb.EditResponse(frame=pb.EditedFrame(index=index, image=msg))
+                finally:
+                    # Also when the stream is closed at this yield (the client
+                    # cancelled right after this frame): the frame was handed to
+                    # the stream, and is counted in the frames counter, so it gets
+                    # its latency and span too. After the yield alone, the last
+                    # frame before a cancel sometimes had none (seen in CI).
+                    if stats is not None:
+                        metrics.frame_sent(sid, index, stats, encode, span)
                 if sent is not None:
                     sent.append(image)
                 next_index = index + 1
                 worker.call(worker.ack, sid, stream, next_index)
-                if stats is not None:
-                    metrics.frame_sent(sid, index, stats, encode, span)
                 if first_pending:
                     first_pending = False
                     metrics.first_frame.observe(time.perf_counter() - opened_at)
